@@ -1,0 +1,73 @@
+"""Drive the registered v2 functions the way the Functions host does (a development aid).
+
+Azure Functions Core Tools cannot run everywhere; this reads each function's trigger binding
+from ``function_app.app`` itself and builds the same inputs the host would hand the worker:
+
+    host = LocalHost(function_app.app)
+    host.deliver_blob("inbox", "11287/supplier/a.pdf")     # as an Event Grid BlobCreated would
+    host.fire_timer("poll_documents")
+
+It is not the real host: no scale-out, no Event Grid retries; see README "Running locally".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import azure.functions as func
+from azurefunctions.extensions.base import Datum
+
+
+@dataclass(frozen=True)
+class ModelBindingData:
+    """The payload the host sends for SDK-type bindings (same attribute names as the worker's)."""
+
+    version: str
+    source: str
+    content_type: str
+    content: str
+
+
+def _resolve(expression: str) -> str:
+    """Replace ``%SETTING%`` app-setting references like the host does."""
+    def lookup(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise KeyError(f"binding expression refers to app setting {name!r}, which is not set")
+        return os.environ[name]
+
+    return re.sub(r"%([^%]+)%", lookup, expression)
+
+
+class LocalHost:
+    def __init__(self, app: func.FunctionApp) -> None:
+        self.functions = {fn.get_function_name(): fn for fn in app.get_functions()}
+
+    def trigger(self, name: str) -> dict[str, Any]:
+        bindings = self.functions[name].get_bindings_dict()["bindings"]
+        return next(b for b in bindings if str(b["type"]).endswith("Trigger"))
+
+    def functions_of_type(self, trigger_type: str) -> list[str]:
+        return [name for name in self.functions if self.trigger(name)["type"] == trigger_type]
+
+    def blob_container(self, name: str) -> str:
+        return _resolve(self.trigger(name)["path"]).split("/", 1)[0]
+
+    def deliver_blob(self, name: str, blob_name: str) -> Any:
+        """Invoke blob-trigger function ``name`` for ``blob_name`` with an SDK-type ``BlobClient``."""
+        from azurefunctions.extensions.bindings.blob.blobClientConverter import BlobClientConverter
+
+        binding = self.trigger(name)
+        fn = self.functions[name]
+        user_function = fn.get_user_function()
+        param_type = user_function.__annotations__[binding["name"]]
+        content = {"Connection": binding["connection"], "ContainerName": self.blob_container(name),
+                   "BlobName": blob_name}
+        data = Datum(ModelBindingData("1.0", "AzureStorageBlobs", "application/json", json.dumps(content)),
+                     "model_binding_data")
+        client = BlobClientConverter.decode(data, trigger_metadata={}, pytype=param_type)
+        return user_function(**{binding["name"]: client})

@@ -1,0 +1,275 @@
+"""Typed application settings, read and validated once at start-up.
+
+Every setting the app reads is declared in ``SETTINGS``; ``load_settings()`` parses them
+all and raises ``SettingsError`` naming each missing or malformed one.
+
+    settings = load_settings()          # from os.environ
+    settings.inqom_api_base_url         # 'https://wa-fred-accounting-documents-prod.azurewebsites.net'
+
+Storage is reached through the ``DocumentStorage`` connection, either a connection
+string (``DocumentStorage``, Azurite locally) or identity-based service URIs
+(``DocumentStorage__blobServiceUri`` …, as the Functions host reads them too).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Callable, Mapping
+from urllib.parse import urlparse
+
+INQOM_PROD_TOKEN_URL = "https://auth.inqom.com/identity/connect/token"
+INQOM_PROD_API_BASE_URL = "https://wa-fred-accounting-documents-prod.azurewebsites.net"
+ENFACT_PROD_API_BASE_URL = "https://api5.onfact.be"
+STORAGE_CONNECTION = "DocumentStorage"
+
+
+class SettingsError(ValueError):
+    """One or more settings are missing or malformed; the message names each of them."""
+
+
+def _https_or_loopback_url(value: str) -> str:
+    parsed = urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError("must be an absolute http(s) URL")
+    if parsed.scheme == "http" and parsed.hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise ValueError("must use https (plain http is accepted only for loopback emulators)")
+    return value.rstrip("/")
+
+
+def _optional_url(value: str) -> str:
+    return _https_or_loopback_url(value) if value else ""
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number <= 0:
+        raise ValueError("must be a positive integer")
+    return number
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if number <= 0:
+        raise ValueError("must be a positive number")
+    return number
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _folder_ids(value: str) -> frozenset[int]:
+    return frozenset(_positive_int(item) for item in _csv(value))
+
+
+def _extensions(value: str) -> frozenset[str]:
+    return frozenset(item.lower().lstrip(".") for item in _csv(value))
+
+
+def _company_folders(value: str) -> dict[str, int]:
+    """``uuid=folderId;uuid=folderId`` → {uuid (lower case): folderId}."""
+    mapping: dict[str, int] = {}
+    for pair in filter(None, (p.strip() for p in value.split(";"))):
+        uuid, sep, folder = pair.partition("=")
+        if not sep or not uuid.strip():
+            raise ValueError(f"entry {pair!r} is not 'companyUuid=folderId'")
+        mapping[uuid.strip().lower()] = _positive_int(folder.strip())
+    return mapping
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes"):
+        return True
+    if lowered in ("0", "false", "no", ""):
+        return False
+    raise ValueError("must be true or false")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: its name, how it is parsed, and its default (None = required)."""
+
+    env: str
+    attr: str
+    parse: Callable[[str], Any]
+    default: str | None
+    doc: str
+
+    @property
+    def required(self) -> bool:
+        return self.default is None
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("INQOM_TOKEN_URL", "inqom_token_url", _https_or_loopback_url, INQOM_PROD_TOKEN_URL,
+            "Inqom identity server token endpoint (staging: https://staging-auth.inqom.com/identity/connect/token)."),
+    Setting("INQOM_API_BASE_URL", "inqom_api_base_url", _https_or_loopback_url, INQOM_PROD_API_BASE_URL,
+            "Inqom accounting-documents API base URL."),
+    Setting("INQOM_MAX_REQUESTS_PER_SECOND", "inqom_max_rps", _positive_float, "10",
+            "Client-side throttle; Inqom answers 429 above about 15 requests/s per client and user."),
+    Setting("HTTP_CONNECT_TIMEOUT_SECONDS", "http_connect_timeout", _positive_float, "10",
+            "Connect timeout of every outgoing HTTP call."),
+    Setting("HTTP_READ_TIMEOUT_SECONDS", "http_read_timeout", _positive_float, "120",
+            "Read timeout of every outgoing HTTP call (between bytes, not the whole transfer)."),
+    Setting("HTTP_MAX_ATTEMPTS", "http_max_attempts", _positive_int, "4",
+            "Attempts per call for transient failures (connection errors, 429, 5xx)."),
+    Setting("HTTP_BACKOFF_CAP_SECONDS", "http_backoff_cap", _positive_float, "30",
+            "Upper bound of one retry wait, Retry-After included."),
+    Setting("KEY_VAULT_URL", "key_vault_url", _optional_url, "",
+            "Key Vault URI; when empty, secrets come from environment variables."),
+    Setting("SECRET_CACHE_SECONDS", "secret_cache_seconds", _positive_float, "300",
+            "How long a secret read from Key Vault is reused before it is read again (rotation)."),
+    Setting("INBOX_CONTAINER", "inbox_container", str, "inbox", "Blob container watched for new documents."),
+    Setting("ARCHIVE_CONTAINER", "archive_container", str, "archive", "Blob container for verified originals."),
+    Setting("QUARANTINE_CONTAINER", "quarantine_container", str, "quarantine",
+            "Blob container for documents that cannot be sent, with the reason in metadata."),
+    Setting("LEDGER_TABLE", "ledger_table", str, "ledger", "Table holding one row per document."),
+    Setting("ENFACT_QUEUE", "enfact_queue", str, "enfact-invoices", "Queue of accepted enFact pushes."),
+    Setting("ALLOWED_FOLDER_IDS", "allowed_folder_ids", _folder_ids, "",
+            "Comma-separated Inqom accounting folder ids accepted from the inbox; empty = any."),
+    Setting("MAX_UPLOAD_BYTES", "max_upload_bytes", _positive_int, str(100 * 1024 * 1024),
+            "Largest file sent to Inqom."),
+    Setting("ALLOWED_EXTENSIONS", "allowed_extensions", _extensions,
+            "pdf,jpg,jpeg,png,tif,tiff,heic,heif,gif,bmp,webp,xml",
+            "File extensions accepted from the inbox."),
+    Setting("UPLOAD_CLAIM_SECONDS", "upload_claim_seconds", _positive_int, "900",
+            "How long an upload claim holds before another worker may take it over."),
+    Setting("UPLOAD_MAX_ATTEMPTS", "upload_max_attempts", _positive_int, "5",
+            "Upload attempts for transient failures before the blob is quarantined; keep <= host.json poisonBlobThreshold."),
+    Setting("POLL_SCHEDULE", "poll_schedule", str, "0 */5 * * * *", "NCRONTAB schedule of the status poll."),
+    Setting("POLL_BATCH_SIZE", "poll_batch_size", _positive_int, "100", "Documents polled per tick at most."),
+    Setting("POLL_TICK_BUDGET_SECONDS", "poll_tick_budget", _positive_float, "240",
+            "A tick stops taking new work after this long; the rest waits for the next tick."),
+    Setting("POLL_FIRST_DELAY_SECONDS", "poll_first_delay", _positive_float, "60",
+            "Wait between an upload and its first status poll."),
+    Setting("POLL_MAX_INTERVAL_SECONDS", "poll_max_interval", _positive_float, "3600",
+            "Cap of the exponential backoff between polls of a document Inqom is still processing."),
+    Setting("POLL_REVIEW_INTERVAL_SECONDS", "poll_review_interval", _positive_float, "21600",
+            "Poll interval for documents awaiting human work in Inqom (ToReview, ManualProcessing)."),
+    Setting("POLL_MAX_AGE_HOURS", "poll_max_age_hours", _positive_float, "336",
+            "A document still not processed after this long is flagged Stale."),
+    Setting("ARCHIVE_ALLOWED_HOSTS", "archive_allowed_hosts", _csv, "fredprodstorage.blob.core.windows.net",
+            "Hosts from which Inqom's temporary public URLs may be downloaded."),
+    Setting("ENFACT_API_BASE_URL", "enfact_api_base_url", _https_or_loopback_url, ENFACT_PROD_API_BASE_URL,
+            "enFact (onFact) REST API base URL."),
+    Setting("ENFACT_COMPANY_FOLDERS", "enfact_company_folders", _company_folders, "",
+            "enFact company UUID → Inqom accounting folder id, as 'uuid=folderId;uuid=folderId'."),
+    Setting("ENFACT_RECONCILE_SCHEDULE", "enfact_reconcile_schedule", str, "0 30 2 * * *",
+            "NCRONTAB schedule of the daily enFact reconcile."),
+    Setting("WEBHOOK_MAX_BODY_BYTES", "webhook_max_body_bytes", _positive_int, "65536",
+            "Largest enFact push body accepted."),
+    Setting("SECRETS_FROM_ENVIRONMENT", "secrets_from_environment", _bool, "false",
+            "Allow secrets from environment variables when KEY_VAULT_URL is empty (local development)."),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    inqom_token_url: str
+    inqom_api_base_url: str
+    inqom_max_rps: float
+    http_connect_timeout: float
+    http_read_timeout: float
+    http_max_attempts: int
+    http_backoff_cap: float
+    key_vault_url: str
+    secret_cache_seconds: float
+    inbox_container: str
+    archive_container: str
+    quarantine_container: str
+    ledger_table: str
+    enfact_queue: str
+    allowed_folder_ids: frozenset[int]
+    max_upload_bytes: int
+    allowed_extensions: frozenset[str]
+    upload_claim_seconds: int
+    upload_max_attempts: int
+    poll_schedule: str
+    poll_batch_size: int
+    poll_tick_budget: float
+    poll_first_delay: float
+    poll_max_interval: float
+    poll_review_interval: float
+    poll_max_age_hours: float
+    archive_allowed_hosts: tuple[str, ...]
+    enfact_api_base_url: str
+    enfact_company_folders: dict[str, int]
+    enfact_reconcile_schedule: str
+    webhook_max_body_bytes: int
+    secrets_from_environment: bool
+    storage: "StorageConnection" = field(repr=False, default=None)  # type: ignore[assignment]
+
+    @property
+    def http_timeout(self) -> tuple[float, float]:
+        return (self.http_connect_timeout, self.http_read_timeout)
+
+
+@dataclass(frozen=True)
+class StorageConnection:
+    """Either a connection string or identity-based service URIs (+ optional managed identity client id)."""
+
+    connection_string: str | None = None
+    blob_service_uri: str | None = None
+    queue_service_uri: str | None = None
+    table_service_uri: str | None = None
+    client_id: str | None = None
+
+
+STORAGE_SETTING_NAMES = (
+    STORAGE_CONNECTION,
+    f"{STORAGE_CONNECTION}__blobServiceUri",
+    f"{STORAGE_CONNECTION}__queueServiceUri",
+    f"{STORAGE_CONNECTION}__tableServiceUri",
+    f"{STORAGE_CONNECTION}__clientId",
+)
+
+
+def _storage_from(env: Mapping[str, str], problems: list[str]) -> StorageConnection | None:
+    prefix = STORAGE_CONNECTION
+    conn = env.get(prefix, "").strip()
+    if conn:
+        return StorageConnection(connection_string=conn)
+    uris = {kind: env.get(f"{prefix}__{kind}ServiceUri", "").strip() for kind in ("blob", "queue", "table")}
+    missing = [f"{prefix}__{kind}ServiceUri" for kind, uri in uris.items() if not uri]
+    if missing:
+        problems.append(
+            f"{prefix}: not set (set a connection string, or identity-based {', '.join(missing)})"
+        )
+        return None
+    return StorageConnection(
+        blob_service_uri=uris["blob"],
+        queue_service_uri=uris["queue"],
+        table_service_uri=uris["table"],
+        client_id=env.get(f"{prefix}__clientId", "").strip() or None,
+    )
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Parse every declared setting; raise one ``SettingsError`` listing all problems by name."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for setting in SETTINGS:
+        raw = env.get(setting.env)
+        if raw is None or (raw.strip() == "" and setting.required):
+            if setting.required:
+                problems.append(f"{setting.env}: required setting is not set ({setting.doc})")
+                continue
+            raw = setting.default or ""
+        try:
+            values[setting.attr] = setting.parse(raw.strip())
+        except ValueError as exc:
+            problems.append(f"{setting.env}: {exc} (got {raw!r})")
+    storage = _storage_from(env, problems)
+    if problems:
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(problems))
+    return Settings(**values, storage=storage)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, validated on first use (at app start-up)."""
+    return load_settings()

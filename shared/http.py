@@ -1,0 +1,257 @@
+"""The one HTTP layer: a pooled ``requests.Session`` wrapped by throttle, auth and retry.
+
+    client = HttpClient("inqom", timeout=(10, 120), retry=RetryPolicy(max_attempts=4),
+                        throttle=RateLimiter(10), auth=token_provider)
+    response = client.request("GET", url)
+
+Every call has a timeout. Transient failures (connection errors, timeouts, 429, 500/502/503/504)
+are retried with capped exponential backoff and full jitter, honouring ``Retry-After``; other
+4xx are raised at once as typed errors carrying the server's message. A 403 with an ``auth``
+layer refreshes the credential once and retries once. Request bodies that are streams are
+passed as a *factory* (``body=lambda: ...``) so each attempt starts from a fresh stream.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Protocol
+
+import requests
+from requests.adapters import HTTPAdapter
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class ApiError(Exception):
+    """An HTTP API answered with an error, or could not be reached."""
+
+    transient = False
+
+    def __init__(self, service: str, message: str, status: int | None = None, detail: str = "") -> None:
+        self.service = service
+        self.status = status
+        self.detail = detail
+        text = f"{service}: {message}"
+        if status is not None:
+            text += f" (HTTP {status})"
+        if detail:
+            text += f": {detail}"
+        super().__init__(text)
+
+
+class BadRequestError(ApiError):
+    """400: the request was refused as malformed; retrying it cannot help."""
+
+
+class ForbiddenError(ApiError):
+    """403: authentication or authorisation failed (after one credential refresh)."""
+
+
+class NotFoundError(ApiError):
+    """404: the URL or resource does not exist."""
+
+
+class ClientError(ApiError):
+    """Any other 4xx."""
+
+
+class TransientError(ApiError):
+    """Connection failure, timeout, 429 or 5xx that persisted through every retry."""
+
+    transient = True
+
+
+_ERRORS_BY_STATUS: dict[int, type[ApiError]] = {400: BadRequestError, 403: ForbiddenError, 404: NotFoundError}
+
+_DETAIL_LIMIT = 500
+
+
+def error_detail(response: requests.Response) -> str:
+    """The server's own explanation, shortened; JSON ``Message``/``error_description`` preferred."""
+    try:
+        payload = response.json()
+    except ValueError:
+        return response.text[:_DETAIL_LIMIT].strip()
+    if isinstance(payload, dict):
+        for key in ("Message", "message", "error_description", "error", "title", "detail"):
+            if payload.get(key):
+                return str(payload[key])[:_DETAIL_LIMIT]
+    return str(payload)[:_DETAIL_LIMIT]
+
+
+def error_for(service: str, response: requests.Response) -> ApiError:
+    status = response.status_code
+    cls = _ERRORS_BY_STATUS.get(status)
+    if cls is None:
+        cls = TransientError if status in TRANSIENT_STATUSES else ClientError
+    return cls(service, f"{response.request.method} {_path_of(response.url)} failed", status, error_detail(response))
+
+
+def _path_of(url: str) -> str:
+    """URL without query string: temporary download URLs carry their signature there."""
+    return url.split("?", 1)[0]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Capped exponential backoff with full jitter: wait ∈ [0, min(cap, base·2^attempt)]."""
+
+    max_attempts: int = 4
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+
+    def delay(self, attempt: int, retry_after: float | None = None, rng: random.Random | None = None) -> float:
+        """Seconds to wait before attempt ``attempt + 1`` (``attempt`` counts from 1)."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.backoff_cap)
+        ceiling = min(self.backoff_cap, self.backoff_base * (2 ** (attempt - 1)))
+        return (rng or random).uniform(0, ceiling)
+
+
+def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -> float | None:
+    """``Retry-After`` as seconds: either delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - now(), 0.0)
+
+
+class RateLimiter:
+    """Token bucket shared by threads: at most ``rate`` calls per second, bursts up to ``burst``."""
+
+    def __init__(self, rate: float, burst: int = 1, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self._interval = 1.0 / rate
+        self._burst = burst
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._next_free = clock()
+
+    def acquire(self) -> None:
+        with self._lock:
+            now = self._clock()
+            start = max(self._next_free, now - (self._burst - 1) * self._interval)
+            self._next_free = start + self._interval
+            wait = start - now
+        if wait > 0:
+            self._sleep(wait)
+
+    def hold_off(self, seconds: float) -> None:
+        """A 429 told us to wait: delay every caller, not only the one that was refused."""
+        with self._lock:
+            self._next_free = max(self._next_free, self._clock() + seconds)
+
+
+class AuthLayer(Protocol):
+    def headers(self) -> Mapping[str, str]: ...
+
+    def refresh(self, rejected_headers: Mapping[str, str]) -> None: ...
+
+
+def pooled_session(pool_size: int = 16) -> requests.Session:
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
+class HttpClient:
+    """Throttle → auth → send with timeout → classify → retry, around one pooled session."""
+
+    def __init__(
+        self,
+        service: str,
+        *,
+        timeout: tuple[float, float],
+        retry: RetryPolicy,
+        throttle: RateLimiter | None = None,
+        auth: AuthLayer | None = None,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.service = service
+        self.timeout = timeout
+        self.retry = retry
+        self.throttle = throttle
+        self.auth = auth
+        self.session = session or pooled_session()
+        self._sleep = sleep
+
+    def with_auth(self, auth: AuthLayer | None) -> "HttpClient":
+        """The same session, throttle and policy, with another auth layer (or none)."""
+        return HttpClient(self.service, timeout=self.timeout, retry=self.retry, throttle=self.throttle,
+                          auth=auth, session=self.session, sleep=self._sleep)
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: Callable[[], Mapping[str, Any]] | None = None,
+        headers: Mapping[str, str] | None = None,
+        stream: bool = False,
+        allow_redirects: bool = False,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """Send with retries; return a 2xx/3xx response or raise an ``ApiError``.
+
+        ``body`` returns fresh keyword arguments for ``requests`` (``data=``, ``headers=``…)
+        for each attempt, so a streamed body is re-opened rather than replayed half-read.
+        """
+        refreshed = False
+        attempt = 0
+        while True:
+            attempt += 1
+            call_headers = dict(headers or {})
+            if self.auth is not None:
+                call_headers.update(self.auth.headers())
+            extra = dict(body() if body else {})
+            call_headers.update(extra.pop("headers", {}))
+            if self.throttle is not None:
+                self.throttle.acquire()
+            try:
+                response = self.session.request(
+                    method, url, headers=call_headers, timeout=self.timeout, stream=stream,
+                    allow_redirects=allow_redirects, **extra, **kwargs,
+                )
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                failure: ApiError = TransientError(self.service, f"{method} {_path_of(url)} failed",
+                                                   None, type(exc).__name__)
+                retry_after = None
+            else:
+                if response.status_code < 400:
+                    return response
+                if response.status_code == 403 and self.auth is not None and not refreshed:
+                    response.close()
+                    refreshed = True
+                    log.info("%s answered 403; refreshing credentials once", self.service)
+                    self.auth.refresh(call_headers)
+                    attempt -= 1
+                    continue
+                failure = error_for(self.service, response)
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                if response.status_code == 429 and retry_after is not None and self.throttle is not None:
+                    self.throttle.hold_off(min(retry_after, self.retry.backoff_cap))
+                response.close()
+            if not failure.transient or attempt >= self.retry.max_attempts:
+                raise failure
+            wait = self.retry.delay(attempt, retry_after)
+            log.warning("%s; attempt %d of %d, retrying in %.2fs", failure, attempt, self.retry.max_attempts, wait)
+            self._sleep(wait)

@@ -1,0 +1,190 @@
+"""Inqom "API Accounting Documents" client.
+
+    inqom = InqomClient(settings.inqom_api_base_url, http.with_auth(tokens))
+    doc = inqom.upload_document(11287, type_scan="Supplier", open_file=lambda: open(path, "rb"),
+                                file_name="invoice.pdf", source_id="abc")
+    inqom.get_document(11287, doc.id).status            # 'Processing'
+    for chunk in inqom.download(inqom.get_public_url(11287, doc.id), allowed_hosts): ...
+
+Uploads stream: the multipart body is produced by requests-toolbelt's ``MultipartEncoder``
+reading from the file object ``open_file()`` returns (opened anew for each attempt), so a
+file is never held whole in memory. Responses are parsed tolerantly: an object or a
+one-element array, ``OriginId`` or ``OrigineId``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Callable, Iterator
+from urllib.parse import urlparse
+
+from requests_toolbelt.multipart.encoder import MultipartEncoder
+
+from .http import ApiError, HttpClient
+
+DOCUMENTS_PATH = "/api/accounting-documents/accounting-folders/{folder}/Documents"
+EXPENSE_BILLS_PATH = "/api/v1/accounting-folders/{folder}/expense-bills"
+
+TYPE_SCANS = ("Supplier", "Client", "Others")
+STATUSES = ("Received", "ToReview", "Processing", "Duplicate", "Done", "ManualProcessing", "Deleted")
+
+DOWNLOAD_CHUNK = 1024 * 1024
+
+
+class ResponseFormatError(ApiError):
+    """Inqom answered 2xx with a body this client cannot read."""
+
+
+class DownloadRefused(ApiError):
+    """A download URL points at a host that is not allowed, or redirects elsewhere."""
+
+
+@dataclass(frozen=True)
+class InqomDocument:
+    id: int
+    folder_id: int | None
+    status: str | None
+    checksum: str | None = None
+    origin_id: int | None = None
+    status_reasons: tuple[str, ...] = ()
+    name: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, payload: Any) -> "InqomDocument":
+        if isinstance(payload, list):
+            if len(payload) != 1:
+                raise ResponseFormatError("inqom", f"expected one document, got a list of {len(payload)}")
+            payload = payload[0]
+        if not isinstance(payload, dict) or payload.get("Id") is None:
+            raise ResponseFormatError("inqom", "document response has no Id")
+        origin = payload.get("OriginId", payload.get("OrigineId"))
+        reasons = payload.get("StatusReasons") or ()
+        if isinstance(reasons, str):
+            reasons = (reasons,)
+        return cls(
+            id=int(payload["Id"]),
+            folder_id=_optional_int(payload.get("AccountingFolderId")),
+            status=payload.get("Status"),
+            checksum=payload.get("Checksum"),
+            origin_id=_optional_int(origin),
+            status_reasons=tuple(str(r) for r in reasons if r and r != "None"),
+            name=payload.get("OriginalName") or payload.get("Name"),
+            raw=payload,
+        )
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value in (None, "") else int(value)
+
+
+class InqomClient:
+    def __init__(self, base_url: str, http: HttpClient) -> None:
+        self._base = base_url.rstrip("/")
+        self._http = http
+
+    def upload_document(
+        self,
+        folder_id: int,
+        *,
+        type_scan: str,
+        open_file: Callable[[], BinaryIO],
+        file_name: str,
+        doc_ref: str | None = None,
+        source_id: str | None = None,
+        without_workflow: bool = False,
+        document_name: str | None = None,
+    ) -> InqomDocument:
+        if type_scan not in TYPE_SCANS:
+            raise ValueError(f"TypeScan must be one of {TYPE_SCANS}, not {type_scan!r}")
+        fields = {"TypeScan": type_scan, "FileSource": "Api"}
+        optional = {"DocRef": doc_ref, "SourceId": source_id, "DocumentName": document_name or file_name}
+        fields.update({k: v for k, v in optional.items() if v})
+        if without_workflow:
+            fields["WithoutWorkflow"] = "true"
+        url = self._base + DOCUMENTS_PATH.format(folder=int(folder_id)) + "/"
+        response = self._post_multipart(url, fields, "Document", file_name, open_file)
+        return InqomDocument.parse(_json(response))
+
+    def upload_expense_bill(
+        self,
+        folder_id: int,
+        *,
+        open_file: Callable[[], BinaryIO],
+        file_name: str,
+        beneficiary: str,
+        document_reference: str | None = None,
+    ) -> int:
+        """Returns the new document's id (``DocumentId``)."""
+        fields = {"BeneficiaryFullName": beneficiary, "FileNameWithExtension": file_name}
+        if document_reference:
+            fields["DocumentReference"] = document_reference
+        url = self._base + EXPENSE_BILLS_PATH.format(folder=int(folder_id))
+        payload = _json(self._post_multipart(url, fields, "File", file_name, open_file))
+        if isinstance(payload, list) and len(payload) == 1:
+            payload = payload[0]
+        document_id = payload.get("DocumentId") if isinstance(payload, dict) else None
+        if document_id is None:
+            raise ResponseFormatError("inqom", "expense-bill response has no DocumentId")
+        return int(document_id)
+
+    def get_document(self, folder_id: int, document_id: int) -> InqomDocument:
+        url = f"{self._base}{DOCUMENTS_PATH.format(folder=int(folder_id))}/{int(document_id)}"
+        return InqomDocument.parse(_json(self._http.request("GET", url)))
+
+    def get_public_url(self, folder_id: int, document_id: int) -> str:
+        url = f"{self._base}{DOCUMENTS_PATH.format(folder=int(folder_id))}/{int(document_id)}/public-url"
+        response = self._http.request("GET", url)
+        try:
+            payload: Any = response.json()
+        except ValueError:
+            payload = response.text.strip()
+        if isinstance(payload, dict):
+            payload = payload.get("Url") or payload.get("url") or payload.get("PublicUrl")
+        if not isinstance(payload, str) or not payload.startswith(("https://", "http://")):
+            raise ResponseFormatError("inqom", "public-url response holds no URL")
+        return payload
+
+    def download(self, url: str, allowed_hosts: tuple[str, ...] | frozenset[str]) -> Iterator[bytes]:
+        """Stream a temporary public URL in chunks; only from ``allowed_hosts``, never redirected.
+
+        The download carries no Inqom token: the URL is its own credential.
+        """
+        host = (urlparse(url).hostname or "").lower()
+        if host not in {h.lower() for h in allowed_hosts}:
+            raise DownloadRefused("inqom", f"download host {host!r} is not in ARCHIVE_ALLOWED_HOSTS")
+        response = self._http.with_auth(None).request("GET", url, stream=True, allow_redirects=False)
+        if response.is_redirect:
+            response.close()
+            raise DownloadRefused("inqom", "download URL redirects; redirects are not followed", response.status_code)
+        return _chunks(response)
+
+    def _post_multipart(self, url: str, fields: dict[str, str], file_field: str, file_name: str,
+                        open_file: Callable[[], BinaryIO]):
+        opened: list[BinaryIO] = []
+
+        def body() -> dict[str, Any]:
+            opened.append(open_file())
+            encoder = MultipartEncoder(
+                fields={**fields, file_field: (file_name, opened[-1], "application/octet-stream")}
+            )
+            return {"data": encoder, "headers": {"Content-Type": encoder.content_type}}
+
+        try:
+            return self._http.request("POST", url, body=body)
+        finally:
+            for stream in opened:
+                stream.close()
+
+
+def _chunks(response) -> Iterator[bytes]:
+    with response:
+        yield from response.iter_content(DOWNLOAD_CHUNK)
+
+
+def _json(response) -> Any:
+    try:
+        return response.json()
+    except (ValueError, json.JSONDecodeError) as exc:
+        raise ResponseFormatError("inqom", "response is not JSON", response.status_code) from exc

@@ -1,0 +1,229 @@
+"""The ledger: one Azure Table row per document, written with ETags so two workers never both act.
+
+    ledger = Ledger(stores.table(settings.ledger_table))
+    entry = ledger.claim_upload(folder, key, fields, claim_seconds=900)   # None: nothing to do
+    entry = ledger.update(entry, State=UPLOADED, InqomId=42, next_poll=due)
+
+Rows live in partition = accounting folder id (``unrouted`` when the path gives none), row key =
+``ledger_key(container, blob name, blob ETag)``, so a redelivered trigger for the same blob version
+finds its row. Documents awaiting a poll also have a row in the ``pending`` partition whose row key
+starts with the due time: the poller reads the oldest due entries without scanning the ledger.
+The document row is the truth; an index row that disagrees with it is stale and is dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterator
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import EdmType, EntityProperty, TableClient, UpdateMode
+
+UPLOADING = "Uploading"
+UPLOADED = "Uploaded"
+DUPLICATE = "Duplicate"
+ARCHIVING = "Archiving"
+ARCHIVED = "Archived"
+DELETED = "Deleted"
+QUARANTINED = "Quarantined"
+FAILED = "Failed"
+STALE = "Stale"
+
+FINAL_STATES = frozenset({ARCHIVED, DELETED, QUARANTINED})
+#: States in which the blob has been handed to Inqom; a redelivered trigger must not send it again.
+SENT_STATES = frozenset({UPLOADED, DUPLICATE, ARCHIVING, ARCHIVED, DELETED, STALE})
+
+PENDING_PARTITION = "pending"
+UNROUTED_PARTITION = "unrouted"
+_MAX_TEXT = 32_000  # a Table string property holds 64 KiB (32 K UTF-16 characters)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_iso(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+
+
+def ledger_key(container: str, blob_name: str, blob_etag: str) -> str:
+    """Stable id of one version of one blob: same blob, same ETag → same key."""
+    digest = hashlib.sha256(f"{container}/{blob_name}\n{blob_etag.strip(chr(34))}".encode()).hexdigest()
+    return digest[:32]
+
+
+class LedgerConflict(Exception):
+    """Another worker changed the row first (stale ETag)."""
+
+
+@dataclass
+class LedgerEntry:
+    partition: str
+    key: str
+    fields: dict[str, Any]
+    etag: str | None = field(default=None, repr=False)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        value = self.fields.get(name, default)
+        return value.value if isinstance(value, EntityProperty) else value
+
+    @property
+    def state(self) -> str | None:
+        return self.get("State")
+
+    @property
+    def next_poll(self) -> datetime | None:
+        return parse_iso(self.get("NextPollAt"))
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and not -(2**31) <= value < 2**31:
+        return EntityProperty(value, EdmType.INT64)
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, str) and len(value) > _MAX_TEXT:
+        return value[: _MAX_TEXT - 1] + "…"
+    return value
+
+
+def _pending_row_key(due: datetime, partition: str, key: str) -> str:
+    return f"{iso(due)}|{partition}|{key}"
+
+
+@dataclass(frozen=True)
+class DueItem:
+    index_row_key: str
+    partition: str
+    key: str
+    due: datetime
+
+
+class Ledger:
+    def __init__(self, table: TableClient, clock: Callable[[], datetime] = utcnow) -> None:
+        self.table = table
+        self.clock = clock
+
+    def get(self, partition: str, key: str) -> LedgerEntry | None:
+        try:
+            entity = self.table.get_entity(partition, key)
+        except ResourceNotFoundError:
+            return None
+        return self._entry(entity)
+
+    def insert(self, partition: str, key: str, fields: dict[str, Any]) -> LedgerEntry:
+        """Create the row; ``LedgerConflict`` if it already exists."""
+        now = iso(self.clock())
+        entity = {"PartitionKey": partition, "RowKey": key, "CreatedAt": now, "UpdatedAt": now}
+        entity.update({name: _encode(value) for name, value in fields.items() if value is not None})
+        try:
+            metadata = self.table.create_entity(entity)
+        except ResourceExistsError as exc:
+            raise LedgerConflict(f"{partition}/{key} exists") from exc
+        self._index(partition, key, None, parse_iso(entity.get("NextPollAt")))
+        return LedgerEntry(partition, key, entity, metadata.get("etag"))
+
+    def update(self, entry: LedgerEntry, **changes: Any) -> LedgerEntry:
+        """Merge ``changes`` if nobody changed the row since ``entry`` was read; else ``LedgerConflict``.
+
+        ``NextPollAt=<datetime>`` puts the row in the pending index, ``NextPollAt=None`` takes it out.
+        """
+        old_due = entry.next_poll
+        fields = dict(entry.fields)
+        for name, value in changes.items():
+            fields[name] = _encode(value) if value is not None else ""
+        fields["UpdatedAt"] = iso(self.clock())
+        new_due = parse_iso(fields.get("NextPollAt") or None)
+        if new_due is not None and new_due != old_due:
+            self._index(entry.partition, entry.key, None, new_due)
+        entity = {"PartitionKey": entry.partition, "RowKey": entry.key, **fields}
+        try:
+            metadata = self.table.update_entity(
+                entity, mode=UpdateMode.REPLACE, etag=entry.etag, match_condition=MatchConditions.IfNotModified,
+            )
+        except (ResourceModifiedError, ResourceNotFoundError) as exc:
+            raise LedgerConflict(f"{entry.partition}/{entry.key} changed meanwhile") from exc
+        if old_due is not None and old_due != new_due:
+            self._index(entry.partition, entry.key, old_due, None)
+        return LedgerEntry(entry.partition, entry.key, fields, metadata.get("etag"))
+
+    def claim_upload(self, partition: str, key: str, fields: dict[str, Any], claim_seconds: float) -> LedgerEntry | None:
+        """Take the right to upload this blob version, or return None when there is nothing to do.
+
+        Nothing to do: already sent or settled, or another worker holds a live claim.
+        A claim that expired (a worker crashed mid-upload) or a failed attempt is taken over.
+        """
+        claim_until = self.clock() + timedelta(seconds=claim_seconds)
+        while True:
+            entry = self.get(partition, key)
+            if entry is None:
+                try:
+                    return self.insert(partition, key, {**fields, "State": UPLOADING, "Attempts": 1,
+                                                        "ClaimUntil": iso(claim_until)})
+                except LedgerConflict:
+                    continue
+            if entry.state in SENT_STATES or entry.state in FINAL_STATES:
+                return None
+            if entry.state == UPLOADING and (parse_iso(entry.get("ClaimUntil")) or self.clock()) > self.clock():
+                return None
+            try:
+                return self.update(entry, State=UPLOADING, Attempts=int(entry.get("Attempts") or 0) + 1,
+                                   ClaimUntil=iso(claim_until))
+            except LedgerConflict:
+                continue
+
+    def due(self, now: datetime, limit: int) -> list[DueItem]:
+        """Oldest ``limit`` index entries due at ``now`` (reads only the pending partition's head)."""
+        upper = _pending_row_key(now, "~", "~")
+        query = self.table.query_entities(
+            "PartitionKey eq @p and RowKey le @upper",
+            parameters={"p": PENDING_PARTITION, "upper": upper},
+            results_per_page=min(limit, 1000),
+        )
+        items: list[DueItem] = []
+        for entity in query:
+            items.append(DueItem(entity["RowKey"], entity["Partition"], entity["Key"], parse_iso(entity["DueAt"])))
+            if len(items) >= limit:
+                break
+        return items
+
+    def drop_index(self, item: DueItem) -> None:
+        try:
+            self.table.delete_entity(PENDING_PARTITION, item.index_row_key)
+        except ResourceNotFoundError:
+            pass
+
+    def scan(self, query_filter: str | None = None, **parameters: Any) -> Iterator[LedgerEntry]:
+        """Document rows (not index rows), optionally filtered; for operators' tools."""
+        text = "PartitionKey ne @pending"
+        if query_filter:
+            text += f" and ({query_filter})"
+        for entity in self.table.query_entities(text, parameters={"pending": PENDING_PARTITION, **parameters}):
+            yield self._entry(entity)
+
+    def _index(self, partition: str, key: str, remove: datetime | None, add: datetime | None) -> None:
+        if add is not None:
+            self.table.upsert_entity({
+                "PartitionKey": PENDING_PARTITION, "RowKey": _pending_row_key(add, partition, key),
+                "Partition": partition, "Key": key, "DueAt": iso(add),
+            })
+        if remove is not None:
+            try:
+                self.table.delete_entity(PENDING_PARTITION, _pending_row_key(remove, partition, key))
+            except ResourceNotFoundError:
+                pass
+
+    @staticmethod
+    def _entry(entity: Any) -> LedgerEntry:
+        fields = {k: v for k, v in entity.items() if k not in ("PartitionKey", "RowKey")}
+        return LedgerEntry(entity["PartitionKey"], entity["RowKey"], fields, entity.metadata.get("etag"))

@@ -1,0 +1,39 @@
+"""When to ask Inqom again about a document (pure).
+
+    policy = PollPolicy.from_settings(settings)
+    policy.next_delay("Processing", polls=3)     # timedelta: first_delay · 2^3, capped
+    policy.next_delay("ToReview", polls=3)       # the slow, human-work cadence
+
+Machine states (Received, Processing) back off exponentially so a document Inqom finishes
+after time T costs about log2(T / first_delay) polls; states waiting for people (ToReview,
+ManualProcessing) are polled at a slow fixed cadence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from .config import Settings
+
+HUMAN_STATES = frozenset({"ToReview", "ManualProcessing"})
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    first_delay: float
+    max_interval: float
+    review_interval: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "PollPolicy":
+        return cls(settings.poll_first_delay, settings.poll_max_interval, settings.poll_review_interval)
+
+    def first_poll(self) -> timedelta:
+        return timedelta(seconds=self.first_delay)
+
+    def next_delay(self, status: str | None, polls: int) -> timedelta:
+        """Delay after the ``polls``-th poll (counting from 1) answered ``status``."""
+        if status in HUMAN_STATES:
+            return timedelta(seconds=self.review_interval)
+        return timedelta(seconds=min(self.first_delay * (2 ** max(polls, 0)), self.max_interval))

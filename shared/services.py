@@ -1,0 +1,67 @@
+"""Wires the app together once per process: settings → secrets → one HTTP layer → clients.
+
+    services = get_services()          # validated settings, shared session and token cache
+    services.inqom.get_document(folder, doc_id)
+
+Tests build ``Services(load_settings(env))`` directly to point at emulators.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property, lru_cache
+
+from .auth import InqomTokenProvider
+from .config import Settings, get_settings
+from .http import HttpClient, RateLimiter, RetryPolicy
+from .inqom import InqomClient
+from .ledger import Ledger
+from .routing import RoutingRules
+from .secrets import SecretProvider, secret_provider
+from .storage import StorageClients
+
+
+class Services:
+    def __init__(self, settings: Settings, secrets: SecretProvider | None = None) -> None:
+        self.settings = settings
+        self._secrets = secrets
+
+    @cached_property
+    def secrets(self) -> SecretProvider:
+        return self._secrets or secret_provider(self.settings)
+
+    @cached_property
+    def retry(self) -> RetryPolicy:
+        return RetryPolicy(max_attempts=self.settings.http_max_attempts, backoff_cap=self.settings.http_backoff_cap)
+
+    @cached_property
+    def inqom_http(self) -> HttpClient:
+        """Unauthenticated layer (token endpoint, public downloads) sharing the Inqom throttle."""
+        return HttpClient("inqom", timeout=self.settings.http_timeout, retry=self.retry,
+                          throttle=RateLimiter(self.settings.inqom_max_rps))
+
+    @cached_property
+    def tokens(self) -> InqomTokenProvider:
+        return InqomTokenProvider(self.secrets, self.settings.inqom_token_url, self.inqom_http)
+
+    @cached_property
+    def inqom(self) -> InqomClient:
+        return InqomClient(self.settings.inqom_api_base_url, self.inqom_http.with_auth(self.tokens))
+
+    @cached_property
+    def stores(self) -> StorageClients:
+        return StorageClients.from_settings(self.settings)
+
+    @cached_property
+    def ledger(self) -> Ledger:
+        return Ledger(self.stores.table(self.settings.ledger_table))
+
+    @cached_property
+    def routing_rules(self) -> RoutingRules:
+        return RoutingRules(self.settings.allowed_folder_ids, self.settings.allowed_extensions,
+                            self.settings.max_upload_bytes)
+
+
+@lru_cache(maxsize=1)
+def get_services() -> Services:
+    """The process-wide services (``get_services.cache_clear()`` after changing the environment)."""
+    return Services(get_settings())

@@ -1,0 +1,105 @@
+"""Shared fixtures: Azurite (one per session), an Inqom emulator per test, app settings per test.
+
+Every test gets its own containers, table and queue names, so tests sharing Azurite never see
+each other's blobs or rows.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Iterator
+
+import pytest
+
+from shared.config import get_settings
+from shared.services import Services, get_services
+from tests.emulators.inqom import InqomEmulator
+from tests.support.azurite import Azurite
+
+INQOM_CREDENTIALS = {
+    "username": "api@cabinet.test",
+    "password": "pw-Secr3t-value",
+    "client_id": "bridge-client",
+    "client_secret": "cs-Secr3t-value",
+}
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    with Azurite.start() as instance:
+        yield instance
+
+
+@pytest.fixture
+def inqom() -> Iterator[InqomEmulator]:
+    with InqomEmulator(**INQOM_CREDENTIALS) as emulator:
+        yield emulator
+
+
+def app_settings(azurite: Azurite, inqom: InqomEmulator, **overrides: str) -> dict[str, str]:
+    suffix = uuid.uuid4().hex[:10]
+    env = {
+        "DocumentStorage": azurite.connection_string,
+        "INQOM_TOKEN_URL": inqom.token_url,
+        "INQOM_API_BASE_URL": inqom.base_url,
+        "ARCHIVE_ALLOWED_HOSTS": inqom.host,
+        "INBOX_CONTAINER": f"inbox{suffix}",
+        "ARCHIVE_CONTAINER": f"archive{suffix}",
+        "QUARANTINE_CONTAINER": f"quarantine{suffix}",
+        "LEDGER_TABLE": f"ledger{suffix}",
+        "ENFACT_QUEUE": f"enfact-{suffix}",
+        "SECRETS_FROM_ENVIRONMENT": "true",
+        "INQOM_USERNAME": INQOM_CREDENTIALS["username"],
+        "INQOM_PASSWORD": INQOM_CREDENTIALS["password"],
+        "INQOM_CLIENT_ID": INQOM_CREDENTIALS["client_id"],
+        "INQOM_CLIENT_SECRET": INQOM_CREDENTIALS["client_secret"],
+        "HTTP_BACKOFF_CAP_SECONDS": "0.05",
+        "HTTP_READ_TIMEOUT_SECONDS": "5",
+        "INQOM_MAX_REQUESTS_PER_SECOND": "1000",
+    }
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, str]:
+    """Override in a test module or test to change settings before the app is built."""
+    return {}
+
+
+@pytest.fixture
+def app_env(azurite, inqom, monkeypatch, settings_overrides) -> Iterator[dict[str, str]]:
+    env = app_settings(azurite, inqom, **settings_overrides)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    get_services.cache_clear()
+    settings = get_settings()
+    get_services().stores.ensure(
+        containers=(settings.inbox_container, settings.archive_container, settings.quarantine_container),
+        tables=(settings.ledger_table,),
+        queues=(settings.enfact_queue,),
+    )
+    yield env
+    get_settings.cache_clear()
+    get_services.cache_clear()
+
+
+@pytest.fixture
+def services(app_env) -> Services:
+    return get_services()
+
+
+_HOST = None
+
+
+@pytest.fixture
+def host(app_env):
+    """The registered functions of ``function_app.app``, driven as the host would (built once)."""
+    global _HOST
+    if _HOST is None:
+        import function_app
+        from devtools.host import LocalHost
+
+        _HOST = LocalHost(function_app.app)
+    return _HOST
