@@ -61,15 +61,15 @@ class InqomDocument:
             raise ResponseFormatError("inqom", "document response has no Id")
         origin = payload.get("OriginId", payload.get("OrigineId"))
         reasons = payload.get("StatusReasons") or ()
-        if isinstance(reasons, str):
-            reasons = (reasons,)
+        if isinstance(reasons, str):  # the spec's enum: one name, or flags joined with ", "
+            reasons = reasons.split(",")
         return cls(
             id=int(payload["Id"]),
             folder_id=_optional_int(payload.get("AccountingFolderId")),
             status=payload.get("Status"),
             checksum=payload.get("Checksum"),
             origin_id=_optional_int(origin),
-            status_reasons=tuple(str(r) for r in reasons if r and r != "None"),
+            status_reasons=tuple(str(r).strip() for r in reasons if r and str(r).strip() != "None"),
             name=payload.get("OriginalName") or payload.get("Name"),
             raw=payload,
         )

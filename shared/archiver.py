@@ -1,0 +1,250 @@
+"""Poll → archive: follow due documents in Inqom and archive the originals once processed.
+
+    report = poll_tick(services)          # one timer tick
+    report.examined, report.archived
+
+A tick reads the oldest due entries of the ledger's pending index (never the whole ledger),
+claims each row by pushing its next poll time forward with an ETag-conditional write (so two
+ticks never work on the same row, and a crashed tick's rows come back after the lease), asks
+Inqom for the status and acts:
+
+- Received / Processing / ToReview / ManualProcessing: poll again later (``PollPolicy``);
+  past ``POLL_MAX_AGE_HOURS`` the row is flagged ``Stale`` and keeps being followed slowly.
+- Done: fetch the temporary public URL, stream it into the archive container while hashing,
+  compare with Inqom's ``Checksum``; on a match delete the inbox blob (row ``Archived``),
+  on a mismatch drop the copy, keep the inbox blob and retry on a later tick.
+- Duplicate: link the row to ``OriginId`` and archive our bytes under the original's id,
+  verified against the same checksum.
+- Deleted: final; the inbox blob goes to quarantine with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Iterator
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+
+from .blobmove import metadata_text, move_blob
+from .http import ApiError, ForbiddenError
+from .inqom import InqomDocument
+from .ledger import (
+    ARCHIVED, DELETED, DUPLICATE, STALE, UPLOADED, Ledger, LedgerConflict, LedgerEntry, iso, parse_iso,
+)
+from .polling import PollPolicy
+from .services import Services
+
+log = logging.getLogger(__name__)
+
+POLLABLE_STATES = frozenset({UPLOADED, DUPLICATE, STALE})
+CLAIM_LEASE = timedelta(minutes=10)
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(name: str, limit: int = 150) -> str:
+    """ASCII file name for the archive path: accents folded, anything else replaced by '_'."""
+    folded = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    cleaned = _UNSAFE.sub("_", folded).strip("._") or "document"
+    if len(cleaned) > limit:
+        stem, dot, ext = cleaned.rpartition(".")
+        cleaned = (stem[: limit - len(ext) - 1] + "." + ext) if dot and len(ext) < 10 else cleaned[:limit]
+    return cleaned
+
+
+@dataclass
+class TickReport:
+    examined: int = 0
+    polled: int = 0
+    archived: int = 0
+    skipped: int = 0
+    stale_index: int = 0
+    errors: list[str] = field(default_factory=list)
+    out_of_time: bool = False
+
+
+class ChecksumMismatch(Exception):
+    pass
+
+
+def poll_tick(services: Services, now: datetime | None = None) -> TickReport:
+    settings = services.settings
+    ledger = services.ledger
+    policy = PollPolicy.from_settings(settings)
+    started = time.monotonic()
+    now = now or ledger.clock()
+    report = TickReport()
+    for item in ledger.due(now, settings.poll_batch_size):
+        if time.monotonic() - started > settings.poll_tick_budget:
+            report.out_of_time = True
+            log.warning("poll tick used its %.0fs budget; the rest waits for the next tick", settings.poll_tick_budget)
+            break
+        report.examined += 1
+        entry = ledger.get(item.partition, item.key)
+        if entry is None or entry.next_poll != item.due or entry.state not in POLLABLE_STATES:
+            ledger.drop_index(item)
+            report.stale_index += 1
+            continue
+        try:
+            entry = ledger.update(entry, NextPollAt=now + CLAIM_LEASE)
+        except LedgerConflict:
+            report.skipped += 1  # another tick claimed it first
+            continue
+        try:
+            _follow(services, ledger, policy, entry, now, report)
+        except Exception as exc:  # one bad row must not stop the tick; the row keeps its lease
+            log.exception("poll of ledger %s failed", entry.key)
+            report.errors.append(f"{entry.key}: {exc}")
+            _record_error(ledger, entry, exc, now + policy.first_poll())
+    return report
+
+
+def _follow(services: Services, ledger: Ledger, policy: PollPolicy, entry: LedgerEntry, now: datetime,
+            report: TickReport) -> None:
+    folder = int(entry.get("FolderId") or entry.partition)
+    inqom_id = int(entry.get("InqomId"))
+    document = services.inqom.get_document(folder, inqom_id)
+    report.polled += 1
+    polls = int(entry.get("Polls") or 0) + 1
+    reasons = ",".join(document.status_reasons)
+    if reasons:
+        log.warning("Inqom document %s (ledger %s) is %s with reasons %s", inqom_id, entry.key, document.status, reasons)
+    observed = {"InqomStatus": document.status, "StatusReasons": reasons or None, "Polls": polls,
+                "LastPolledAt": iso(now), "InqomChecksum": document.checksum or entry.get("InqomChecksum")}
+
+    if document.status == "Done":
+        _archive(services, ledger, policy, entry, document, inqom_id, observed, now, report)
+    elif document.status == "Duplicate":
+        if document.origin_id is None:
+            _reschedule(ledger, entry, observed, now + policy.next_delay(document.status, polls),
+                        "Inqom marks it Duplicate without an OriginId; waiting")
+            return
+        observed["OriginId"] = document.origin_id
+        _archive(services, ledger, policy, entry, document, document.origin_id, observed, now, report)
+    elif document.status == "Deleted":
+        _deleted(services, ledger, entry, document, observed)
+    else:
+        uploaded = parse_iso(entry.get("UploadedAt")) or now
+        if now - uploaded > timedelta(hours=services.settings.poll_max_age_hours) and entry.state != STALE:
+            observed["State"] = STALE
+            log.warning("ledger %s: Inqom document %s still %s after %.0f hours; flagged Stale",
+                        entry.key, inqom_id, document.status, (now - uploaded).total_seconds() / 3600)
+        ledger.update(entry, **observed, NextPollAt=now + policy.next_delay(document.status, polls))
+
+
+def _reschedule(ledger: Ledger, entry: LedgerEntry, observed: dict, due: datetime, error: str) -> None:
+    log.warning("ledger %s: %s", entry.key, error)
+    ledger.update(entry, **observed, LastError=error, NextPollAt=due)
+
+
+def _record_error(ledger: Ledger, entry: LedgerEntry, exc: Exception, due: datetime) -> None:
+    current = ledger.get(entry.partition, entry.key)
+    if current is None:
+        return
+    try:
+        ledger.update(current, LastError=str(exc), Errors=int(current.get("Errors") or 0) + 1, NextPollAt=due)
+    except LedgerConflict:
+        pass  # someone else moved it on; their write stands
+
+
+def _archive(services: Services, ledger: Ledger, policy: PollPolicy, entry: LedgerEntry, document: InqomDocument,
+             archive_id: int, observed: dict, now: datetime, report: TickReport) -> None:
+    settings = services.settings
+    if not document.checksum:
+        _reschedule(ledger, entry, observed, now + policy.next_delay(None, int(observed["Polls"])),
+                    "Inqom gives no Checksum; the original cannot be verified, so it is not archived yet")
+        return
+    uploaded = parse_iso(entry.get("UploadedAt")) or now
+    original = entry.get("BlobPath", "").rsplit("/", 1)[-1]
+    archive_path = f"{entry.partition}/{uploaded:%Y}/{uploaded:%m}/{archive_id}-{safe_name(original)}"
+    archive_blob = services.stores.container(settings.archive_container).get_blob_client(archive_path)
+    metadata = {
+        "inqomid": str(document.id), "inqomstatus": document.status or "", "checksum": document.checksum,
+        "sourcepath": metadata_text(f"{entry.get('Container')}/{entry.get('BlobPath')}"), "ledgerkey": entry.key,
+    }
+    if document.status == "Duplicate":
+        metadata["originid"] = str(archive_id)
+    try:
+        sha1 = _stream_to_archive(services, entry, document, archive_blob, metadata)
+    except ChecksumMismatch as exc:
+        errors = int(entry.get("ChecksumMismatches") or 0) + 1
+        _reschedule(ledger, entry, {**observed, "ChecksumMismatches": errors},
+                    now + policy.next_delay(None, errors), str(exc))
+        return
+    inbox = services.stores.container(entry.get("Container") or settings.inbox_container)
+    try:
+        inbox.get_blob_client(entry.get("BlobPath")).delete_blob(
+            etag=f'"{entry.get("BlobETag")}"', match_condition=MatchConditions.IfNotModified)
+    except ResourceNotFoundError:
+        pass
+    except ResourceModifiedError:
+        log.warning("ledger %s: inbox blob was replaced after upload; the new version stays for its own trigger", entry.key)
+    ledger.update(entry, **observed, State=ARCHIVED, ArchivePath=f"{settings.archive_container}/{archive_path}",
+                  ArchivedSha1=sha1, ArchivedAt=iso(ledger.clock()), NextPollAt=None, LastError=None)
+    report.archived += 1
+    log.info("archived ledger %s (Inqom %s) to %s", entry.key, document.id, archive_path)
+
+
+def _stream_to_archive(services: Services, entry: LedgerEntry, document: InqomDocument, archive_blob,
+                       metadata: dict[str, str]) -> str:
+    """Write the archive copy and return its SHA-1; raise ``ChecksumMismatch`` (copy removed) if it differs."""
+    hasher = hashlib.sha1()
+
+    def hashed(chunks: Iterator[bytes]) -> Iterator[bytes]:
+        for chunk in chunks:
+            hasher.update(chunk)
+            yield chunk
+
+    archive_blob.upload_blob(hashed(_source_chunks(services, entry, document)), overwrite=True,
+                             metadata=metadata, max_concurrency=1)
+    sha1 = hasher.hexdigest().upper()
+    if sha1 != document.checksum.upper():
+        archive_blob.delete_blob()
+        raise ChecksumMismatch(f"archived bytes have SHA-1 {sha1}, Inqom's Checksum is {document.checksum.upper()}; "
+                               "inbox blob kept, retrying later")
+    return sha1
+
+
+def _source_chunks(services: Services, entry: LedgerEntry, document: InqomDocument) -> Iterator[bytes]:
+    """Done: Inqom's copy via a fresh temporary URL (refetched once if expired). Duplicate: our own bytes."""
+    settings = services.settings
+    if document.status == "Duplicate":
+        inbox = services.stores.container(entry.get("Container") or settings.inbox_container)
+        downloader = inbox.get_blob_client(entry.get("BlobPath")).download_blob(max_concurrency=1)
+        yield from downloader.chunks()
+        return
+    folder = int(entry.get("FolderId") or entry.partition)
+    for attempt in (1, 2):
+        url = services.inqom.get_public_url(folder, document.id)
+        try:
+            chunks = services.inqom.download(url, settings.archive_allowed_hosts)
+        except ForbiddenError:
+            if attempt == 2:
+                raise
+            log.info("ledger %s: temporary URL refused (expired?); fetching a fresh one", entry.key)
+            continue
+        yield from chunks
+        return
+
+
+def _deleted(services: Services, ledger: Ledger, entry: LedgerEntry, document: InqomDocument, observed: dict) -> None:
+    settings = services.settings
+    reason = f"deleted in Inqom (document {document.id})"
+    if observed.get("StatusReasons"):
+        reason += f", reasons: {observed['StatusReasons']}"
+    container = entry.get("Container") or settings.inbox_container
+    try:
+        move_blob(services.stores, container, entry.get("BlobPath"), settings.quarantine_container,
+                  extra_metadata={"reason": reason, "ledgerkey": entry.key})
+        quarantine_path = f"{settings.quarantine_container}/{entry.get('BlobPath')}"
+    except ResourceNotFoundError:
+        quarantine_path = None
+    ledger.update(entry, **observed, State=DELETED, QuarantineReason=reason, QuarantinePath=quarantine_path,
+                  NextPollAt=None, LastError=None)
+    log.warning("ledger %s: %s; original moved to quarantine", entry.key, reason)
