@@ -207,7 +207,7 @@ class Ledger:
         """Document rows (not index rows), optionally filtered; for operators' tools."""
         text = "PartitionKey ne @pending"
         if query_filter:
-            text += f" and ({query_filter})"
+            text += f" and ( {query_filter} )"  # the SDK finds @names between spaces
         for entity in self.table.query_entities(text, parameters={"pending": PENDING_PARTITION, **parameters}):
             yield self._entry(entity)
 

@@ -89,7 +89,7 @@ class StorageClients:
 class BlobRangeReader:
     """Read-only file object over one blob version: ``read(n)`` served from ranged GETs.
 
-    ``len`` is exposed for requests-toolbelt's ``MultipartEncoder`` (it sizes the body from it);
+    ``len`` (bytes not yet read) is what requests-toolbelt's ``MultipartEncoder`` sizes and drains by;
     ``sha1`` is the SHA-1 of everything read so far.
     """
 
@@ -101,20 +101,24 @@ class BlobRangeReader:
         self._buffer = b""
         self._buffer_pos = 0
         self._position = 0
-        self.len = size
+        self.size = size
         self.sha1 = hashlib.sha1()
+
+    @property
+    def len(self) -> int:
+        return self.size - self._position
 
     def tell(self) -> int:
         return self._position
 
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:
-            size = self.len - self._position
+            size = self.size - self._position
         parts: list[bytes] = []
         wanted = size
         while wanted > 0:
             if self._buffer_pos >= len(self._buffer):
-                if self._fetched >= self.len:
+                if self._fetched >= self.size:
                     break
                 self._fill()
             part = self._buffer[self._buffer_pos:self._buffer_pos + wanted]
@@ -127,7 +131,7 @@ class BlobRangeReader:
         return out
 
     def _fill(self) -> None:
-        length = min(self._chunk, self.len - self._fetched)
+        length = min(self._chunk, self.size - self._fetched)
         self._buffer = self._blob.download_blob(
             offset=self._fetched, length=length, etag=self._etag,
             match_condition=MatchConditions.IfNotModified, timeout=STORAGE_TIMEOUT,

@@ -127,8 +127,13 @@ def _quarantine(services: Services, ledger: Ledger, partition: str, key: str, fi
                 reason: str, entry: LedgerEntry | None) -> UploadOutcome:
     """Move the blob to quarantine (same relative path, reason in metadata) and record it."""
     settings = services.settings
-    move_blob(services.stores, settings.inbox_container, name, settings.quarantine_container,
-              extra_metadata={"reason": reason, "ledgerkey": key})
+    try:
+        move_blob(services.stores, settings.inbox_container, name, settings.quarantine_container,
+                  extra_metadata={"reason": reason, "ledgerkey": key})
+    except ResourceNotFoundError:
+        if not services.stores.container(settings.quarantine_container).get_blob_client(name).exists():
+            raise
+        log.info("blob %s was already quarantined by a concurrent delivery", name)
     changes = {"State": QUARANTINED, "QuarantineReason": reason, "LastError": reason,
                "QuarantinePath": f"{settings.quarantine_container}/{name}", "ClaimUntil": None}
     while True:

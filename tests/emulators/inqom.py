@@ -1,0 +1,1324 @@
+"""A real HTTP emulator of Inqom's "API Accounting Documents", for tests.
+
+It follows the vendor's document (shared/specs/000_68932b18630bf0e0.txt, beside this
+repository) field by field and is strict wherever the document is: a client that passes
+against it should pass against Inqom. One loopback server plays both hosts, the identity server
+(``POST /identity/connect/token``) and the API:
+
+* ``POST /api/accounting-documents/accounting-folders/{folderId}/Documents``
+* ``GET  /api/accounting-documents/accounting-folders/{folderId}/Documents/{id}``
+* ``GET  /api/accounting-documents/accounting-folders/{folderId}/Documents/{id}/public-url``
+* ``POST /api/v1/accounting-folders/{folderId}/expense-bills``
+* ``GET  /public/{token}/{name}?...&sig=...`` (the temporary download URLs it hands out)
+
+Uploads are parsed as a stream (Content-Length or chunked), file parts go to temporary
+files, so a large upload costs no memory. Every request is recorded, and faults can be
+scripted (``inject``) or drawn at random (``error_rate``).
+
+Usage::
+
+    from tests.emulators.inqom import InqomEmulator
+
+    with InqomEmulator(polls_per_step=2) as inqom:
+        inqom.inject("503", times=2, path_contains="/Documents")
+        run_client(token_url=inqom.token_url, base_url=inqom.base_url,
+                   username=inqom.username, password=inqom.password,
+                   client_id=inqom.client_id, client_secret=inqom.client_secret)
+        upload = inqom.calls("POST", "/Documents")[-1]
+        assert upload.form["TypeScan"] == "Supplier"
+        assert upload.files["Document"].sha1_hex_upper == expected_sha1
+
+Stand-alone, for a local runner (prints ``{"base_url": ..., "token_url": ...}`` on one
+line, then serves until SIGINT/SIGTERM)::
+
+    python -m tests.emulators.inqom --port 8081 --username U --password P \\
+        --client-id C --client-secret S
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import email.message
+import email.parser
+import email.utils
+import hashlib
+import io
+import itertools
+import json
+import logging
+import math
+import os
+import random
+import re
+import secrets
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, parse_qsl, quote, unquote, urlencode, urlsplit
+
+__all__ = [
+    "FAULT_KINDS",
+    "STATUSES",
+    "Headers",
+    "InqomEmulator",
+    "RecordedFile",
+    "RecordedRequest",
+    "main",
+]
+
+_log = logging.getLogger(__name__)
+
+STATUSES = frozenset(
+    {"Received", "ToReview", "Processing", "Duplicate", "Done", "ManualProcessing", "Deleted"}
+)
+FAULT_KINDS = frozenset(
+    {"500", "502", "503", "429", "400", "403", "drop", "slow", "drop_after_process"}
+)
+TYPE_SCANS = ("Client", "Supplier", "Others")
+TOKEN_PATH = "/identity/connect/token"
+TOKEN_FIELDS = ("username", "password", "grant_type", "scope", "client_id", "client_secret")
+SCOPE = "openid apidata"
+JSON_TYPE = "application/json; charset=utf-8"
+
+_CHUNK = 64 * 1024  # read/write block size
+_MAX_FIELD = 64 * 1024  # largest accepted non-file multipart value
+_MAX_PART_HEADERS = 16 * 1024
+_MAX_URLENCODED = 64 * 1024
+_OWNER_ID = 7498  # "OwnerId" of every document (the API user)
+_FORBIDDEN = "Authorization has been denied for this request."
+
+
+class Headers(dict[str, str]):
+    """Request headers; keys are stored lower-case and every lookup ignores case.
+
+    A header sent several times is kept once, its values joined with ", ".
+    """
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        super().__init__()
+        for name, value in items:
+            self[name] = f"{self[name]}, {value}" if name in self else value
+
+    def __setitem__(self, key: str, value: str) -> None:
+        super().__setitem__(key.lower(), value)
+
+    def __getitem__(self, key: str) -> str:
+        return super().__getitem__(key.lower())
+
+    def __contains__(self, key: object) -> bool:
+        return super().__contains__(key.lower() if isinstance(key, str) else key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return super().get(key.lower(), default)
+
+
+@dataclass(frozen=True)
+class RecordedFile:
+    """A file part as received: ``data`` holds the bytes when size <= max_memory_part."""
+
+    filename: str
+    content_type: str | None
+    size: int
+    sha1_hex_upper: str
+    data: bytes | None
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request as the emulator saw it, and what it did about it.
+
+    ``status`` is the status code answered (None when the connection was dropped or the
+    client went away); ``fault`` is the injected fault's kind, or None.
+    """
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: Headers
+    form: dict[str, str]
+    files: dict[str, RecordedFile]
+    status: int | None
+    fault: str | None
+
+
+# --------------------------------------------------------------------------- internals
+
+
+class _BadRequest(Exception):
+    """The request body is malformed (answered 400 with this message)."""
+
+
+class _BadFraming(Exception):
+    """The body's framing is unusable: answered 400, then the connection is closed."""
+
+
+class _Disconnected(Exception):
+    """The client went away before sending its whole request."""
+
+
+@dataclass
+class _UploadedFile:
+    name: str
+    filename: str
+    content_type: str | None
+    size: int
+    sha1: str
+    data: bytes | None
+    path: str
+    kept: bool = False  # True once a document owns the temporary file
+
+    def record(self) -> RecordedFile:
+        return RecordedFile(self.filename, self.content_type, self.size, self.sha1, self.data)
+
+
+@dataclass
+class _Body:
+    media_type: str | None
+    fields: list[tuple[str, str]] = field(default_factory=list)
+    files: list[_UploadedFile] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class _Request:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: Headers
+    body: _Body
+
+
+@dataclass(frozen=True)
+class _FileBody:
+    path: str
+    size: int
+    corrupt_at: int | None  # offset of the byte to flip, if any
+
+
+@dataclass
+class _Reply:
+    status: int
+    body: bytes = b""
+    content_type: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    file: _FileBody | None = None
+    close: bool = False
+
+
+@dataclass
+class _Fault:
+    kind: str
+    remaining: int
+    path_contains: str | None
+    method: str | None
+    retry_after: str | None
+    delay: float
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.method is None or self.method == method) and (
+            self.path_contains is None or self.path_contains in path
+        )
+
+
+@dataclass
+class _Document:
+    id: int
+    folder_id: int
+    name: str
+    original_name: str
+    type: str
+    size: int
+    checksum: str
+    path: str
+    created_at: datetime
+    source_id: str | None
+    doc_ref: str | None
+    beneficiary: str | None
+    origin_id: int | None
+    flow: tuple[str, ...]
+    polls_per_step: int
+    status: str = ""
+    reasons: tuple[str, ...] = ()
+    status_updated_at: datetime | None = None
+    deleted_at: datetime | None = None
+    step: int = 0
+    polls: int = 0
+
+
+@dataclass(frozen=True)
+class _PublicLink:
+    doc_id: int
+    signature: str
+    expires_at: float  # time.time()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(moment: datetime) -> str:
+    """Format like .NET does in Inqom's answers: "2023-03-24T17:05:21.38Z"."""
+    fraction = f"{moment.microsecond:06d}0".rstrip("0")
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{text}.{fraction}Z" if fraction else f"{text}Z"
+
+
+def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> _Reply:
+    body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    return _Reply(status, body, JSON_TYPE, dict(headers or {}))
+
+
+def _message(status: int, text: str) -> _Reply:
+    return _json(status, {"Message": text})
+
+
+def _oauth_error(error: str, description: str | None = None) -> _Reply:
+    payload = {"error": error}
+    if description is not None:
+        payload["error_description"] = description
+    return _json(400, payload, {"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+
+def _storage_error(status: int, code: str, message: str, detail: str | None = None) -> _Reply:
+    """An Azure Blob Storage style XML error, as the public download URLs answer."""
+    detail_xml = f"<AuthenticationErrorDetail>{detail}</AuthenticationErrorDetail>" if detail else ""
+    text = (
+        '<?xml version="1.0" encoding="utf-8"?><Error>'
+        f"<Code>{code}</Code><Message>{message}\nRequestId:{uuid.uuid4()}\n"
+        f"Time:{_iso(_now())}</Message>{detail_xml}</Error>"
+    )
+    return _Reply(status, text.encode("utf-8"), "application/xml", {"x-ms-error-code": code})
+
+
+def _fault_reply(fault: _Fault) -> _Reply:
+    if fault.kind in ("502", "503"):
+        title = "502 Bad Gateway" if fault.kind == "502" else "503 Service Unavailable"
+        html = f"<html><head><title>{title}</title></head><body><h1>{title}</h1></body></html>"
+        reply = _Reply(int(fault.kind), html.encode(), "text/html")
+    else:
+        texts = {
+            "500": "An error has occurred.",
+            "429": "Rate limit is exceeded. Try again later.",
+            "400": "The request is invalid.",
+            "403": _FORBIDDEN,
+        }
+        reply = _message(int(fault.kind), texts[fault.kind])
+    if fault.retry_after is not None:
+        reply.headers["Retry-After"] = fault.retry_after
+    return reply
+
+
+def _positive_int(text: str) -> int | None:
+    return int(text) if re.fullmatch(r"[0-9]{1,18}", text) and int(text) > 0 else None
+
+
+def _check_flow(flow: Sequence[str]) -> tuple[str, ...]:
+    steps = tuple(flow)
+    if not steps or isinstance(flow, str):
+        raise ValueError("a status flow is a non-empty sequence of statuses")
+    unknown = [step for step in steps if step not in STATUSES]
+    if unknown:
+        raise ValueError(f"unknown status(es) {unknown}; valid: {sorted(STATUSES)}")
+    return steps
+
+
+# ------------------------------------------------------------------------ body parsing
+
+
+class _BodyReader:
+    """Reads a request body incrementally, framed by Content-Length or chunked encoding."""
+
+    def __init__(self, rfile: io.BufferedIOBase, headers: Headers) -> None:
+        self._rfile = rfile
+        self._remaining = 0  # bytes left in the body (Content-Length) or in the chunk
+        transfer_encoding = headers.get("Transfer-Encoding")
+        length = headers.get("Content-Length")
+        if transfer_encoding is not None:
+            if transfer_encoding.strip().lower() != "chunked":
+                raise _BadFraming(f"unsupported Transfer-Encoding {transfer_encoding!r}")
+            self._chunked = True
+            self._done = False
+        else:
+            if length is not None and not re.fullmatch(r"[0-9]{1,18}", length.strip()):
+                raise _BadFraming(f"invalid Content-Length {length!r}")
+            self._chunked = False
+            self._remaining = int(length) if length is not None else 0
+            self._done = self._remaining == 0
+
+    def read(self, size: int = _CHUNK) -> bytes:
+        """Up to ``size`` bytes of the body; b"" once it is all read."""
+        while not self._done:
+            if self._remaining == 0:
+                self._next_chunk()
+                continue
+            data = self._rfile.read(min(size, self._remaining))
+            if not data:
+                raise _Disconnected()
+            self._remaining -= len(data)
+            if self._remaining == 0:
+                if self._chunked:
+                    if self._rfile.read(2) != b"\r\n":
+                        raise _BadFraming("chunk data not followed by CRLF")
+                else:
+                    self._done = True
+            return data
+        return b""
+
+    def drain(self) -> None:
+        while self.read():
+            pass
+
+    def _next_chunk(self) -> None:
+        line = self._rfile.readline(1024)
+        if not line:
+            raise _Disconnected()
+        size = line.rstrip(b"\r\n").split(b";", 1)[0].strip()
+        if not line.endswith(b"\n") or not re.fullmatch(rb"[0-9A-Fa-f]{1,15}", size):
+            raise _BadFraming(f"malformed chunk size line {line[:40]!r}")
+        self._remaining = int(size, 16)
+        if self._remaining == 0:
+            while (trailer := self._rfile.readline(8192)) not in (b"\r\n", b"\n"):
+                if not trailer:
+                    raise _Disconnected()
+            self._done = True
+
+
+class _FilePart:
+    """A file part being received: written to a temporary file, hashed as it comes."""
+
+    def __init__(self, name: str, filename: str, content_type: str | None,
+                 tmpdir: str, max_memory: int) -> None:
+        self.name, self.filename, self.content_type = name, filename, content_type
+        fd, self.path = tempfile.mkstemp(dir=tmpdir, suffix=".part")
+        self._file = os.fdopen(fd, "wb")
+        self._sha1 = hashlib.sha1()
+        self._size = 0
+        self._memory: bytearray | None = bytearray()
+        self._max_memory = max_memory
+
+    def write(self, data: bytes) -> None:
+        self._file.write(data)
+        self._sha1.update(data)
+        self._size += len(data)
+        if self._memory is not None:
+            if self._size <= self._max_memory:
+                self._memory += data
+            else:
+                self._memory = None
+
+    def finish(self) -> _UploadedFile:
+        self._file.close()
+        data = bytes(self._memory) if self._memory is not None else None
+        return _UploadedFile(self.name, self.filename, self.content_type, self._size,
+                             self._sha1.hexdigest().upper(), data, self.path)
+
+    def discard(self) -> None:
+        self._file.close()
+        _unlink(self.path)
+
+
+class _FieldPart:
+    """A plain (non-file) part: its value, kept in memory, at most _MAX_FIELD bytes."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._value = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self._value += data
+        if len(self._value) > _MAX_FIELD:
+            raise _BadRequest(f"form field {self.name!r} is larger than {_MAX_FIELD} bytes")
+
+    def finish(self) -> tuple[str, str]:
+        try:
+            return self.name, self._value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _BadRequest(f"form field {self.name!r} is not valid UTF-8") from None
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _part_headers(raw: bytes) -> tuple[str, str | None, str | None]:
+    """(name, filename or None, Content-Type or None) of a multipart part's headers.
+
+    As in ASP.NET, a part is a file only when its Content-Disposition has a non-empty
+    filename (or filename*).
+    """
+    message = email.parser.HeaderParser().parsestr(raw.decode("utf-8", errors="replace"))
+    if message.get_content_disposition() != "form-data":
+        raise _BadRequest("multipart part without 'Content-Disposition: form-data'")
+    name = message.get_param("name", header="content-disposition")
+    if isinstance(name, tuple):
+        name = email.utils.collapse_rfc2231_value(name)
+    if not name:
+        raise _BadRequest("multipart part without a name")
+    return name, message.get_filename() or None, message.get("content-type")
+
+
+def _parse_multipart(reader: _BodyReader, boundary: str, tmpdir: str,
+                     max_memory: int) -> tuple[list[tuple[str, str]], list[_UploadedFile]]:
+    """Parse a multipart/form-data body as it streams in.
+
+    Memory use is bounded by one read block plus the delimiter, whatever the part sizes.
+    On error every temporary file created so far is removed and the rest of the body
+    is drained, so the connection stays usable.
+    """
+    delimiter = b"\r\n--" + boundary.encode("latin-1")
+    keep = len(delimiter) - 1
+    buf = bytearray(b"\r\n")  # so the first delimiter looks like every other one
+    eof = False
+    fields: list[tuple[str, str]] = []
+    files: list[_UploadedFile] = []
+    part: _FilePart | _FieldPart | None = None
+    state = "preamble"
+
+    def fill() -> None:
+        nonlocal eof
+        data = reader.read(_CHUNK)
+        eof = not data
+        buf.extend(data)
+
+    try:
+        while state != "end":
+            if state in ("preamble", "body"):
+                index = buf.find(delimiter)
+                if index < 0:
+                    if eof:
+                        raise _BadRequest("multipart body ends before its closing delimiter")
+                    if len(buf) > keep:
+                        if part is not None:
+                            part.write(bytes(buf[:-keep]))
+                        del buf[:-keep]
+                    fill()
+                    continue
+                if part is not None:
+                    part.write(bytes(buf[:index]))
+                    if isinstance(part, _FilePart):
+                        files.append(part.finish())
+                    else:
+                        fields.append(part.finish())
+                    part = None
+                del buf[:index + len(delimiter)]
+                state = "delimiter"
+            elif state == "delimiter":
+                line_end = buf.find(b"\r\n")
+                if buf.startswith(b"--"):
+                    state = "end"
+                elif line_end >= 0:
+                    if buf[:line_end].strip(b" \t"):
+                        raise _BadRequest("garbage after a multipart delimiter")
+                    del buf[:line_end + 2]
+                    state = "headers"
+                elif eof or len(buf) > 1024:
+                    raise _BadRequest("malformed multipart delimiter line")
+                else:
+                    fill()
+            else:  # headers
+                end = 0 if buf.startswith(b"\r\n") else buf.find(b"\r\n\r\n")
+                if end < 0:
+                    if eof or len(buf) > _MAX_PART_HEADERS:
+                        raise _BadRequest("malformed multipart part headers")
+                    fill()
+                    continue
+                name, filename, content_type = _part_headers(bytes(buf[:end]))
+                del buf[:end + (2 if end == 0 else 4)]
+                part = (_FilePart(name, filename, content_type, tmpdir, max_memory)
+                        if filename is not None else _FieldPart(name))
+                state = "body"
+        reader.drain()  # the epilogue
+    except BaseException as exc:
+        if isinstance(part, _FilePart):
+            part.discard()
+        for uploaded in files:
+            _unlink(uploaded.path)
+        if isinstance(exc, _BadRequest):
+            reader.drain()
+        raise
+    return fields, files
+
+
+def _read_body(reader: _BodyReader, content_type: str | None, tmpdir: str,
+               max_memory: int) -> _Body:
+    """Read the whole body; the form is parsed for the two form media types."""
+    message = email.message.Message()
+    if content_type:
+        message["Content-Type"] = content_type
+    media_type = message.get_content_type() if content_type else None
+    body = _Body(media_type)
+    try:
+        if media_type == "multipart/form-data":
+            boundary = message.get_param("boundary")
+            if not isinstance(boundary, str) or not boundary or not boundary.isascii():
+                raise _BadRequest("multipart/form-data without a valid boundary")
+            body.fields, body.files = _parse_multipart(reader, boundary, tmpdir, max_memory)
+        elif media_type == "application/x-www-form-urlencoded":
+            raw = bytearray()
+            while chunk := reader.read():
+                raw += chunk
+                if len(raw) > _MAX_URLENCODED:
+                    reader.drain()
+                    raise _BadRequest("url-encoded body too large")
+            try:
+                body.fields = parse_qsl(raw.decode("ascii"), keep_blank_values=True,
+                                        strict_parsing=True, errors="strict")
+            except (UnicodeDecodeError, ValueError) as exc:
+                raise _BadRequest(f"malformed url-encoded body: {exc}") from None
+        else:
+            reader.drain()
+    except _BadRequest as exc:
+        body.error = str(exc)
+    return body
+
+
+# ---------------------------------------------------------------------- HTTP plumbing
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], emulator: InqomEmulator) -> None:
+        self.emulator = emulator
+        super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        _log.debug("connection error from %s", client_address, exc_info=True)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.emulator._connection_opened(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.emulator._connection_closed(self.connection)
+
+    def do_GET(self) -> None:
+        self.server.emulator._serve(self)
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_GET
+
+    def version_string(self) -> str:
+        return "Kestrel"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        _log.info("%s - %s", self.address_string(), format % args)
+
+    def send_reply(self, reply: _Reply) -> None:
+        """Write ``reply``, always with a Content-Length, streaming file bodies."""
+        self.send_response(reply.status)
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        if reply.content_type:
+            self.send_header("Content-Type", reply.content_type)
+        self.send_header("Content-Length", str(reply.file.size if reply.file else len(reply.body)))
+        if reply.close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        if reply.file is None:
+            self.wfile.write(reply.body)
+            return
+        corrupt_at = reply.file.corrupt_at
+        with open(reply.file.path, "rb") as source:
+            offset = 0
+            while chunk := source.read(_CHUNK):
+                if corrupt_at is not None and offset <= corrupt_at < offset + len(chunk):
+                    flipped = bytearray(chunk)
+                    flipped[corrupt_at - offset] ^= 0xFF
+                    chunk = bytes(flipped)
+                self.wfile.write(chunk)
+                offset += len(chunk)
+
+
+_Route = tuple[str, re.Pattern[str], Callable[..., _Reply]]
+
+
+class InqomEmulator:
+    """Inqom's identity server and accounting-documents API on a loopback port.
+
+    Settings that tests may change at any time (plain attributes):
+
+    * ``get_as_array`` (True): GET Documents/{id} answers a one-element array, as the
+      spec's example; False answers the object.
+    * ``use_origine_typo`` (True): duplicates carry ``OrigineId`` (the spec's example)
+      instead of ``OriginId``.
+    * ``status_reasons_as_list`` (False): ``StatusReasons`` is one enum string as the spec
+      says ("None", "ExerciseLockedForDates", flags joined with ", "); True sends a list.
+    * ``folders`` (None = every folder exists), ``unknown_folders`` (404),
+      ``forbidden_folders`` (403, the user has no rights on them).
+    * ``flow_for_name``: original file name (or DocumentName) -> status flow, applied to
+      documents created afterwards.
+    * ``public_url_ttl``, ``corrupt_next_downloads``, ``redirect_public_to``.
+    * ``error_rate``, ``error_kinds``, ``seed``, ``random_faults_on_all``: random faults.
+    * ``token_ttl``, ``status_flow``, ``polls_per_step``: defaults for what comes next.
+    """
+
+    host = "127.0.0.1"
+
+    def __init__(
+        self,
+        *,
+        username: str = "api@example.test",
+        password: str = "pw-secret",
+        client_id: str = "client-id",
+        client_secret: str = "client-secret",
+        token_ttl: float = 3600,
+        status_flow: Sequence[str] = ("Received", "Processing", "Done"),
+        polls_per_step: int = 1,
+        public_url_ttl: float = 300.0,
+        max_memory_part: int = 1 << 20,
+        port: int = 0,
+    ) -> None:
+        if polls_per_step < 1:
+            raise ValueError("polls_per_step must be >= 1")
+        self.username = username
+        self.password = password
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.token_ttl = token_ttl
+        self.status_flow = _check_flow(status_flow)
+        self.polls_per_step = polls_per_step
+        self.public_url_ttl = public_url_ttl
+        self.max_memory_part = max_memory_part
+
+        self.get_as_array = True
+        self.use_origine_typo = True
+        self.status_reasons_as_list = False
+        self.folders: set[int] | None = None
+        self.unknown_folders: set[int] = set()
+        self.forbidden_folders: set[int] = set()
+        self.flow_for_name: dict[str, Sequence[str]] = {}
+        self.corrupt_next_downloads = 0
+        self.redirect_public_to: str | None = None
+        self.error_rate = 0.0
+        self._error_kinds: tuple[str, ...] = ("500", "429")
+        self.random_faults_on_all = False
+        self.internal_errors: list[str] = []  # tracebacks of emulator bugs (answered 500)
+
+        self._requested_port = port
+        self._lock = threading.RLock()
+        self._idle = threading.Condition(self._lock)
+        self._seed = 0
+        self._rng = random.Random(self._seed)
+        self._requests: list[RecordedRequest] = []
+        self._faults: list[_Fault] = []
+        self._tokens: dict[str, float] = {}  # token -> time.monotonic() expiry
+        self._documents: dict[int, _Document] = {}
+        self._links: dict[str, _PublicLink] = {}
+        self._ids = itertools.count(1_000_001)
+        self._connections: set[socket.socket] = set()
+        self._stopping = threading.Event()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._tmpdir: str | None = None
+        self._routes: tuple[_Route, ...] = (
+            ("POST", re.compile(re.escape(TOKEN_PATH)), self._token),
+            ("POST", re.compile(r"/api/accounting-documents/accounting-folders/([^/]+)/Documents/?"),
+             self._upload_document),
+            ("GET", re.compile(r"/api/accounting-documents/accounting-folders/([^/]+)/Documents/([^/]+)/?"),
+             self._get_document),
+            ("GET", re.compile(
+                r"/api/accounting-documents/accounting-folders/([^/]+)/Documents/([^/]+)/public-url/?"),
+             self._public_url),
+            ("POST", re.compile(r"/api/v1/accounting-folders/([^/]+)/expense-bills/?"),
+             self._upload_expense_bill),
+            ("GET", re.compile(r"/public/([^/]+)/([^/]+)"), self._download),
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> InqomEmulator:
+        """Bind 127.0.0.1 (port 0 = a free port) and serve in a daemon thread."""
+        if self._server is not None:
+            raise RuntimeError("the emulator is already running")
+        self._stopping.clear()
+        self._tmpdir = tempfile.mkdtemp(prefix="inqom-emulator-")
+        try:
+            self._server = _Server((self.host, self._requested_port), self)
+        except OSError:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
+            raise
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.05},
+                                        name=f"inqom-emulator-{self.port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, close every open connection and remove the temporary files."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self._stopping.set()
+        server.shutdown()
+        server.server_close()
+        deadline = time.monotonic() + 5
+        with self._idle:
+            while self._connections and time.monotonic() < deadline:
+                for connection in list(self._connections):
+                    with contextlib.suppress(OSError):
+                        connection.shutdown(socket.SHUT_RDWR)
+                self._idle.wait(0.1)
+        if self._thread is not None:
+            self._thread.join(5)
+        if self._tmpdir is not None:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
+
+    def __enter__(self) -> InqomEmulator:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the emulator is not running")
+        return int(self._server.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def token_url(self) -> str:
+        return self.base_url + TOKEN_PATH
+
+    @property
+    def temp_dir(self) -> str | None:
+        """The private directory holding received files (removed by ``stop()``)."""
+        return self._tmpdir
+
+    # ------------------------------------------------------------- test controls
+
+    def inject(self, kind: str, *, times: int = 1, path_contains: str | None = None,
+               method: str | None = None, retry_after: float | str | None = None,
+               delay: float = 0.0) -> None:
+        """Queue a fault for the next ``times`` matching requests (queued faults go first).
+
+        Kinds: "500", "502", "503", "429", "400", "403" (that answer, with Retry-After
+        when ``retry_after`` is given), "drop" (read the request, close without answer),
+        "slow" (answer normally after ``delay`` s), "drop_after_process" (do the work,
+        e.g. create the document, then close without answer). ``delay`` applies to
+        every kind.
+        """
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; valid: {sorted(FAULT_KINDS)}")
+        if times < 1:
+            raise ValueError("times must be >= 1")
+        with self._lock:
+            self._faults.append(_Fault(kind, times, path_contains,
+                                       method.upper() if method else None,
+                                       None if retry_after is None else str(retry_after), delay))
+
+    @property
+    def error_kinds(self) -> tuple[str, ...]:
+        """Fault kinds drawn (uniformly) for random faults."""
+        return self._error_kinds
+
+    @error_kinds.setter
+    def error_kinds(self, kinds: Sequence[str]) -> None:
+        unknown = set(kinds) - FAULT_KINDS
+        if not kinds or unknown:
+            raise ValueError(f"error_kinds must be non-empty fault kinds; unknown: {sorted(unknown)}")
+        self._error_kinds = tuple(kinds)
+
+    @property
+    def seed(self) -> int:
+        return self._seed
+
+    @seed.setter
+    def seed(self, value: int) -> None:
+        with self._lock:
+            self._seed = value
+            self._rng = random.Random(value)
+
+    def expire_tokens(self) -> None:
+        """Make every token issued so far invalid (API calls with it get 403)."""
+        with self._lock:
+            self._tokens.clear()
+
+    def expire_public_urls(self) -> None:
+        """Make every public download URL handed out so far expired (403)."""
+        with self._lock:
+            for token, link in self._links.items():
+                self._links[token] = replace(link, expires_at=0.0)
+
+    def set_status(self, doc_id: int, status: str, reasons: Sequence[str] | None = None) -> None:
+        """Pin a document's status (it no longer progresses) and its StatusReasons."""
+        _check_flow([status])
+        with self._lock:
+            document = self._document(doc_id)
+            document.flow, document.step, document.polls = (status,), 0, 0
+            self._apply_status(document, status, tuple(reasons or ()))
+
+    def set_flow(self, doc_id: int, flow: Sequence[str], polls_per_step: int | None = None) -> None:
+        """Restart a document at ``flow[0]``; GETs then walk it along ``flow``."""
+        steps = _check_flow(flow)
+        if polls_per_step is not None and polls_per_step < 1:
+            raise ValueError("polls_per_step must be >= 1")
+        with self._lock:
+            document = self._document(doc_id)
+            document.flow, document.step, document.polls = steps, 0, 0
+            if polls_per_step is not None:
+                document.polls_per_step = polls_per_step
+            self._apply_status(document, steps[0], ())
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """A snapshot of every request recorded so far, oldest first."""
+        with self._lock:
+            return list(self._requests)
+
+    def calls(self, method: str | None = None, path_contains: str | None = None) -> list[RecordedRequest]:
+        """Recorded requests with this method (any case) whose path contains this text."""
+        return [r for r in self.requests
+                if (method is None or r.method == method.upper())
+                and (path_contains is None or path_contains in r.path)]
+
+    def token_calls(self) -> list[RecordedRequest]:
+        """Recorded requests to the token endpoint (``len()`` for the count)."""
+        return self.calls(path_contains=TOKEN_PATH)
+
+    def reset_requests(self) -> None:
+        with self._lock:
+            self._requests.clear()
+
+    @property
+    def documents(self) -> dict[int, dict[str, Any]]:
+        """Every document, id -> the object GET Documents/{id} answers (without polling)."""
+        with self._lock:
+            return {doc_id: self._document_json(doc) for doc_id, doc in self._documents.items()}
+
+    def document_count(self) -> int:
+        with self._lock:
+            return len(self._documents)
+
+    # ------------------------------------------------------------------ serving
+
+    def _connection_opened(self, connection: socket.socket) -> None:
+        with self._lock:
+            self._connections.add(connection)
+
+    def _connection_closed(self, connection: socket.socket) -> None:
+        with self._idle:
+            self._connections.discard(connection)
+            self._idle.notify_all()
+
+    def _serve(self, handler: _Handler) -> None:
+        target = urlsplit(handler.path)
+        method, path = handler.command, target.path
+        query = parse_qs(target.query, keep_blank_values=True)
+        headers = Headers(handler.headers.items())
+        fault = self._take_fault(method, path)
+        fault_kind = fault.kind if fault else None
+        assert self._tmpdir is not None
+        try:
+            reader = _BodyReader(handler.rfile, headers)
+            body = _read_body(reader, headers.get("Content-Type"), self._tmpdir, self.max_memory_part)
+        except _Disconnected:
+            handler.close_connection = True
+            self._record(_Request(method, path, query, headers, _Body(None)), None, fault_kind)
+            return
+        except _BadFraming as exc:
+            rejection = _message(400, str(exc))
+            rejection.close = True
+            self._record(_Request(method, path, query, headers, _Body(None)), 400, fault_kind)
+            handler.send_reply(rejection)
+            return
+        request = _Request(method, path, query, headers, body)
+        try:
+            if fault is not None and fault.delay > 0:
+                self._stopping.wait(fault.delay)
+            reply: _Reply | None
+            if fault_kind == "drop":
+                reply = None
+            elif fault is not None and fault_kind not in ("slow", "drop_after_process"):
+                reply = _fault_reply(fault)
+            else:
+                reply = self._dispatch(request)
+                if fault_kind == "drop_after_process":
+                    reply = None
+            self._record(request, reply.status if reply else None, fault_kind)
+        finally:  # before answering: a client that got its answer finds no stray file
+            for uploaded in body.files:
+                if not uploaded.kept:
+                    _unlink(uploaded.path)
+        if reply is None:
+            handler.close_connection = True
+        else:
+            handler.send_reply(reply)
+
+    def _take_fault(self, method: str, path: str) -> _Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.matches(method, path):
+                    fault.remaining -= 1
+                    if fault.remaining == 0:
+                        self._faults.remove(fault)
+                    return fault
+            if (self.error_rate > 0 and (path.startswith("/api/") or self.random_faults_on_all)
+                    and self._rng.random() < self.error_rate):
+                return _Fault(self._rng.choice(self._error_kinds), 1, None, None, None, 0.0)
+        return None
+
+    def _record(self, request: _Request, status: int | None, fault: str | None) -> None:
+        files: dict[str, RecordedFile] = {}
+        for uploaded in request.body.files:
+            files.setdefault(uploaded.name, uploaded.record())
+        form: dict[str, str] = {}
+        for name, value in request.body.fields:
+            form.setdefault(name, value)
+        recorded = RecordedRequest(request.method, request.path, request.query, request.headers,
+                                   form, files, status, fault)
+        with self._lock:
+            self._requests.append(recorded)
+
+    def _dispatch(self, request: _Request) -> _Reply:
+        matches = [(method, handler, match) for method, pattern, handler in self._routes
+                   if (match := pattern.fullmatch(request.path))]
+        if not matches:
+            return _message(404, f"No HTTP resource was found that matches {request.path}")
+        chosen = next(((handler, match) for method, handler, match in matches
+                       if method == request.method), None)
+        if chosen is None:
+            reply = _message(405, f"The requested resource does not support {request.method}")
+            reply.headers["Allow"] = ", ".join(sorted({method for method, _, _ in matches}))
+            return reply
+        handler, match = chosen
+        if request.path.startswith("/api/") and not self._authorized(request.headers):
+            return _message(403, _FORBIDDEN)
+        try:
+            return handler(*match.groups(), request=request)
+        except Exception:  # an emulator bug: answer 500 and keep it for the test to see
+            _log.exception("inqom emulator error on %s %s", request.method, request.path)
+            with self._lock:
+                self.internal_errors.append(traceback.format_exc())
+            return _message(500, "An error has occurred.")
+
+    def _authorized(self, headers: Headers) -> bool:
+        scheme, _, token = (headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return False
+        with self._lock:
+            expiry = self._tokens.get(token.strip())
+        return expiry is not None and time.monotonic() < expiry
+
+    # ---------------------------------------------------------------- endpoints
+
+    def _token(self, request: _Request) -> _Reply:
+        body = request.body
+        if body.media_type != "application/x-www-form-urlencoded":
+            return _oauth_error("invalid_request", "Content-Type must be application/x-www-form-urlencoded, "
+                                f"got {request.headers.get('Content-Type')!r}")
+        if body.error:
+            return _oauth_error("invalid_request", body.error)
+        names = [name for name, _ in body.fields]
+        problems = []
+        missing = [name for name in TOKEN_FIELDS if name not in names]
+        if missing:
+            problems.append("missing field(s): " + ", ".join(missing))
+        extra = sorted(set(names) - set(TOKEN_FIELDS))
+        if extra:
+            problems.append("unexpected field(s): " + ", ".join(extra))
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            problems.append("field(s) sent more than once: " + ", ".join(repeated))
+        if problems:
+            return _oauth_error("invalid_request", "; ".join(problems))
+        form = dict(body.fields)
+        if form["client_id"] != self.client_id or form["client_secret"] != self.client_secret:
+            return _oauth_error("invalid_client")
+        if form["grant_type"] != "password":
+            return _oauth_error("invalid_request", f'grant_type must be "password", got {form["grant_type"]!r}')
+        if form["scope"] != SCOPE:
+            return _oauth_error("invalid_request", f'scope must be exactly "{SCOPE}", got {form["scope"]!r}')
+        if form["username"] != self.username or form["password"] != self.password:
+            return _oauth_error("invalid_grant")
+        token = secrets.token_urlsafe(32)
+        with self._lock:
+            self._tokens[token] = time.monotonic() + self.token_ttl
+        return _json(200, {"access_token": token, "expires_in": int(self.token_ttl),
+                           "token_type": "Bearer", "scope": SCOPE},
+                     {"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+    def _upload_document(self, folder: str, *, request: _Request) -> _Reply:
+        fields = ("TypeScan", "FileSource", "DocRef", "SourceId", "WithoutWorkflow", "DocumentName")
+        errors = self._form_errors(folder, request.body, fields, ("Document",))
+        form = {name: value for name, value in request.body.fields if value}  # "" binds as null
+        type_scan, file_source = form.get("TypeScan"), form.get("FileSource")
+        if type_scan not in TYPE_SCANS:
+            errors.append(f"TypeScan must be one of {', '.join(TYPE_SCANS)}, got {type_scan!r}")
+        if file_source != "Api":
+            errors.append(f'FileSource must be "Api", got {file_source!r}')
+        if form.get("WithoutWorkflow", "false") not in ("true", "false"):
+            errors.append(f'WithoutWorkflow must be "true" or "false", got {form["WithoutWorkflow"]!r}')
+        document = next((f for f in request.body.files if f.name == "Document"), None)
+        if document is None:
+            errors.append("Document (a file part) is required")
+        elif document.size == 0:
+            errors.append("Document is empty")
+        if errors:
+            return _message(400, "; ".join(errors))
+        assert document is not None and type_scan is not None
+        folder_id = int(folder)
+        denied = self._folder_denied(folder_id)
+        if denied:
+            return denied
+        created = self._create_document(
+            folder_id, document, name=form.get("DocumentName") or document.filename,
+            original_name=document.filename, type_scan=type_scan, source_id=form.get("SourceId"),
+            doc_ref=form.get("DocRef"), beneficiary=None)
+        return _json(200, created)
+
+    def _upload_expense_bill(self, folder: str, *, request: _Request) -> _Reply:
+        fields = ("BeneficiaryFullName", "FileNameWithExtension", "DocumentReference")
+        errors = self._form_errors(folder, request.body, fields, ("File",))
+        form = {name: value for name, value in request.body.fields if value}
+        beneficiary = (form.get("BeneficiaryFullName") or "").strip()
+        file_name = (form.get("FileNameWithExtension") or "").strip()
+        if not beneficiary:
+            errors.append("BeneficiaryFullName is required")
+        if not re.search(r"[^./\\]\.[A-Za-z0-9]{1,10}$", file_name):
+            errors.append(f"FileNameWithExtension must be a file name with an extension, got {file_name!r}")
+        bill = next((f for f in request.body.files if f.name == "File"), None)
+        if bill is None:
+            errors.append("File (a file part) is required")
+        elif bill.size == 0:
+            errors.append("File is empty")
+        if errors:
+            return _message(400, "; ".join(errors))
+        assert bill is not None
+        folder_id = int(folder)
+        denied = self._folder_denied(folder_id)
+        if denied:
+            return denied
+        created = self._create_document(
+            folder_id, bill, name=file_name, original_name=file_name, type_scan="Others",
+            source_id=None, doc_ref=form.get("DocumentReference"), beneficiary=beneficiary)
+        return _json(200, {"DocumentId": created["Id"]})
+
+    def _get_document(self, folder: str, doc_id: str, *, request: _Request) -> _Reply:
+        found = self._find(folder, doc_id)
+        if isinstance(found, _Reply):
+            return found
+        with self._lock:
+            found.polls += 1
+            if found.polls >= found.polls_per_step and found.step < len(found.flow) - 1:
+                found.step, found.polls = found.step + 1, 0
+                self._apply_status(found, found.flow[found.step], ())
+            payload = self._document_json(found)
+        return _json(200, [payload] if self.get_as_array else payload)
+
+    def _public_url(self, folder: str, doc_id: str, *, request: _Request) -> _Reply:
+        found = self._find(folder, doc_id)
+        if isinstance(found, _Reply):
+            return found
+        token = secrets.token_urlsafe(18)
+        signature = base64.b64encode(secrets.token_bytes(32)).decode("ascii")  # has + / =
+        expires_at = time.time() + self.public_url_ttl
+        with self._lock:
+            self._links[token] = _PublicLink(found.id, signature, expires_at)
+        expiry = datetime.fromtimestamp(expires_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        sas = urlencode({"sv": "2021-08-06", "se": expiry, "sr": "b", "sp": "r", "sig": signature},
+                        quote_via=quote, safe="")
+        return _json(200, f"{self.base_url}/public/{token}/{quote(found.original_name, safe='')}?{sas}")
+
+    def _download(self, token: str, name: str, *, request: _Request) -> _Reply:
+        with self._lock:
+            link = self._links.get(token)
+            document = self._documents.get(link.doc_id) if link else None
+        if link is None or document is None or unquote(name) != document.original_name:
+            return _storage_error(404, "BlobNotFound", "The specified blob does not exist.")
+        if self.redirect_public_to:
+            return _Reply(302, headers={"Location": self.redirect_public_to})
+        auth_failed = ("Server failed to authenticate the request. Make sure the value of "
+                       "Authorization header is formed correctly including the signature.")
+        if request.query.get("sig") != [link.signature]:
+            return _storage_error(403, "AuthenticationFailed", auth_failed,
+                                  "Signature did not match. String to sign used was r")
+        if time.time() >= link.expires_at:
+            expired = email.utils.formatdate(link.expires_at, usegmt=True)
+            return _storage_error(403, "AuthenticationFailed", auth_failed,
+                                  f"Signed expiry time [{expired}] has expired: must be after the "
+                                  f"current time [{email.utils.formatdate(usegmt=True)}]")
+        with self._lock:
+            corrupt = self.corrupt_next_downloads > 0
+            if corrupt:
+                self.corrupt_next_downloads -= 1
+        return _Reply(200, content_type="application/octet-stream",
+                      headers={"x-ms-blob-type": "BlockBlob"},
+                      file=_FileBody(document.path, document.size,
+                                     document.size // 2 if corrupt else None))
+
+    # ----------------------------------------------------------------- helpers
+
+    def _form_errors(self, folder: str, body: _Body, fields: Collection[str],
+                     files: Collection[str]) -> list[str]:
+        """Problems with the path's folder id and the multipart form's shape."""
+        errors = [] if _positive_int(folder) else [f"accountingFolderId must be a positive integer, got {folder!r}"]
+        if body.media_type != "multipart/form-data":
+            return [*errors, f"Content-Type must be multipart/form-data, got {body.media_type!r}"]
+        if body.error:
+            return [*errors, body.error]
+        names = [name for name, _ in body.fields] + [part.name for part in body.files]
+        for name in sorted(set(names)):
+            if name not in fields and name not in files:
+                errors.append(f"unknown form field {name!r}")
+            elif names.count(name) > 1:
+                errors.append(f"form field {name!r} sent more than once")
+        errors += [f"{part.name} must be a plain form field, not a file part"
+                   for part in body.files if part.name in fields]
+        errors += [f"{name} must be a file part (Content-Disposition with a filename)"
+                   for name, _ in body.fields if name in files]
+        return errors
+
+    def _folder_denied(self, folder_id: int) -> _Reply | None:
+        if folder_id in self.forbidden_folders:
+            return _message(403, _FORBIDDEN)
+        if folder_id in self.unknown_folders or (self.folders is not None and folder_id not in self.folders):
+            return _message(404, f"Accounting folder {folder_id} not found")
+        return None
+
+    def _find(self, folder: str, doc_id: str) -> _Document | _Reply:
+        folder_id, document_id = _positive_int(folder), _positive_int(doc_id)
+        if folder_id is None or document_id is None:
+            return _message(400, "accountingFolderId and the document id must be positive integers")
+        denied = self._folder_denied(folder_id)
+        if denied:
+            return denied
+        with self._lock:
+            document = self._documents.get(document_id)
+        if document is None or document.folder_id != folder_id:
+            return _message(404, f"Document {document_id} not found in accounting folder {folder_id}")
+        return document
+
+    def _document(self, doc_id: int) -> _Document:
+        try:
+            return self._documents[doc_id]
+        except KeyError:
+            raise KeyError(f"no document {doc_id}") from None
+
+    def _create_document(self, folder_id: int, upload: _UploadedFile, *, name: str,
+                         original_name: str, type_scan: str, source_id: str | None,
+                         doc_ref: str | None, beneficiary: str | None) -> dict[str, Any]:
+        with self._lock:
+            original = next((doc for doc in self._documents.values()
+                             if doc.folder_id == folder_id and doc.checksum == upload.sha1
+                             and doc.deleted_at is None), None)
+            if original is not None:
+                flow: tuple[str, ...] = ("Duplicate",)
+            else:
+                chosen = self.flow_for_name.get(original_name) or self.flow_for_name.get(name)
+                flow = _check_flow(chosen) if chosen else self.status_flow
+            document = _Document(
+                id=next(self._ids), folder_id=folder_id, name=name, original_name=original_name,
+                type=type_scan, size=upload.size, checksum=upload.sha1, path=upload.path,
+                created_at=_now(), source_id=source_id, doc_ref=doc_ref, beneficiary=beneficiary,
+                origin_id=original.id if original else None, flow=flow,
+                polls_per_step=self.polls_per_step)
+            self._apply_status(document, flow[0], ())
+            upload.kept = True
+            self._documents[document.id] = document
+            return self._document_json(document)
+
+    @staticmethod
+    def _apply_status(document: _Document, status: str, reasons: tuple[str, ...]) -> None:
+        moment = _now()
+        document.status, document.reasons, document.status_updated_at = status, reasons, moment
+        if status == "Deleted":
+            document.deleted_at = document.deleted_at or moment
+        else:
+            document.deleted_at = None
+
+    def _document_json(self, doc: _Document) -> dict[str, Any]:
+        """The document as Inqom serialises it: null members are left out."""
+        reasons: str | list[str] = (list(doc.reasons) if self.status_reasons_as_list
+                                    else ", ".join(doc.reasons) or "None")
+        payload: dict[str, Any] = {
+            "Id": doc.id,
+            "AccountingFolderId": doc.folder_id,
+            "Name": doc.name,
+            "Type": doc.type,
+            "Size": math.ceil(doc.size / 1024),
+            ("OrigineId" if self.use_origine_typo else "OriginId"): doc.origin_id,
+            "DeletedAt": _iso(doc.deleted_at) if doc.deleted_at else None,
+            "CreatedAt": _iso(doc.created_at),
+            "Source": "Api",
+            "SourceId": doc.source_id,
+            "ClientSource": "Web",
+            "DocRef": doc.doc_ref,
+            "Checksum": doc.checksum,
+            "Status": doc.status,
+            "StatusReason": ", ".join(doc.reasons) or None,
+            "StatusReasons": reasons,
+            "StatusUpdatedAt": _iso(doc.status_updated_at) if doc.status_updated_at else None,
+            "FileUrl": f"https://storage.invalid/enterprises/{doc.id}/{quote(doc.original_name)}",
+            "OwnerId": _OWNER_ID,
+            "OriginalName": doc.original_name,
+            "ContentSource": "DocData",
+            "UserDefinedThirdPartyName": doc.beneficiary,
+        }
+        return {key: value for key, value in payload.items() if value is not None}
+
+
+# ------------------------------------------------------------------------ command line
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Serve until SIGINT/SIGTERM; print the URLs as one JSON line first."""
+    parser = argparse.ArgumentParser(prog="python -m tests.emulators.inqom", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, default=0, help="0 = any free port")
+    parser.add_argument("--username", default="api@example.test")
+    parser.add_argument("--password", default="pw-secret")
+    parser.add_argument("--client-id", default="client-id")
+    parser.add_argument("--client-secret", default="client-secret")
+    parser.add_argument("--token-ttl", type=float, default=3600)
+    parser.add_argument("--status-flow", default="Received,Processing,Done",
+                        help="comma-separated statuses a new document walks through")
+    parser.add_argument("--polls-per-step", type=int, default=1)
+    parser.add_argument("--public-url-ttl", type=float, default=300.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    emulator = InqomEmulator(
+        username=args.username, password=args.password, client_id=args.client_id,
+        client_secret=args.client_secret, token_ttl=args.token_ttl,
+        status_flow=args.status_flow.split(","), polls_per_step=args.polls_per_step,
+        public_url_ttl=args.public_url_ttl, port=args.port)
+    with emulator:
+        print(json.dumps({"base_url": emulator.base_url, "token_url": emulator.token_url}), flush=True)
+        stop.wait()
+
+
+if __name__ == "__main__":
+    main()
