@@ -71,3 +71,12 @@ class LocalHost:
                      "model_binding_data")
         client = BlobClientConverter.decode(data, trigger_metadata={}, pytype=param_type)
         return user_function(**{binding["name"]: client})
+
+    def fire_timer(self, name: str, past_due: bool = False) -> Any:
+        """Invoke timer function ``name`` once, as a schedule occurrence would."""
+        binding = self.trigger(name)
+        request = func.timer.TimerRequest(past_due=past_due)
+        return self.functions[name].get_user_function()(**{binding["name"]: request})
+
+    def schedule(self, name: str) -> str:
+        return _resolve(self.trigger(name)["schedule"])

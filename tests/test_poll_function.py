@@ -1,0 +1,229 @@
+"""Poll → archive: the registered timer function against Azurite and the Inqom emulator."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from datetime import timedelta
+from urllib.parse import unquote
+
+import pytest
+
+from shared.archiver import poll_tick, safe_name
+from shared.ledger import ARCHIVED, DELETED, STALE, UPLOADED, Ledger
+from tests.support.documents import assert_accounted, drop, where_is
+
+PDF = b"%PDF-1.4\n% poll test\n" + bytes(range(256)) * 64 + b"\n%%EOF\n"
+
+
+@pytest.fixture
+def settings_overrides():
+    # Every poll is due at once in these tests; cadences stay distinguishable in the ledger.
+    return {"POLL_FIRST_DELAY_SECONDS": "60", "POLL_MAX_INTERVAL_SECONDS": "600",
+            "POLL_REVIEW_INTERVAL_SECONDS": "21600", "POLL_MAX_AGE_HOURS": "24"}
+
+
+def upload(services, host, name, data=PDF, metadata=None):
+    drop(services, name, data, metadata)
+    host.deliver_blob("upload_document", name)
+    (row,) = [e for e in services.ledger.scan("BlobPath eq @p", p=name)]
+    return row
+
+
+def row(services, name):
+    (entry,) = [e for e in services.ledger.scan("BlobPath eq @p", p=name)]
+    return entry
+
+
+def later(services, **delta):
+    """Make the ledger see time ``delta`` ahead from now on (cumulative)."""
+    base = services.ledger.clock
+    services.ledger.clock = lambda: base() + timedelta(**delta)
+
+
+def test_received_processing_done_then_archived(services, host, inqom):
+    name = "11287/supplier/Facture été 01.pdf"
+    entry = upload(services, host, name)
+    inqom_id = entry.get("InqomId")
+    host.fire_timer("poll_documents")  # not due yet: first poll is 60 s after upload
+    assert inqom.calls("GET", f"/Documents/{inqom_id}") == []
+
+    later(services, seconds=61)
+    host.fire_timer("poll_documents")
+    assert row(services, name).get("InqomStatus") == "Processing"
+    first_wait = row(services, name).next_poll - services.ledger.clock()
+    later(services, seconds=121)
+    host.fire_timer("poll_documents")
+    archived = row(services, name)
+    assert archived.state == ARCHIVED and archived.get("InqomStatus") == "Done"
+    assert timedelta(seconds=110) < first_wait <= timedelta(seconds=120)  # backoff doubled
+    expected_path = f"11287/{archived.get('UploadedAt')[:4]}/{archived.get('UploadedAt')[5:7]}/{inqom_id}-Facture_ete_01.pdf"
+    assert archived.get("ArchivePath") == f"{services.settings.archive_container}/{expected_path}"
+    blob = services.stores.container(services.settings.archive_container).get_blob_client(expected_path)
+    assert blob.download_blob().readall() == PDF
+    meta = blob.get_blob_properties().metadata
+    assert meta["inqomid"] == str(inqom_id) and meta["checksum"] == hashlib.sha1(PDF).hexdigest().upper()
+    assert meta["ledgerkey"] == archived.key and unquote(meta["sourcepath"]).endswith(name)
+    assert archived.get("ArchivedSha1") == hashlib.sha1(PDF).hexdigest().upper()
+    assert archived.next_poll is None
+    assert assert_accounted(services, {name: PDF}) == {name: "archive"}
+    assert len(inqom.calls("GET", "/public-url")) == 1
+
+
+def test_human_review_backs_off_to_the_slow_cadence(services, host, inqom):
+    name = "7/client/review.pdf"
+    entry = upload(services, host, name)
+    inqom.set_status(entry.get("InqomId"), "ToReview", ["JournalNotFound"])
+    later(services, seconds=61)
+    host.fire_timer("poll_documents")
+    polled = row(services, name)
+    assert polled.get("InqomStatus") == "ToReview" and polled.get("StatusReasons") == "JournalNotFound"
+    wait = polled.next_poll - services.ledger.clock()
+    assert timedelta(hours=5, minutes=59) < wait <= timedelta(hours=6)
+    assert polled.state == UPLOADED
+
+
+def test_duplicate_is_linked_and_archived_under_the_original(services, host, inqom):
+    first = upload(services, host, "7/supplier/a.pdf")
+    second = upload(services, host, "7/supplier/a-copy.pdf")
+    assert second.get("OriginId") == first.get("InqomId")
+    later(services, seconds=61)
+    host.fire_timer("poll_documents")
+    dup = row(services, "7/supplier/a-copy.pdf")
+    assert dup.state == ARCHIVED and dup.get("OriginId") == first.get("InqomId")
+    assert f"/{first.get('InqomId')}-a-copy.pdf" in dup.get("ArchivePath")
+    later(services, seconds=200)
+    host.fire_timer("poll_documents")
+    assert row(services, "7/supplier/a.pdf").state == ARCHIVED
+    assert assert_accounted(services, {"7/supplier/a.pdf": PDF, "7/supplier/a-copy.pdf": PDF}) == \
+        {"7/supplier/a.pdf": "archive", "7/supplier/a-copy.pdf": "archive"}
+
+
+def test_deleted_in_inqom_goes_to_quarantine(services, host, inqom):
+    name = "7/other/gone.pdf"
+    entry = upload(services, host, name)
+    inqom.set_status(entry.get("InqomId"), "Deleted", ["BookEntriesDeletedByUser"])
+    later(services, seconds=61)
+    host.fire_timer("poll_documents")
+    deleted = row(services, name)
+    assert deleted.state == DELETED and "BookEntriesDeletedByUser" in deleted.get("QuarantineReason")
+    assert deleted.next_poll is None
+    meta = services.stores.container(services.settings.quarantine_container).get_blob_client(name) \
+        .get_blob_properties().metadata
+    assert "deleted in Inqom" in unquote(meta["reason"])
+    assert assert_accounted(services, {name: PDF}) == {name: "quarantine"}
+
+
+def test_checksum_mismatch_keeps_the_inbox_blob_and_retries(services, host, inqom):
+    name = "7/supplier/corrupt.pdf"
+    entry = upload(services, host, name)
+    inqom.set_status(entry.get("InqomId"), "Done")
+    inqom.corrupt_next_downloads = 1
+    later(services, seconds=61)
+    host.fire_timer("poll_documents")
+    failed = row(services, name)
+    assert failed.state == UPLOADED and "SHA-1" in failed.get("LastError")
+    assert failed.get("ChecksumMismatches") == 1
+    assert where_is(services)["archive"] == set()
+    assert assert_accounted(services, {name: PDF}) == {name: "inbox"}
+    later(services, seconds=200)
+    host.fire_timer("poll_documents")
+    assert row(services, name).state == ARCHIVED
+    assert assert_accounted(services, {name: PDF}) == {name: "archive"}
+
+
+def test_expired_public_url_is_fetched_again(services, host, inqom):
+    name = "7/supplier/slow.pdf"
+    entry = upload(services, host, name)
+    inqom.set_status(entry.get("InqomId"), "Done")
+    inqom.public_url_ttl = 0  # the first URL is dead on arrival
+    original_get = services.inqom.get_public_url
+    handed = []
+
+    def fresh_after_first(folder, doc):
+        url = original_get(folder, doc)
+        handed.append(url)
+        inqom.public_url_ttl = 300  # the next one lives
+        return url
+
+    services.inqom.get_public_url = fresh_after_first
+    later(services, seconds=61)
+    host.fire_timer("poll_documents")
+    assert row(services, name).state == ARCHIVED
+    assert len(handed) == 2
+    downloads = inqom.calls("GET", "/public/")
+    assert [d.status for d in downloads] == [403, 200]
+
+
+def test_url_on_a_host_not_allowed_is_refused(services, host, inqom, monkeypatch):
+    name = "7/supplier/elsewhere.pdf"
+    entry = upload(services, host, name)
+    inqom.set_status(entry.get("InqomId"), "Done")
+    inqom.redirect_public_to = f"http://127.0.0.2:{inqom.port}/x"
+    later(services, seconds=61)
+    host.fire_timer("poll_documents")
+    refused = row(services, name)
+    assert refused.state == UPLOADED and "redirect" in refused.get("LastError")
+    object.__setattr__(services.settings, "archive_allowed_hosts", ("storage.example.com",))
+    inqom.redirect_public_to = None
+    later(services, seconds=200)
+    host.fire_timer("poll_documents")
+    refused = row(services, name)
+    assert refused.state == UPLOADED and "ARCHIVE_ALLOWED_HOSTS" in refused.get("LastError")
+    assert inqom.calls("GET", "/public/x") == []
+    assert assert_accounted(services, {name: PDF}) == {name: "inbox"}
+
+
+def test_two_concurrent_ticks_archive_each_document_once(services, host, inqom):
+    names = [f"9/other/doc{i}.pdf" for i in range(12)]
+    for i, name in enumerate(names):
+        entry = upload(services, host, name, PDF + bytes([i]))
+        inqom.set_status(entry.get("InqomId"), "Done")
+    later(services, seconds=61)
+    barrier = threading.Barrier(2)
+    reports = []
+
+    def run():
+        barrier.wait()
+        reports.append(poll_tick(services))
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert sum(r.archived for r in reports) == 12
+    assert len(inqom.calls("GET", "/public-url")) == 12
+    assert all(row(services, n).state == ARCHIVED for n in names)
+
+
+def test_batch_limit_leaves_the_rest_for_the_next_tick(services, host, inqom):
+    object.__setattr__(services.settings, "poll_batch_size", 3)
+    names = [f"9/client/b{i}.pdf" for i in range(5)]
+    for i, name in enumerate(names):
+        entry = upload(services, host, name, PDF + bytes([i]))
+        inqom.set_status(entry.get("InqomId"), "Done")
+    later(services, seconds=61)
+    first = poll_tick(services)
+    assert (first.examined, first.archived) == (3, 3)
+    second = poll_tick(services)
+    assert (second.examined, second.archived) == (2, 2)
+    assert poll_tick(services).examined == 0
+
+
+def test_old_pending_document_is_flagged_stale(services, host, inqom):
+    name = "9/supplier/forever.pdf"
+    entry = upload(services, host, name)
+    inqom.set_status(entry.get("InqomId"), "Processing")
+    later(services, hours=25)
+    host.fire_timer("poll_documents")
+    stale = row(services, name)
+    assert stale.state == STALE and stale.next_poll is not None  # flagged, still followed
+    inqom.set_status(entry.get("InqomId"), "Done")
+    later(services, hours=2)
+    host.fire_timer("poll_documents")
+    assert row(services, name).state == ARCHIVED
+
+
+def test_safe_name():
+    assert safe_name("Facture été n°1 (copie).PDF") == "Facture_ete_n1_copie_.PDF"
+    assert safe_name("../../etc/passwd") == "etc_passwd"
+    assert safe_name("\u202e") == "document"
