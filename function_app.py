@@ -2,6 +2,9 @@
 
 import azure.functions as func
 
+from functions.enfact_fetch import bp as enfact_fetch_bp
+from functions.enfact_reconcile import bp as enfact_reconcile_bp
+from functions.enfact_webhook import bp as enfact_webhook_bp
 from functions.poll import bp as poll_bp
 from functions.upload import bp as upload_bp
 from shared.config import get_settings
@@ -9,5 +12,5 @@ from shared.config import get_settings
 get_settings()  # validate every setting at start-up: a missing one names itself in the host log
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
-app.register_functions(upload_bp)
-app.register_functions(poll_bp)
+for blueprint in (upload_bp, poll_bp, enfact_webhook_bp, enfact_fetch_bp, enfact_reconcile_bp):
+    app.register_functions(blueprint)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import azure.functions as func
+import azure.functions.queue  # noqa: F401  (func.queue.QueueMessage, the worker's concrete class)
 from azurefunctions.extensions.base import Datum
 
 
@@ -80,3 +81,24 @@ class LocalHost:
 
     def schedule(self, name: str) -> str:
         return _resolve(self.trigger(name)["schedule"])
+
+    def http_route(self, name: str) -> tuple[str, list[str], str]:
+        """(route, methods, auth level) of HTTP function ``name``."""
+        binding = self.trigger(name)
+        methods = [str(getattr(m, "value", m)).upper() for m in binding.get("methods") or ["GET", "POST"]]
+        return binding["route"], methods, str(getattr(binding["authLevel"], "name", binding["authLevel"])).upper()
+
+    def call_http(self, name: str, method: str, url: str, headers: dict[str, str], body: bytes) -> func.HttpResponse:
+        """Invoke HTTP function ``name`` with the request the host would build (auth already checked)."""
+        binding = self.trigger(name)
+        request = func.HttpRequest(method, url, headers=headers, body=body)
+        return self.functions[name].get_user_function()(**{binding["name"]: request})
+
+    def deliver_queue_message(self, name: str, body: str, dequeue_count: int = 1, message_id: str = "local") -> Any:
+        """Invoke queue-trigger function ``name`` with one message, as the host does on dequeue."""
+        binding = self.trigger(name)
+        message = func.queue.QueueMessage(id=message_id, body=body.encode(), dequeue_count=dequeue_count)
+        return self.functions[name].get_user_function()(**{binding["name"]: message})
+
+    def queue_name(self, name: str) -> str:
+        return _resolve(self.trigger(name)["queueName"])

@@ -159,6 +159,8 @@ SETTINGS: tuple[Setting, ...] = (
             "enFact company UUID → Inqom accounting folder id, as 'uuid=folderId;uuid=folderId'."),
     Setting("ENFACT_RECONCILE_SCHEDULE", "enfact_reconcile_schedule", str, "0 30 2 * * *",
             "NCRONTAB schedule of the daily enFact reconcile."),
+    Setting("ENFACT_RECONCILE_DAYS", "enfact_reconcile_days", _positive_int, "7",
+            "How many days back the reconcile looks for invoices that were never pushed."),
     Setting("WEBHOOK_MAX_BODY_BYTES", "webhook_max_body_bytes", _positive_int, "65536",
             "Largest enFact push body accepted."),
     Setting("SECRETS_FROM_ENVIRONMENT", "secrets_from_environment", _bool, "false",
@@ -198,6 +200,7 @@ class Settings:
     enfact_api_base_url: str
     enfact_company_folders: dict[str, int]
     enfact_reconcile_schedule: str
+    enfact_reconcile_days: int
     webhook_max_body_bytes: int
     secrets_from_environment: bool
     storage: "StorageConnection" = field(repr=False, default=None)  # type: ignore[assignment]

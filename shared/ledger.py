@@ -37,6 +37,8 @@ FINAL_STATES = frozenset({ARCHIVED, DELETED, QUARANTINED})
 SENT_STATES = frozenset({UPLOADED, DUPLICATE, ARCHIVING, ARCHIVED, DELETED, STALE})
 
 PENDING_PARTITION = "pending"
+WEBHOOK_PARTITION = "webhook"  # one row per accepted push id (replay protection)
+ENFACT_PARTITION = "enfact"  # one row per enFact invoice handed to the inbox
 UNROUTED_PARTITION = "unrouted"
 _MAX_TEXT = 32_000  # a Table string property holds 64 KiB (32 K UTF-16 characters)
 
@@ -205,10 +207,11 @@ class Ledger:
 
     def scan(self, query_filter: str | None = None, **parameters: Any) -> Iterator[LedgerEntry]:
         """Document rows (not index rows), optionally filtered; for operators' tools."""
-        text = "PartitionKey ne @pending"
+        text = "PartitionKey ne @pending and PartitionKey ne @webhook and PartitionKey ne @enfact"
         if query_filter:
             text += f" and ( {query_filter} )"  # the SDK finds @names between spaces
-        for entity in self.table.query_entities(text, parameters={"pending": PENDING_PARTITION, **parameters}):
+        system = {"pending": PENDING_PARTITION, "webhook": WEBHOOK_PARTITION, "enfact": ENFACT_PARTITION}
+        for entity in self.table.query_entities(text, parameters={**system, **parameters}):
             yield self._entry(entity)
 
     def _index(self, partition: str, key: str, remove: datetime | None, add: datetime | None) -> None:

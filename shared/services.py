@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from functools import cached_property, lru_cache
 
+from azure.storage.queue import QueueClient
+
 from .auth import InqomTokenProvider
 from .config import Settings, get_settings
 from .http import HttpClient, RateLimiter, RetryPolicy
@@ -48,12 +50,21 @@ class Services:
         return InqomClient(self.settings.inqom_api_base_url, self.inqom_http.with_auth(self.tokens))
 
     @cached_property
+    def enfact_http(self) -> HttpClient:
+        """enFact layer: same timeouts and retry policy; the API key is added per company."""
+        return HttpClient("enfact", timeout=self.settings.http_timeout, retry=self.retry)
+
+    @cached_property
     def stores(self) -> StorageClients:
         return StorageClients.from_settings(self.settings)
 
     @cached_property
     def ledger(self) -> Ledger:
         return Ledger(self.stores.table(self.settings.ledger_table))
+
+    @cached_property
+    def enfact_queue(self) -> QueueClient:
+        return self.stores.queue(self.settings.enfact_queue)
 
     @cached_property
     def routing_rules(self) -> RoutingRules:

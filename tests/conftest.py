@@ -13,8 +13,14 @@ import pytest
 
 from shared.config import get_settings
 from shared.services import Services, get_services
+from tests.emulators.enfact import EnfactEmulator
 from tests.emulators.inqom import InqomEmulator
 from tests.support.azurite import Azurite
+
+ENFACT_SESSION_KEY = "sk-Secr3t-enfact-session"
+ENFACT_COMPANY = "0b6a3c5e-1f0d-4c1e-9a55-2f1f6f0e9c01"
+ENFACT_FOLDER = 11287
+WEBHOOK_SECRET = "whsec_c2VjcmV0LWZvci10ZXN0cy1vbmx5LTEyMzQ1Ng=="
 
 INQOM_CREDENTIALS = {
     "username": "api@cabinet.test",
@@ -36,7 +42,13 @@ def inqom() -> Iterator[InqomEmulator]:
         yield emulator
 
 
-def app_settings(azurite: Azurite, inqom: InqomEmulator, **overrides: str) -> dict[str, str]:
+@pytest.fixture
+def enfact() -> Iterator[EnfactEmulator]:
+    with EnfactEmulator(session_key=ENFACT_SESSION_KEY, companies={ENFACT_COMPANY: []}) as emulator:
+        yield emulator
+
+
+def app_settings(azurite: Azurite, inqom: InqomEmulator, enfact: EnfactEmulator, **overrides: str) -> dict[str, str]:
     suffix = uuid.uuid4().hex[:10]
     env = {
         "DocumentStorage": azurite.connection_string,
@@ -53,6 +65,10 @@ def app_settings(azurite: Azurite, inqom: InqomEmulator, **overrides: str) -> di
         "INQOM_PASSWORD": INQOM_CREDENTIALS["password"],
         "INQOM_CLIENT_ID": INQOM_CREDENTIALS["client_id"],
         "INQOM_CLIENT_SECRET": INQOM_CREDENTIALS["client_secret"],
+        "ENFACT_API_BASE_URL": enfact.base_url,
+        "ENFACT_COMPANY_FOLDERS": f"{ENFACT_COMPANY}={ENFACT_FOLDER}",
+        "ENFACT_SESSION_KEY": ENFACT_SESSION_KEY,
+        "ENFACT_WEBHOOK_SECRET": WEBHOOK_SECRET,
         "HTTP_BACKOFF_CAP_SECONDS": "0.05",
         "HTTP_READ_TIMEOUT_SECONDS": "5",
         "INQOM_MAX_REQUESTS_PER_SECOND": "1000",
@@ -68,8 +84,8 @@ def settings_overrides() -> dict[str, str]:
 
 
 @pytest.fixture
-def app_env(azurite, inqom, monkeypatch, settings_overrides) -> Iterator[dict[str, str]]:
-    env = app_settings(azurite, inqom, **settings_overrides)
+def app_env(azurite, inqom, enfact, monkeypatch, settings_overrides) -> Iterator[dict[str, str]]:
+    env = app_settings(azurite, inqom, enfact, **settings_overrides)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()
