@@ -75,14 +75,13 @@ class KeyVaultSecrets:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_url(cls, vault_url: str, ttl: float, credential: Any = None, **client_kwargs: Any) -> "KeyVaultSecrets":
+    def from_url(cls, vault_url: str, ttl: float, credential: Any = None, *,
+                 clock: Callable[[], float] = time.monotonic, **client_kwargs: Any) -> "KeyVaultSecrets":
         from azure.identity import DefaultAzureCredential
         from azure.keyvault.secrets import SecretClient
 
-        credential = credential or DefaultAzureCredential(
-            managed_identity_client_id=os.environ.get("AZURE_CLIENT_ID") or None
-        )
-        return cls(SecretClient(vault_url=vault_url, credential=credential, **client_kwargs), ttl)
+        credential = credential or DefaultAzureCredential()  # AZURE_CLIENT_ID selects the user-assigned identity
+        return cls(SecretClient(vault_url=vault_url, credential=credential, **client_kwargs), ttl, clock)
 
     def get(self, name: str) -> str:
         now = self._clock()
@@ -96,7 +95,9 @@ class KeyVaultSecrets:
             value = self._client.get_secret(name).value
         except ResourceNotFoundError as exc:
             raise SecretError(f"secret {name!r} does not exist in Key Vault") from exc
-        except AzureError as exc:
+        except (AzureError, ValueError, OSError) as exc:
+            # ValueError: the SDK's challenge-resource check (vault URL outside *.vault.azure.net);
+            # OSError: e.g. an unreadable CA bundle.
             raise SecretError(f"secret {name!r} could not be read from Key Vault: {type(exc).__name__}") from exc
         if not value:
             raise SecretError(f"secret {name!r} is empty in Key Vault")
