@@ -25,7 +25,6 @@ from typing import Callable, Iterator
 
 import pytest
 from azure.core.credentials import SupportsTokenInfo, TokenCredential
-from azure.keyvault.secrets import SecretClient
 
 from shared.config import load_settings
 from shared.secrets import INQOM_PASSWORD, INQOM_USERNAME, KeyVaultSecrets, SecretError, secret_provider
