@@ -4,7 +4,7 @@ Azure Functions Core Tools cannot run everywhere; this reads each function's tri
 from ``function_app.app`` itself and builds the same inputs the host would hand the worker:
 
     host = LocalHost(function_app.app)
-    host.deliver_blob("inbox", "11287/supplier/a.pdf")     # as an Event Grid BlobCreated would
+    host.deliver_blob("upload_document", "11287/supplier/a.pdf")   # as an Event Grid BlobCreated would
     host.fire_timer("poll_documents")
 
 It is not the real host: no scale-out, no Event Grid retries; see README "Running locally".
@@ -12,9 +12,11 @@ It is not the real host: no scale-out, no Event Grid retries; see README "Runnin
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +33,38 @@ class ModelBindingData:
     source: str
     content_type: str
     content: str
+
+
+class InvocationContext(func.Context):
+    """What the worker passes as ``context``: one fresh invocation id per call."""
+
+    def __init__(self, function_name: str) -> None:
+        self._function_name = function_name
+        self._invocation_id = str(uuid.uuid4())
+
+    @property
+    def invocation_id(self) -> str:
+        return self._invocation_id
+
+    @property
+    def function_name(self) -> str:
+        return self._function_name
+
+    @property
+    def function_directory(self) -> str:
+        return "."
+
+    @property
+    def trace_context(self) -> Any:
+        return None
+
+    @property
+    def retry_context(self) -> Any:
+        return None
+
+    @property
+    def thread_local_storage(self) -> Any:
+        return None
 
 
 def _resolve(expression: str) -> str:
@@ -55,6 +89,13 @@ class LocalHost:
     def functions_of_type(self, trigger_type: str) -> list[str]:
         return [name for name in self.functions if self.trigger(name)["type"] == trigger_type]
 
+    def _invoke(self, name: str, trigger_value: Any) -> Any:
+        user_function = self.functions[name].get_user_function()
+        arguments = {self.trigger(name)["name"]: trigger_value}
+        if "context" in inspect.signature(user_function).parameters:
+            arguments["context"] = InvocationContext(function_name=name)
+        return user_function(**arguments)
+
     def blob_container(self, name: str) -> str:
         return _resolve(self.trigger(name)["path"]).split("/", 1)[0]
 
@@ -63,21 +104,16 @@ class LocalHost:
         from azurefunctions.extensions.bindings.blob.blobClientConverter import BlobClientConverter
 
         binding = self.trigger(name)
-        fn = self.functions[name]
-        user_function = fn.get_user_function()
-        param_type = user_function.__annotations__[binding["name"]]
+        param_type = self.functions[name].get_user_function().__annotations__[binding["name"]]
         content = {"Connection": binding["connection"], "ContainerName": self.blob_container(name),
                    "BlobName": blob_name}
         data = Datum(ModelBindingData("1.0", "AzureStorageBlobs", "application/json", json.dumps(content)),
                      "model_binding_data")
-        client = BlobClientConverter.decode(data, trigger_metadata={}, pytype=param_type)
-        return user_function(**{binding["name"]: client})
+        return self._invoke(name, BlobClientConverter.decode(data, trigger_metadata={}, pytype=param_type))
 
     def fire_timer(self, name: str, past_due: bool = False) -> Any:
         """Invoke timer function ``name`` once, as a schedule occurrence would."""
-        binding = self.trigger(name)
-        request = func.timer.TimerRequest(past_due=past_due)
-        return self.functions[name].get_user_function()(**{binding["name"]: request})
+        return self._invoke(name, func.timer.TimerRequest(past_due=past_due))
 
     def schedule(self, name: str) -> str:
         return _resolve(self.trigger(name)["schedule"])
@@ -86,19 +122,17 @@ class LocalHost:
         """(route, methods, auth level) of HTTP function ``name``."""
         binding = self.trigger(name)
         methods = [str(getattr(m, "value", m)).upper() for m in binding.get("methods") or ["GET", "POST"]]
-        return binding["route"], methods, str(getattr(binding["authLevel"], "name", binding["authLevel"])).upper()
+        level = binding.get("authLevel", func.AuthLevel.FUNCTION)
+        return binding["route"], methods, str(getattr(level, "value", level)).lower()
 
     def call_http(self, name: str, method: str, url: str, headers: dict[str, str], body: bytes) -> func.HttpResponse:
-        """Invoke HTTP function ``name`` with the request the host would build (auth already checked)."""
-        binding = self.trigger(name)
-        request = func.HttpRequest(method, url, headers=headers, body=body)
-        return self.functions[name].get_user_function()(**{binding["name"]: request})
-
-    def deliver_queue_message(self, name: str, body: str, dequeue_count: int = 1, message_id: str = "local") -> Any:
-        """Invoke queue-trigger function ``name`` with one message, as the host does on dequeue."""
-        binding = self.trigger(name)
-        message = func.queue.QueueMessage(id=message_id, body=body.encode(), dequeue_count=dequeue_count)
-        return self.functions[name].get_user_function()(**{binding["name"]: message})
+        """Invoke HTTP function ``name`` with the request the host would build (key already checked)."""
+        return self._invoke(name, func.HttpRequest(method, url, headers=headers, body=body))
 
     def queue_name(self, name: str) -> str:
         return _resolve(self.trigger(name)["queueName"])
+
+    def deliver_queue_message(self, name: str, body: str, dequeue_count: int = 1, message_id: str = "local") -> Any:
+        """Invoke queue-trigger function ``name`` with one message, as the host does on dequeue."""
+        message = func.queue.QueueMessage(id=message_id, body=body.encode(), dequeue_count=dequeue_count)
+        return self._invoke(name, message)

@@ -8,6 +8,7 @@ import azure.functions as func
 
 from shared.config import STORAGE_CONNECTION
 from shared.enfact_fetch import fetch_invoice
+from shared.observability import log_context
 from shared.services import get_services
 
 bp = func.Blueprint()
@@ -15,5 +16,6 @@ bp = func.Blueprint()
 
 @bp.function_name("enfact_fetch")
 @bp.queue_trigger(arg_name="msg", queue_name="%ENFACT_QUEUE%", connection=STORAGE_CONNECTION)
-def enfact_fetch(msg: func.QueueMessage) -> None:
-    fetch_invoice(get_services(), msg.get_json())
+def enfact_fetch(msg: func.QueueMessage, context: func.Context) -> None:
+    with log_context(invocation_id=context.invocation_id):
+        fetch_invoice(get_services(), msg.get_json())

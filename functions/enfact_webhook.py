@@ -9,6 +9,7 @@ import json
 import azure.functions as func
 
 from shared.enfact_push import accept_push
+from shared.observability import log_context
 from shared.services import get_services
 
 bp = func.Blueprint()
@@ -16,6 +17,7 @@ bp = func.Blueprint()
 
 @bp.function_name("enfact_webhook")
 @bp.route(route="enfact/invoices", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
-def enfact_webhook(req: func.HttpRequest) -> func.HttpResponse:
-    result = accept_push(get_services(), req.headers, req.get_body())
+def enfact_webhook(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    with log_context(invocation_id=context.invocation_id):
+        result = accept_push(get_services(), req.headers, req.get_body())
     return func.HttpResponse(json.dumps(result.body), status_code=result.status, mimetype="application/json")

@@ -10,6 +10,7 @@ import logging
 import azure.functions as func
 
 from shared.archiver import poll_tick
+from shared.observability import log_context
 from shared.services import get_services
 
 bp = func.Blueprint()
@@ -18,8 +19,9 @@ log = logging.getLogger(__name__)
 
 @bp.function_name("poll_documents")
 @bp.timer_trigger(arg_name="timer", schedule="%POLL_SCHEDULE%", use_monitor=True, run_on_startup=False)
-def poll_documents(timer: func.TimerRequest) -> None:
-    if timer.past_due:
-        log.warning("poll tick is running late (past due)")
-    report = poll_tick(get_services())
-    log.info("poll tick: %s", report)
+def poll_documents(timer: func.TimerRequest, context: func.Context) -> None:
+    with log_context(invocation_id=context.invocation_id):
+        if timer.past_due:
+            log.warning("poll tick is running late (past due)")
+        report = poll_tick(get_services())
+        log.info("poll tick: %s", report)

@@ -9,6 +9,7 @@ import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob
 
 from shared.config import STORAGE_CONNECTION
+from shared.observability import log_context
 from shared.services import get_services
 from shared.uploader import upload_inbox_blob
 
@@ -18,5 +19,6 @@ bp = func.Blueprint()
 @bp.function_name("upload_document")
 @bp.blob_trigger(arg_name="client", path="%INBOX_CONTAINER%/{name}", connection=STORAGE_CONNECTION,
                  source=func.BlobSource.EVENT_GRID)
-def upload_document(client: blob.BlobClient) -> None:
-    upload_inbox_blob(get_services(), client)
+def upload_document(client: blob.BlobClient, context: func.Context) -> None:
+    with log_context(invocation_id=context.invocation_id):
+        upload_inbox_blob(get_services(), client)

@@ -38,6 +38,7 @@ from .inqom import InqomDocument
 from .ledger import (
     ARCHIVED, DELETED, DUPLICATE, STALE, UPLOADED, Ledger, LedgerConflict, LedgerEntry, iso, parse_iso,
 )
+from .observability import log_context
 from .polling import PollPolicy
 from .services import Services
 
@@ -96,12 +97,13 @@ def poll_tick(services: Services, now: datetime | None = None) -> TickReport:
         except LedgerConflict:
             report.skipped += 1  # another tick claimed it first
             continue
-        try:
-            _follow(services, ledger, policy, entry, now, report)
-        except Exception as exc:  # one bad row must not stop the tick; the row keeps its lease
-            log.exception("poll of ledger %s failed", entry.key)
-            report.errors.append(f"{entry.key}: {exc}")
-            _record_error(ledger, entry, exc, now + policy.first_poll())
+        with log_context(ledger_key=entry.key, inqom_id=entry.get("InqomId"), enfact_id=entry.get("EnfactId")):
+            try:
+                _follow(services, ledger, policy, entry, now, report)
+            except Exception as exc:  # one bad row must not stop the tick; the row keeps its lease
+                log.exception("poll of ledger %s failed", entry.key)
+                report.errors.append(f"{entry.key}: {exc}")
+                _record_error(ledger, entry, exc, now + policy.first_poll())
     return report
 
 

@@ -25,6 +25,7 @@ from .enfact import EnfactClient
 from .enfact_push import enfact_row_key
 from .http import NotFoundError
 from .ledger import ENFACT_PARTITION, LedgerConflict, LedgerEntry, iso
+from .observability import bind
 from .services import Services
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ def fetch_invoice(services: Services, message: dict[str, Any]) -> str:
     """Handle one queue message; returns the state the invoice ends in."""
     company = str(message.get("company_uuid", "")).lower()
     invoice_id = str(message.get("invoice_id", ""))
+    bind(enfact_id=invoice_id)
     folder = services.settings.enfact_company_folders.get(company)
     existing: LedgerEntry | None = services.ledger.get(ENFACT_PARTITION, enfact_row_key(company, invoice_id))
     if existing is not None and existing.state == IN_INBOX:

@@ -24,6 +24,7 @@ from typing import Any, Mapping
 from azure.core.exceptions import AzureError
 
 from .ledger import ENFACT_PARTITION, WEBHOOK_PARTITION, LedgerConflict, iso
+from .observability import bind
 from .secrets import ENFACT_WEBHOOK_SECRET
 from .services import Services
 from .webhook import SignatureError, verify_signature
@@ -90,6 +91,7 @@ def accept_push(services: Services, headers: Mapping[str, str], body: bytes) -> 
         log.warning("enFact push %s refused: %s", webhook_id, checked.body["reason"])
         return checked
     event, invoice_id, company = checked
+    bind(enfact_id=invoice_id)
 
     ledger = services.ledger
     try:

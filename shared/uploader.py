@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobClient
 
@@ -23,6 +24,7 @@ from .inqom import InqomDocument
 from .ledger import (
     DUPLICATE, FAILED, QUARANTINED, UNROUTED_PARTITION, UPLOADED, Ledger, LedgerConflict, LedgerEntry, iso, ledger_key,
 )
+from .observability import bind
 from .polling import PollPolicy
 from .routing import RoutingError, UploadInstruction, route
 from .services import Services
@@ -56,6 +58,7 @@ def upload_inbox_blob(services: Services, blob: BlobClient) -> UploadOutcome:
     metadata = dict(props.metadata or {})
     key = ledger_key(container, name, etag)
     partition = _partition_for(name)
+    bind(ledger_key=key, enfact_id=metadata.get("enfactid"))
     base_fields = {
         "Source": metadata.get("source", "drop"), "Container": container, "BlobPath": name,
         "BlobETag": etag.strip('"'), "Size": size, "EnfactId": metadata.get("enfactid"),
@@ -96,6 +99,7 @@ def upload_inbox_blob(services: Services, blob: BlobClient) -> UploadOutcome:
                     name, key, attempts, settings.upload_max_attempts, exc)
         raise
 
+    bind(inqom_id=document.id)
     now = ledger.clock()
     sha1 = readers[-1].sha1.hexdigest().upper()
     state = DUPLICATE if document.status == "Duplicate" else UPLOADED
