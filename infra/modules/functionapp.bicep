@@ -1,0 +1,295 @@
+// Flex Consumption (FC1) plan + Linux Python function app running as a user-assigned identity.
+// Every setting shared/config.py reads is set here (tests/test_infra.py cross-checks the list);
+// every storage connection is identity based (service URIs + managedidentity + clientId).
+
+@description('Function app name (also the *.azurewebsites.net host name).')
+param name string
+
+@description('Flex Consumption plan name.')
+param planName string
+
+@description('Azure region (must offer Flex Consumption).')
+param location string
+
+@description('Tags applied to the plan and the app (the app also needs azd-service-name for azd deploy).')
+param tags object = {}
+
+@description('Tags applied to the app only.')
+param appTags object = {}
+
+@description('Resource id of the user-assigned managed identity the app runs as.')
+param identityId string
+
+@description('Client id of that identity (AZURE_CLIENT_ID and every __clientId setting).')
+param identityClientId string
+
+@description('Primary blob endpoint of the storage account (https://<account>.blob.core.windows.net/).')
+param blobEndpoint string
+
+@description('Primary queue endpoint of the storage account.')
+param queueEndpoint string
+
+@description('Primary table endpoint of the storage account.')
+param tableEndpoint string
+
+@description('Blob container the Flex platform deploys the package from.')
+param deploymentContainerName string
+
+@description('Application Insights connection string (ingestion needs an Entra token: local auth is off).')
+param applicationInsightsConnectionString string
+
+@description('Key Vault URI (KEY_VAULT_URL).')
+param keyVaultUri string
+
+@description('Python version of the Flex runtime.')
+@allowed([
+  '3.11'
+])
+param pythonVersion string = '3.11'
+
+@description('Upper bound of Flex instances. Every instance throttles Inqom calls on its own (INQOM_MAX_REQUESTS_PER_SECOND), so keep it low.')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+@description('Memory of one Flex instance.')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+// ---- application settings read by shared/config.py (defaults = the code's defaults) ----
+
+@description('INQOM_TOKEN_URL: Inqom identity server token endpoint.')
+param inqomTokenUrl string = 'https://auth.inqom.com/identity/connect/token'
+
+@description('INQOM_API_BASE_URL: Inqom accounting-documents API base URL.')
+param inqomApiBaseUrl string = 'https://wa-fred-accounting-documents-prod.azurewebsites.net'
+
+@description('INQOM_MAX_REQUESTS_PER_SECOND: client-side throttle per instance.')
+param inqomMaxRequestsPerSecond string = '10'
+
+@description('HTTP_CONNECT_TIMEOUT_SECONDS.')
+param httpConnectTimeoutSeconds string = '10'
+
+@description('HTTP_READ_TIMEOUT_SECONDS.')
+param httpReadTimeoutSeconds string = '120'
+
+@description('HTTP_MAX_ATTEMPTS.')
+param httpMaxAttempts string = '4'
+
+@description('HTTP_BACKOFF_CAP_SECONDS.')
+param httpBackoffCapSeconds string = '30'
+
+@description('SECRET_CACHE_SECONDS: how long a Key Vault secret is reused before it is read again.')
+param secretCacheSeconds string = '300'
+
+@description('INBOX_CONTAINER.')
+param inboxContainerName string
+
+@description('ARCHIVE_CONTAINER.')
+param archiveContainerName string
+
+@description('QUARANTINE_CONTAINER.')
+param quarantineContainerName string
+
+@description('LEDGER_TABLE.')
+param ledgerTableName string
+
+@description('ENFACT_QUEUE.')
+param enfactQueueName string
+
+@description('ALLOWED_FOLDER_IDS: comma-separated Inqom folder ids accepted from the inbox; empty = any.')
+param allowedFolderIds string = ''
+
+@description('MAX_UPLOAD_BYTES: largest file sent to Inqom.')
+param maxUploadBytes string = '104857600'
+
+@description('ALLOWED_EXTENSIONS: file extensions accepted from the inbox.')
+param allowedExtensions string = 'pdf,jpg,jpeg,png,tif,tiff,heic,heif,gif,bmp,webp,xml'
+
+@description('UPLOAD_CLAIM_SECONDS.')
+param uploadClaimSeconds string = '900'
+
+@description('UPLOAD_MAX_ATTEMPTS: upload attempts before a blob is quarantined (keep <= host.json poisonBlobThreshold).')
+param uploadMaxAttempts string = '5'
+
+@description('POLL_SCHEDULE: NCRONTAB (UTC) of the status poll.')
+param pollSchedule string = '0 */5 * * * *'
+
+@description('POLL_BATCH_SIZE.')
+param pollBatchSize string = '100'
+
+@description('POLL_TICK_BUDGET_SECONDS.')
+param pollTickBudgetSeconds string = '240'
+
+@description('POLL_FIRST_DELAY_SECONDS: wait between an upload and its first status poll.')
+param pollFirstDelaySeconds string = '60'
+
+@description('POLL_MAX_INTERVAL_SECONDS: cap of the backoff between polls of a document still processing.')
+param pollMaxIntervalSeconds string = '3600'
+
+@description('POLL_REVIEW_INTERVAL_SECONDS: poll interval of documents awaiting human work in Inqom.')
+param pollReviewIntervalSeconds string = '21600'
+
+@description('POLL_MAX_AGE_HOURS.')
+param pollMaxAgeHours string = '336'
+
+@description('ARCHIVE_ALLOWED_HOSTS: hosts Inqom\'s temporary download URLs may point to.')
+param archiveAllowedHosts string = 'fredprodstorage.blob.core.windows.net'
+
+@description('ENFACT_API_BASE_URL: enFact (onFact) REST API base URL.')
+param enfactApiBaseUrl string = 'https://api5.onfact.be'
+
+@description('ENFACT_COMPANY_FOLDERS: uuid=folderId;uuid=folderId.')
+param enfactCompanyFolders string = ''
+
+@description('ENFACT_RECONCILE_SCHEDULE: NCRONTAB (UTC) of the daily enFact reconcile.')
+param enfactReconcileSchedule string = '0 30 2 * * *'
+
+@description('ENFACT_RECONCILE_DAYS: how many days back the reconcile looks for invoices never pushed.')
+param enfactReconcileDays string = '7'
+
+@description('WEBHOOK_MAX_BODY_BYTES: largest enFact push body accepted.')
+param webhookMaxBodyBytes string = '65536'
+
+// Every application setting, as name → value. FUNCTIONS_WORKER_RUNTIME, FUNCTIONS_EXTENSION_VERSION,
+// WEBSITE_RUN_FROM_PACKAGE and the content-share settings are not allowed on Flex Consumption
+// (functionAppConfig replaces them); every storage connection is identity based.
+var appSettings = {
+  AzureWebJobsStorage__blobServiceUri: blobEndpoint
+  AzureWebJobsStorage__queueServiceUri: queueEndpoint
+  AzureWebJobsStorage__tableServiceUri: tableEndpoint
+  AzureWebJobsStorage__credential: 'managedidentity'
+  AzureWebJobsStorage__clientId: identityClientId
+  DocumentStorage__blobServiceUri: blobEndpoint
+  DocumentStorage__queueServiceUri: queueEndpoint
+  DocumentStorage__tableServiceUri: tableEndpoint
+  DocumentStorage__credential: 'managedidentity'
+  DocumentStorage__clientId: identityClientId
+  AZURE_CLIENT_ID: identityClientId
+  APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsightsConnectionString
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+  INQOM_TOKEN_URL: inqomTokenUrl
+  INQOM_API_BASE_URL: inqomApiBaseUrl
+  INQOM_MAX_REQUESTS_PER_SECOND: inqomMaxRequestsPerSecond
+  HTTP_CONNECT_TIMEOUT_SECONDS: httpConnectTimeoutSeconds
+  HTTP_READ_TIMEOUT_SECONDS: httpReadTimeoutSeconds
+  HTTP_MAX_ATTEMPTS: httpMaxAttempts
+  HTTP_BACKOFF_CAP_SECONDS: httpBackoffCapSeconds
+  KEY_VAULT_URL: keyVaultUri
+  SECRET_CACHE_SECONDS: secretCacheSeconds
+  SECRETS_FROM_ENVIRONMENT: 'false'
+  INBOX_CONTAINER: inboxContainerName
+  ARCHIVE_CONTAINER: archiveContainerName
+  QUARANTINE_CONTAINER: quarantineContainerName
+  LEDGER_TABLE: ledgerTableName
+  ENFACT_QUEUE: enfactQueueName
+  ALLOWED_FOLDER_IDS: allowedFolderIds
+  MAX_UPLOAD_BYTES: maxUploadBytes
+  ALLOWED_EXTENSIONS: allowedExtensions
+  UPLOAD_CLAIM_SECONDS: uploadClaimSeconds
+  UPLOAD_MAX_ATTEMPTS: uploadMaxAttempts
+  POLL_SCHEDULE: pollSchedule
+  POLL_BATCH_SIZE: pollBatchSize
+  POLL_TICK_BUDGET_SECONDS: pollTickBudgetSeconds
+  POLL_FIRST_DELAY_SECONDS: pollFirstDelaySeconds
+  POLL_MAX_INTERVAL_SECONDS: pollMaxIntervalSeconds
+  POLL_REVIEW_INTERVAL_SECONDS: pollReviewIntervalSeconds
+  POLL_MAX_AGE_HOURS: pollMaxAgeHours
+  ARCHIVE_ALLOWED_HOSTS: archiveAllowedHosts
+  ENFACT_API_BASE_URL: enfactApiBaseUrl
+  ENFACT_COMPANY_FOLDERS: enfactCompanyFolders
+  ENFACT_RECONCILE_SCHEDULE: enfactReconcileSchedule
+  ENFACT_RECONCILE_DAYS: enfactReconcileDays
+  WEBHOOK_MAX_BODY_BYTES: webhookMaxBodyBytes
+}
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  name: planName
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: {
+    name: 'FC1'
+    tier: 'FlexConsumption'
+  }
+  properties: {
+    reserved: true
+  }
+}
+
+resource app 'Microsoft.Web/sites@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_17: callers (enFact push, Event Grid) cannot present client certificates; endpoints are authenticated by function/system keys and the enFact HMAC signature.
+  name: name
+  location: location
+  tags: union(tags, appTags)
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identityId}': {}
+    }
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    clientAffinityEnabled: false
+    publicNetworkAccess: 'Enabled'
+    siteConfig: {
+      minTlsVersion: '1.2'
+      scmMinTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      http20Enabled: true
+      // Set at creation (not in a separate config resource) so the host never starts unconfigured.
+      appSettings: [for setting in items(appSettings): {
+        name: setting.key
+        value: setting.value
+      }]
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${blobEndpoint}${deploymentContainerName}'
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identityId
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        maximumInstanceCount: maximumInstanceCount
+        instanceMemoryMB: instanceMemoryMB
+      }
+      runtime: {
+        name: 'python'
+        version: pythonVersion
+      }
+    }
+  }
+}
+
+// No basic (user/password) publishing: azd and the Azure CLI deploy with Entra tokens.
+resource ftpBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: app
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+resource scmBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: app
+  name: 'scm'
+  properties: {
+    allow: false
+  }
+}
+
+output id string = app.id
+output name string = app.name
+output defaultHostName string = app.properties.defaultHostName
+output planId string = plan.id

@@ -1,0 +1,94 @@
+#!/bin/sh
+# azd postdeploy hook (azure.yaml): create or update the Event Grid subscription that delivers
+# BlobCreated events of the inbox container to the `upload_document` blob trigger.
+#
+# Why after deploy and not in infra/main.bicep: the webhook URL must carry the Functions host's
+# `blobs_extension` system key, which the host creates only once code with an Event Grid blob
+# trigger is deployed and running, and Event Grid validates the endpoint (a handshake only the
+# running blob extension answers) when the subscription is created.
+#
+# The subscription itself is Bicep (infra/eventgrid-subscription.bicep, inbox filter included);
+# ARM reads the key there with listKeys, so this script never sees, prints or passes the key.
+#
+# Inputs: the azd environment (outputs of infra/main.bicep), exported by azd to hooks.
+# Needs: Azure CLI logged in as a principal allowed to deploy to the resource group and to list
+# the function app's host keys (e.g. Contributor or Website Contributor on the resource group).
+set -eu
+
+fail() {
+    echo "azd-postdeploy: $*" >&2
+    exit 1
+}
+
+for name in AZURE_RESOURCE_GROUP AZURE_FUNCTION_APP_NAME EVENTGRID_SYSTEM_TOPIC_NAME \
+    STORAGE_ACCOUNT_NAME INBOX_CONTAINER DEAD_LETTER_CONTAINER BLOB_TRIGGER_FUNCTION_NAME; do
+    eval "value=\${$name:-}"
+    [ -n "$value" ] || fail "$name is not set: run 'azd provision' first (it is an output of infra/main.bicep)"
+done
+command -v az >/dev/null 2>&1 || fail "the Azure CLI (az) is required"
+
+script_dir=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)
+template="$script_dir/../infra/eventgrid-subscription.bicep"
+[ -f "$template" ] || template="$PWD/infra/eventgrid-subscription.bicep"
+[ -f "$template" ] || fail "infra/eventgrid-subscription.bicep not found"
+
+attempts=${EVENTGRID_KEY_WAIT_ATTEMPTS:-30}
+delay=${EVENTGRID_KEY_WAIT_SECONDS:-10}
+
+# 1. Wait until the host has created the blobs_extension key. Only a true/false leaves Azure:
+#    the JMESPath query compares the key with null instead of returning it.
+echo "azd-postdeploy: waiting for the blobs_extension system key of $AZURE_FUNCTION_APP_NAME"
+attempt=1
+while :; do
+    present=$(az functionapp keys list \
+        --resource-group "$AZURE_RESOURCE_GROUP" \
+        --name "$AZURE_FUNCTION_APP_NAME" \
+        --query 'systemKeys.blobs_extension != `null`' \
+        --output tsv 2>/dev/null || echo false)
+    [ "$present" = "true" ] && break
+    [ "$attempt" -ge "$attempts" ] && fail "no blobs_extension key after $attempts attempts: is the Event Grid blob trigger '$BLOB_TRIGGER_FUNCTION_NAME' deployed and the host healthy?"
+    attempt=$((attempt + 1))
+    # Any request starts a scaled-to-zero Flex host; the blob extension creates its key at start-up.
+    if command -v curl >/dev/null 2>&1; then
+        curl --silent --output /dev/null --max-time 30 "https://$AZURE_FUNCTION_APP_NAME.azurewebsites.net/" || true
+    fi
+    sleep "$delay"
+done
+
+# 2. Deploy the subscription stage (idempotent: re-running updates it in place).
+echo "azd-postdeploy: deploying the Event Grid subscription (BlobCreated in '$INBOX_CONTAINER' -> $BLOB_TRIGGER_FUNCTION_NAME)"
+az deployment group create \
+    --resource-group "$AZURE_RESOURCE_GROUP" \
+    --name inqom-bridge-eventgrid-subscription \
+    --template-file "$template" \
+    --parameters \
+        systemTopicName="$EVENTGRID_SYSTEM_TOPIC_NAME" \
+        functionAppName="$AZURE_FUNCTION_APP_NAME" \
+        blobTriggerFunctionName="$BLOB_TRIGGER_FUNCTION_NAME" \
+        inboxContainerName="$INBOX_CONTAINER" \
+        storageAccountName="$STORAGE_ACCOUNT_NAME" \
+        deadLetterContainerName="$DEAD_LETTER_CONTAINER" \
+    --only-show-errors \
+    --output none
+
+# 3. Remind the operator of what Bicep deliberately leaves to them (best effort, names only).
+if [ -n "${KEY_VAULT_NAME:-}" ]; then
+    existing=$(az keyvault secret list --vault-name "$KEY_VAULT_NAME" --query '[].name' --output tsv 2>/dev/null) || existing="?"
+    missing=""
+    for secret in inqom-username inqom-password inqom-client-id inqom-client-secret \
+        enfact-session-key enfact-webhook-secret; do
+        if [ "$existing" = "?" ] || ! printf '%s\n' "$existing" | grep -qx "$secret"; then
+            missing="$missing $secret"
+        fi
+    done
+    if [ "$existing" = "?" ]; then
+        echo "azd-postdeploy: could not list secrets in $KEY_VAULT_NAME (needs Key Vault Reader or Secrets Officer); make sure these exist:$missing"
+    elif [ -n "$missing" ]; then
+        echo "azd-postdeploy: secrets still to set in $KEY_VAULT_NAME:$missing"
+        echo "  az keyvault secret set --vault-name $KEY_VAULT_NAME --name <name> --file <file-with-value> --encoding utf-8"
+    fi
+fi
+if [ -n "${ENFACT_WEBHOOK_URL:-}" ]; then
+    echo "azd-postdeploy: enFact webhook: $ENFACT_WEBHOOK_URL?code=<key>  (key: az functionapp function keys list -g $AZURE_RESOURCE_GROUP -n $AZURE_FUNCTION_APP_NAME --function-name enfact_webhook)"
+fi
+echo "azd-postdeploy: done"
