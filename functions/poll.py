@@ -24,4 +24,4 @@ def poll_documents(timer: func.TimerRequest, context: func.Context) -> None:
         if timer.past_due:
             log.warning("poll tick is running late (past due)")
         report = poll_tick(get_services())
-        log.info("poll tick: %s", report)
+        log.log(logging.INFO if report.examined else logging.DEBUG, "poll tick: %s", report)

@@ -18,7 +18,7 @@ from typing import Any, Iterable
 from azure.core import MatchConditions
 from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient
 from azure.data.tables import TableClient, TableServiceClient
-from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64EncodePolicy
+from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
 from .config import Settings, StorageConnection
 
@@ -60,13 +60,12 @@ class StorageClients:
         return self.tables.get_table_client(name)
 
     def queue(self, name: str) -> QueueClient:
-        """Messages are base64-encoded, as the Functions queue trigger expects by default."""
-        policy = TextBase64EncodePolicy()
+        """Messages are base64-encoded text, as the Functions queue trigger expects by default."""
+        policies = {"message_encode_policy": TextBase64EncodePolicy(), "message_decode_policy": TextBase64DecodePolicy()}
         if self.connection.connection_string:
-            return QueueClient.from_connection_string(self.connection.connection_string, name,
-                                                      message_encode_policy=policy)
+            return QueueClient.from_connection_string(self.connection.connection_string, name, **policies)
         service = QueueServiceClient(self.connection.queue_service_uri, credential=_credential(self.connection))
-        return QueueClient(service.url, name, credential=service.credential, message_encode_policy=policy)
+        return QueueClient(service.url, name, credential=service.credential, **policies)
 
     def ensure(self, containers: Iterable[str] = (), tables: Iterable[str] = (), queues: Iterable[str] = ()) -> None:
         """Create what is missing (local development and tests; Bicep creates them in Azure)."""

@@ -60,6 +60,8 @@ def app_settings(azurite: Azurite, inqom: InqomEmulator, enfact: EnfactEmulator,
         "QUARANTINE_CONTAINER": f"quarantine{suffix}",
         "LEDGER_TABLE": f"ledger{suffix}",
         "ENFACT_QUEUE": f"enfact-{suffix}",
+        "POLL_SCHEDULE": "0 */5 * * * *",  # binding expressions (%POLL_SCHEDULE%) need the app setting itself
+        "ENFACT_RECONCILE_SCHEDULE": "0 30 2 * * *",
         "SECRETS_FROM_ENVIRONMENT": "true",
         "INQOM_USERNAME": INQOM_CREDENTIALS["username"],
         "INQOM_PASSWORD": INQOM_CREDENTIALS["password"],

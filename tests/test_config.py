@@ -61,3 +61,17 @@ def test_secrets_need_key_vault_or_explicit_local_opt_in():
     assert provider.get("inqom-password") == "p"
     with pytest.raises(SecretError, match="INQOM_USERNAME") as error:
         provider.get("inqom-username")
+
+
+def test_local_settings_sample_names_every_setting_and_binding_expression():
+    import json
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    values = json.loads((root / "local.settings.sample.json").read_text())["Values"]
+    assert {s.env for s in SETTINGS} <= set(values), "local.settings.sample.json lacks a setting"
+    expressions = set()
+    for module in (root / "functions").glob("*.py"):
+        expressions |= set(re.findall(r"%([A-Z_]+)%", module.read_text()))
+    assert expressions and expressions <= set(values)

@@ -9,7 +9,6 @@ import uuid
 from datetime import datetime, timezone
 
 import pytest
-from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 from standardwebhooks.webhooks import Webhook
 
 from shared.webhook import SignatureError, sign, verify_signature
@@ -38,9 +37,7 @@ def push(host, body: bytes, headers: dict[str, str]):
 
 def queued(services) -> list[str]:
     """Messages waiting in the enFact queue (received and deleted, as the host's dequeue would)."""
-    queue = QueueClient.from_connection_string(services.settings.storage.connection_string,
-                                               services.settings.enfact_queue,
-                                               message_decode_policy=TextBase64DecodePolicy())
+    queue = services.stores.queue(services.settings.enfact_queue)
     bodies = []
     for message in queue.receive_messages(messages_per_page=32, visibility_timeout=5):
         bodies.append(message.content)

@@ -30,6 +30,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def _wait_listening(port: int, deadline: float) -> bool:
     while time.monotonic() < deadline:
         try:
@@ -49,17 +58,24 @@ class Azurite:
     table_port: int
 
     @classmethod
-    def start(cls, timeout: float = 30.0) -> "Azurite":
+    def start(cls, timeout: float = 30.0, ports: tuple[int, int, int] | None = None,
+              data_dir: Path | None = None) -> "Azurite":
+        """Start on ``ports`` (blob, queue, table) when given and free, else on free ports.
+
+        Data lives in a temporary folder removed at stop, or in ``data_dir`` (kept) when given.
+        """
         if not AZURITE_BIN.exists():
             raise RuntimeError(f"Azurite not installed at {AZURITE_BIN}: run `npm ci` in {REPO_ROOT}")
         last_error = ""
+        wanted = list(ports) if ports and all(_is_free(p) for p in ports) else None
         for _ in range(3):  # a free port can be taken by someone else before Azurite binds it
             workdir = Path(tempfile.mkdtemp(prefix="azurite-"))
-            ports = [free_port() for _ in range(3)]
+            ports = wanted or [free_port() for _ in range(3)]
+            wanted = None
             log = open(workdir / "azurite.log", "wb")
             process = subprocess.Popen(
                 [str(AZURITE_BIN), "--silent", "--disableTelemetry", "--skipApiVersionCheck", "--loose",
-                 "--location", str(workdir / "data"),
+                 "--location", str(data_dir or workdir / "data"),
                  "--blobHost", "127.0.0.1", "--blobPort", str(ports[0]),
                  "--queueHost", "127.0.0.1", "--queuePort", str(ports[1]),
                  "--tableHost", "127.0.0.1", "--tablePort", str(ports[2])],

@@ -1,0 +1,42 @@
+"""The README's demo command, run as a new user would: every sample ends archived."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_demo_command_archives_every_sample():
+    result = subprocess.run(["bash", "scripts/run.sh", "--demo", "--timeout", "120"], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "DEMO OK: 5 documents" in output
+    for sample in ("supplier-invoice.pdf", "sales-invoice.pdf", "bank-statement.png", "expense-receipt.pdf",
+                   "enfact-5001.pdf"):
+        assert f"-{sample}" in output and "Archived" in output, sample
+
+
+def test_runner_serves_http_functions_with_their_key(app_env):
+    """The runner's HTTP front door: route and method from the app, function key enforced."""
+    import requests
+
+    from devtools.run import LocalRunner
+
+    runner = LocalRunner(dict(app_env), port=0, function_key="local-key")
+    runner.start()
+    try:
+        base = f"http://127.0.0.1:{runner.port}"
+        assert requests.post(f"{base}/api/enfact/invoices", data=b"{}", timeout=5).status_code == 401
+        assert requests.get(f"{base}/api/enfact/invoices?code=local-key", timeout=5).status_code == 405
+        refused = requests.post(f"{base}/api/enfact/invoices?code=local-key", data=b"{}", timeout=5,
+                                headers={"Content-Type": "application/json"})
+        assert refused.status_code == 401 and refused.json()["error"] == "invalid_signature"
+        assert requests.post(f"{base}/admin/functions/poll_documents", timeout=5,
+                             headers={"x-functions-key": "local-key"}).status_code == 202
+        assert requests.get(f"{base}/api/nothing", timeout=5).status_code == 404
+    finally:
+        runner.stop()
