@@ -313,23 +313,15 @@ DEMO_DROPS = {
 
 def run_demo(runner: LocalRunner, enfact, timeout: float) -> int:
     """Drop one sample per kind and push one enFact invoice; wait until all are archived."""
-    import requests
-
-    from shared.webhook import sign
+    from devtools.send_push import send
 
     inbox = runner.services.stores.container(runner.services.settings.inbox_container)
     for sample, path in DEMO_DROPS.items():
         inbox.upload_blob(path, (REPO / "samples" / sample).read_bytes(), overwrite=True)
         print(f"  dropped samples/{sample} -> inbox/{path}")
     invoice = enfact.add_invoice(enfact.companies[0], number="DEMO-0001", customer="Boulangerie Dupont")
-    body = json.dumps({"type": "invoice.created",
-                       "data": {"invoice_id": str(invoice["id"]), "company_uuid": enfact.companies[0]}}).encode()
-    stamp, webhook_id = int(time.time()), f"msg_demo_{invoice['id']}"
-    response = requests.post(
-        f"http://127.0.0.1:{runner.port}/api/enfact/invoices", data=body, timeout=10,
-        headers={"Content-Type": "application/json", "x-functions-key": runner.function_key,
-                 "webhook-id": webhook_id, "webhook-timestamp": str(stamp),
-                 "webhook-signature": sign(runner.env["ENFACT_WEBHOOK_SECRET"], webhook_id, stamp, body)})
+    response = send(f"http://127.0.0.1:{runner.port}/api/enfact/invoices?code={runner.function_key}",
+                    runner.env["ENFACT_WEBHOOK_SECRET"], enfact.companies[0], str(invoice["id"]))
     print(f"  pushed enFact invoice {invoice['id']} -> HTTP {response.status_code} {response.text}")
     expected = {path: path for path in DEMO_DROPS.values()}
     expected[f"enFact invoice {invoice['id']}"] = f"{DEMO_FOLDER}/client/enfact-{invoice['id']}.pdf"

@@ -1,10 +1,11 @@
 """The README's demo command, run as a new user would: every sample ends archived."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tests.conftest import ENFACT_COMPANY
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,5 +39,11 @@ def test_runner_serves_http_functions_with_their_key(app_env):
         assert requests.post(f"{base}/admin/functions/poll_documents", timeout=5,
                              headers={"x-functions-key": "local-key"}).status_code == 202
         assert requests.get(f"{base}/api/nothing", timeout=5).status_code == 404
+        pushed = subprocess.run(
+            [sys.executable, "-m", "devtools.send_push", "--url", f"{base}/api/enfact/invoices?code=local-key",
+             "--company", ENFACT_COMPANY, "--invoice", "5001"],
+            cwd=REPO, capture_output=True, text=True, timeout=60,
+            env={**os.environ, "ENFACT_WEBHOOK_SECRET": app_env["ENFACT_WEBHOOK_SECRET"]})
+        assert pushed.returncode == 0 and pushed.stdout.startswith("202 "), pushed.stdout + pushed.stderr
     finally:
         runner.stop()
