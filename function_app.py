@@ -8,8 +8,11 @@ from functions.enfact_webhook import bp as enfact_webhook_bp
 from functions.poll import bp as poll_bp
 from functions.upload import bp as upload_bp
 from shared.config import get_settings
+from shared.observability import configure_telemetry, install_filter
 
 get_settings()  # validate every setting at start-up: a missing one names itself in the host log
+if not configure_telemetry():  # OpenTelemetry → Application Insights only when its connection string is set
+    install_filter()
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 for blueprint in (upload_bp, poll_bp, enfact_webhook_bp, enfact_fetch_bp, enfact_reconcile_bp):

@@ -78,6 +78,6 @@ def configure_telemetry() -> bool:
         return False
     from azure.monitor.opentelemetry import configure_azure_monitor
 
-    configure_azure_monitor(logger_name="shared")
+    configure_azure_monitor()  # root logger: our modules, the functions and warnings from the SDKs
     install_filter()
     return True

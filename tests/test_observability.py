@@ -1,0 +1,74 @@
+"""Structured log context on a document's path, redaction, and the OpenTelemetry export switch."""
+
+import json
+import logging
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+from shared.observability import ContextFilter, configure_telemetry, redact
+from tests.support.documents import drop
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Capture(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self.addFilter(ContextFilter())
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+def test_every_line_of_a_document_path_carries_its_ids(services, host, inqom, monkeypatch):
+    capture = Capture()
+    logging.getLogger().addHandler(capture)
+    monkeypatch.setattr(logging.getLogger(), "level", logging.INFO)
+    try:
+        drop(services, "11287/supplier/traced.pdf", b"%PDF-1.4 traced")
+        host.deliver_blob("upload_document", "11287/supplier/traced.pdf")
+        (row,) = list(services.ledger.scan("BlobPath eq '11287/supplier/traced.pdf'"))
+        inqom.set_status(row.get("InqomId"), "Done")
+        base = services.ledger.clock
+        services.ledger.clock = lambda: base() + timedelta(minutes=5)
+        host.fire_timer("poll_documents")
+    finally:
+        logging.getLogger().removeHandler(capture)
+    ours = [r for r in capture.records if r.name.startswith(("shared.uploader", "shared.archiver"))]
+    assert {"uploaded", "archived"} <= {r.getMessage().split()[0] for r in ours}
+    for record in ours:
+        assert record.ledger_key == row.key, record.getMessage()
+        assert record.invocation_id not in ("-", None)
+    assert any(r.inqom_id == row.get("InqomId") for r in ours)
+    assert len({r.invocation_id for r in ours}) == 2  # one per function invocation
+
+
+def test_redaction_masks_credentials():
+    text = redact("Authorization: Bearer abc.DEF-123 url?sv=1&sig=Zm9v%2B&code=k3y password=p4ss whsec_c2VjcmV0")
+    for secret in ("abc.DEF-123", "Zm9v%2B", "k3y", "p4ss", "c2VjcmV0"):
+        assert secret not in text
+    assert "sv=1" in text
+
+
+def test_no_telemetry_without_connection_string(monkeypatch):
+    monkeypatch.delenv("APPLICATIONINSIGHTS_CONNECTION_STRING", raising=False)
+    handlers = list(logging.getLogger().handlers)
+    assert configure_telemetry() is False
+    assert logging.getLogger().handlers == handlers
+
+
+def test_logs_reach_application_insights_with_context_and_no_secret():
+    result = subprocess.run([sys.executable, "-m", "tests.support.otel_probe"], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert report["enabled"] is True
+    messages = [item for item in report["received"] if item["data"]["baseType"] == "MessageData"]
+    (message,) = [m for m in messages if "uploaded" in m["data"]["baseData"]["message"]]
+    properties = message["data"]["baseData"]["properties"]
+    assert (properties["ledger_key"], properties["inqom_id"], properties["enfact_id"], properties["invocation_id"]) == \
+        ("k-123", "77", "5001", "inv-1")
+    assert "secret.token" not in json.dumps(report)
