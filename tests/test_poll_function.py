@@ -227,3 +227,44 @@ def test_safe_name():
     assert safe_name("Facture été n°1 (copie).PDF") == "Facture_ete_n1_copie_.PDF"
     assert safe_name("../../etc/passwd") == "etc_passwd"
     assert safe_name("\u202e") == "document"
+
+
+def test_tick_out_of_time_stops_cleanly_and_the_rest_follows(services, host, inqom):
+    names = [f"9/other/t{i}.pdf" for i in range(3)]
+    for i, name in enumerate(names):
+        inqom.set_status(upload(services, host, name, PDF + bytes([i])).get("InqomId"), "Done")
+    later(services, seconds=61)
+    object.__setattr__(services.settings, "poll_tick_budget", 0.2)
+    inqom.inject("slow", times=1, path_contains="/Documents/", method="GET", delay=0.5)
+    first = poll_tick(services)
+    assert first.out_of_time and first.examined == 1 and first.archived == 1
+    second = poll_tick(services)
+    assert not second.out_of_time and second.archived == 2
+    assert all(row(services, n).state == ARCHIVED for n in names)
+
+
+def test_end_to_end_drop_to_archive_with_every_blob_accounted_for(services, host, inqom):
+    """Several drops, one of each fate, through the registered functions and repeated ticks."""
+    dropped = {
+        "11287/supplier/f1.pdf": PDF + b"1",
+        "11287/client/v1.pdf": PDF + b"2",
+        "11287/expense/Jeanne Dupont/taxi.pdf": PDF + b"3",
+        "11287/other/copy-of-f1.pdf": PDF + b"1",   # Inqom: Duplicate of f1
+        "11287/supplier/review.pdf": PDF + b"4",     # stays in ToReview
+        "11287/supplier/notes.txt": b"not a document",  # refused: extension
+    }
+    inqom.flow_for_name["review.pdf"] = ("Received", "ToReview")
+    for name, data in dropped.items():
+        drop(services, name, data)
+        host.deliver_blob("upload_document", name)
+    for _ in range(8):
+        later(services, minutes=20)
+        host.fire_timer("poll_documents")
+    places = assert_accounted(services, dropped)
+    assert places == {
+        "11287/supplier/f1.pdf": "archive", "11287/client/v1.pdf": "archive",
+        "11287/expense/Jeanne Dupont/taxi.pdf": "archive", "11287/other/copy-of-f1.pdf": "archive",
+        "11287/supplier/review.pdf": "inbox", "11287/supplier/notes.txt": "quarantine",
+    }
+    assert row(services, "11287/supplier/review.pdf").get("InqomStatus") == "ToReview"
+    assert inqom.document_count() == 5
