@@ -179,18 +179,36 @@ def _archive(services: Services, ledger: Ledger, policy: PollPolicy, entry: Ledg
         _reschedule(ledger, entry, {**observed, "ChecksumMismatches": errors},
                     now + policy.next_delay(None, errors), str(exc))
         return
-    inbox = services.stores.container(entry.get("Container") or settings.inbox_container)
+    note = _release_inbox_blob(services, entry, sha1)
+    ledger.update(entry, **observed, State=ARCHIVED, ArchivePath=f"{settings.archive_container}/{archive_path}",
+                  ArchivedSha1=sha1, ArchivedAt=iso(ledger.clock()), NextPollAt=None, LastError=note)
+    report.archived += 1
+    log.info("archived ledger %s (Inqom %s) to %s", entry.key, document.id, archive_path)
+
+
+def _release_inbox_blob(services: Services, entry: LedgerEntry, archived_sha1: str) -> str | None:
+    """Delete the inbox original now that a verified copy is archived — unless it is not the same file.
+
+    When the bytes we sent (``Sha1``) differ from Inqom's copy, the original is kept in quarantine
+    beside the archived copy, and the returned note says why.
+    """
+    settings = services.settings
+    container = entry.get("Container") or settings.inbox_container
+    sent_sha1 = entry.get("Sha1")
     try:
-        inbox.get_blob_client(entry.get("BlobPath")).delete_blob(
+        if sent_sha1 and sent_sha1.upper() != archived_sha1:
+            note = f"Inqom's copy (SHA-1 {archived_sha1}) differs from the file sent (SHA-1 {sent_sha1}); original kept in quarantine"
+            move_blob(services.stores, container, entry.get("BlobPath"), settings.quarantine_container,
+                      extra_metadata={"reason": note, "ledgerkey": entry.key})
+            log.warning("ledger %s: %s", entry.key, note)
+            return note
+        services.stores.container(container).get_blob_client(entry.get("BlobPath")).delete_blob(
             etag=f'"{entry.get("BlobETag")}"', match_condition=MatchConditions.IfNotModified)
     except ResourceNotFoundError:
         pass
     except ResourceModifiedError:
         log.warning("ledger %s: inbox blob was replaced after upload; the new version stays for its own trigger", entry.key)
-    ledger.update(entry, **observed, State=ARCHIVED, ArchivePath=f"{settings.archive_container}/{archive_path}",
-                  ArchivedSha1=sha1, ArchivedAt=iso(ledger.clock()), NextPollAt=None, LastError=None)
-    report.archived += 1
-    log.info("archived ledger %s (Inqom %s) to %s", entry.key, document.id, archive_path)
+    return None
 
 
 def _stream_to_archive(services: Services, entry: LedgerEntry, document: InqomDocument, archive_blob,

@@ -238,6 +238,7 @@ def test_tick_out_of_time_stops_cleanly_and_the_rest_follows(services, host, inq
     inqom.inject("slow", times=1, path_contains="/Documents/", method="GET", delay=0.5)
     first = poll_tick(services)
     assert first.out_of_time and first.examined == 1 and first.archived == 1
+    object.__setattr__(services.settings, "poll_tick_budget", 60.0)
     second = poll_tick(services)
     assert not second.out_of_time and second.archived == 2
     assert all(row(services, n).state == ARCHIVED for n in names)
@@ -268,3 +269,17 @@ def test_end_to_end_drop_to_archive_with_every_blob_accounted_for(services, host
     }
     assert row(services, "11287/supplier/review.pdf").get("InqomStatus") == "ToReview"
     assert inqom.document_count() == 5
+
+
+def test_inqom_copy_differing_from_what_was_sent_keeps_the_original(services, host, inqom):
+    """Inqom's checksum and download agree, but not with the bytes we uploaded: keep both."""
+    name = "9/supplier/altered.pdf"
+    entry = upload(services, host, name)
+    inqom.set_status(entry.get("InqomId"), "Done")
+    services.ledger.update(row(services, name), Sha1="0" * 40)  # as if Inqom had stored other bytes
+    later(services, seconds=61)
+    host.fire_timer("poll_documents")
+    archived = row(services, name)
+    assert archived.state == ARCHIVED and "differs from the file sent" in archived.get("LastError")
+    assert name in where_is(services)["quarantine"]
+    assert len(where_is(services)["archive"]) == 1
