@@ -78,9 +78,19 @@ def _resolve(expression: str) -> str:
     return re.sub(r"%([^%]+)%", lookup, expression)
 
 
+_indexed: dict[int, list] = {}
+
+
+def registered_functions(app: func.FunctionApp) -> list:
+    """``app.get_functions()``, asked once per app: a second call raises on "unique function name"."""
+    if id(app) not in _indexed:
+        _indexed[id(app)] = app.get_functions()
+    return _indexed[id(app)]
+
+
 class LocalHost:
     def __init__(self, app: func.FunctionApp) -> None:
-        self.functions = {fn.get_function_name(): fn for fn in app.get_functions()}
+        self.functions = {fn.get_function_name(): fn for fn in registered_functions(app)}
 
     def trigger(self, name: str) -> dict[str, Any]:
         bindings = self.functions[name].get_bindings_dict()["bindings"]

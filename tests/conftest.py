@@ -108,16 +108,10 @@ def services(app_env) -> Services:
     return get_services()
 
 
-_HOST = None
-
-
 @pytest.fixture
 def host(app_env):
-    """The registered functions of ``function_app.app``, driven as the host would (built once)."""
-    global _HOST
-    if _HOST is None:
-        import function_app
-        from devtools.host import LocalHost
+    """The registered functions of ``function_app.app``, driven as the host would."""
+    import function_app
+    from devtools.host import LocalHost
 
-        _HOST = LocalHost(function_app.app)
-    return _HOST
+    return LocalHost(function_app.app)

@@ -353,8 +353,9 @@ def test_network_trace_logging_would_leak_the_value(vault, credential, caplog) -
 
     provider.get(INQOM_PASSWORD)
 
+    # The bearer token may already be masked here (shared.observability's filter, once the app is
+    # imported, redacts "Bearer …" on every handler); a response body is beyond any such filter.
     assert PASSWORD in caplog.text
-    assert vault.token in caplog.text
 
 
 # --------------------------------------------------------------------------- provider selection

@@ -1,0 +1,19 @@
+"""Operator command-line tool of inqom-bridge.
+
+    python -m inqom_bridge_cli [-v] status [--json] [--errors N]
+    python -m inqom_bridge_cli show <blob path | archive/quarantine path | Inqom id | enFact id> [--json]
+    python -m inqom_bridge_cli quarantine list [--prefix P] [--json]
+    python -m inqom_bridge_cli replay <quarantined path> [--to <inbox path>] [--force]
+    python -m inqom_bridge_cli backfill <dir> --folder <id> --kind <supplier|client|other|expense>
+                                        [--beneficiary NAME] [--dry-run] [--no-progress]
+    python -m inqom_bridge_cli export [--out FILE]
+
+Settings are read from the environment exactly like the Function App (``load_settings()``):
+storage through the ``DocumentStorage`` connection (a connection string, e.g. Azurite, or the
+identity-based ``DocumentStorage__*ServiceUri`` with ``DefaultAzureCredential``). No secret is read.
+Exit codes: 0 success, 1 not found / user error (message on stderr), 2 usage.
+"""
+
+from .cli import build_parser, main
+
+__all__ = ["build_parser", "main"]

@@ -1,0 +1,97 @@
+"""``status``: ledger counts per state and kind, the oldest pending document, the latest errors."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from typing import Any
+
+from shared.ledger import iso
+from shared.services import Services
+
+from .common import PENDING_STATES, human_age, is_empty, print_json, row_dict, started_at, table, text
+
+NO_KIND = "unknown"  # rows quarantined before routing decided a kind
+
+
+def collect(services: Services, error_limit: int = 10) -> dict[str, Any]:
+    ledger = services.ledger
+    now = ledger.clock()
+    states: Counter[str] = Counter()
+    kinds: Counter[str] = Counter()
+    oldest: dict[str, Any] | None = None
+    errors: list[dict[str, Any]] = []
+    total = 0
+    for entry in ledger.scan():
+        row = row_dict(entry)
+        total += 1
+        states[text(row.get("State"))] += 1
+        kinds[NO_KIND if is_empty(row.get("Kind")) else str(row["Kind"])] += 1
+        if row.get("State") in PENDING_STATES:
+            since = started_at(row)
+            if since is not None and (oldest is None or since < oldest["_since"]):
+                oldest = {**row, "_since": since}
+        if not is_empty(row.get("LastError")):
+            errors.append(row)
+    errors.sort(key=lambda r: str(r.get("UpdatedAt") or ""), reverse=True)
+    pending = sum(states[s] for s in PENDING_STATES)
+    result: dict[str, Any] = {
+        "ledger_table": services.settings.ledger_table,
+        "generated_at": iso(now),
+        "total": total,
+        "states": dict(sorted(states.items())),
+        "kinds": dict(sorted(kinds.items())),
+        "pending": pending,
+        "oldest_pending": None,
+        "recent_errors": [
+            {"partition": r["PartitionKey"], "key": r["RowKey"], "blob_path": r.get("BlobPath"),
+             "state": r.get("State"), "updated_at": r.get("UpdatedAt"), "inqom_id": r.get("InqomId") or None,
+             "last_error": r.get("LastError")}
+            for r in errors[:error_limit]
+        ],
+    }
+    if oldest is not None:
+        age = now - oldest["_since"]
+        result["oldest_pending"] = {
+            "partition": oldest["PartitionKey"], "key": oldest["RowKey"], "blob_path": oldest.get("BlobPath"),
+            "state": oldest.get("State"), "inqom_id": oldest.get("InqomId") or None,
+            "inqom_status": oldest.get("InqomStatus") or None, "uploaded_at": iso(oldest["_since"]),
+            "age_seconds": int(age.total_seconds()), "age": human_age(age),
+            "next_poll_at": oldest.get("NextPollAt") or None,
+        }
+    return result
+
+
+def run(services: Services, args: argparse.Namespace) -> int:
+    data = collect(services, args.errors)
+    if args.json:
+        print_json(data)
+        return 0
+    out = sys.stdout
+    out.write(f"Ledger table {data['ledger_table']}: {data['total']} document(s), "
+              f"{data['pending']} pending in Inqom (at {data['generated_at']})\n")
+    out.write("\nBy state:\n")
+    for state, count in data["states"].items() or [("(none)", 0)]:
+        out.write(f"  {state:<14} {count:>6}\n")
+    out.write("\nBy kind:\n")
+    for kind, count in data["kinds"].items() or [("(none)", 0)]:
+        out.write(f"  {kind:<14} {count:>6}\n")
+    oldest = data["oldest_pending"]
+    out.write("\nOldest pending: ")
+    if oldest is None:
+        out.write("none\n")
+    else:
+        out.write(f"{oldest['blob_path']} ({oldest['partition']}/{oldest['key']})\n")
+        out.write(f"  state {oldest['state']}, Inqom id {text(oldest['inqom_id'])}, "
+                  f"Inqom status {text(oldest['inqom_status'])}\n")
+        out.write(f"  uploaded {oldest['uploaded_at']}, age {oldest['age']}, "
+                  f"next poll {text(oldest['next_poll_at'])}\n")
+    out.write(f"\nRecent errors (newest first, at most {args.errors}):")
+    if not data["recent_errors"]:
+        out.write(" none\n")
+        return 0
+    out.write("\n")
+    table([[text(e["updated_at"]), text(e["state"]), text(e["blob_path"]), str(e["last_error"]).replace("\n", " ")]
+           for e in data["recent_errors"]], ["UPDATED", "STATE", "BLOB", "ERROR"], out, indent="  ")
+    return 0
