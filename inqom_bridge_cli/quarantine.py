@@ -1,12 +1,8 @@
 """``quarantine list`` and ``replay``: what is in quarantine and why; send a fixed document again.
 
 Replay moves the quarantined blob back into the inbox (optionally under a corrected path) with
-``move_blob``. The inbox copy must carry its final metadata from the moment it is created: in
-Azure the Event Grid ``BlobCreated`` of that copy starts the upload, and the uploader pins the
-blob's ETag, so changing the metadata afterwards (a new ETag, and no new event) could leave the
-upload failed with no trigger to retry it. ``move_blob`` merges metadata and cannot drop keys,
-so the quarantine-only keys (``reason``, ``ledgerkey``) are removed from the quarantined blob
-just before the move (and put back if the move fails).
+``move_blob``, dropping the quarantine-only metadata (``reason``, ``ledgerkey``) on the way: the
+inbox copy is created final, because its Event Grid ``BlobCreated`` starts the upload at once.
 """
 
 from __future__ import annotations
@@ -17,7 +13,6 @@ import sys
 from typing import Any
 from urllib.parse import unquote
 
-from azure.core import MatchConditions
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared.blobmove import move_blob
@@ -106,22 +101,9 @@ def replay(services: Services, path: str, new_path: str | None = None, force: bo
                        "(wait for it to be processed, or replay under another name with --to)")
     entry = ledger_row_for(services, path, original)
 
-    # Drop the quarantine-only metadata on the source, so the inbox copy is created final.
-    if clean != original:
-        stamped = source.set_blob_metadata(clean, etag=props.etag, match_condition=MatchConditions.IfNotModified)
-    else:
-        stamped = {"etag": props.etag}
-    try:
-        move_blob(stores, settings.quarantine_container, path, settings.inbox_container, dest_name=target,
-                  extra_metadata={"replayof": entry.key} if entry is not None else None)
-    except Exception:
-        if clean != original:
-            try:
-                source.set_blob_metadata(original, etag=stamped.get("etag"),
-                                         match_condition=MatchConditions.IfNotModified)
-            except Exception:  # pragma: no cover - best effort; the ledger keeps the reason
-                pass
-        raise
+    move_blob(stores, settings.quarantine_container, path, settings.inbox_container, dest_name=target,
+              extra_metadata={"replayof": entry.key} if entry is not None else None,
+              drop_metadata=QUARANTINE_ONLY_METADATA)
     left_behind = source.exists()
 
     replay_count = None

@@ -10,6 +10,7 @@ Blob metadata is ASCII-only: free text is stored percent-encoded (``metadata_tex
 from __future__ import annotations
 
 import time
+from typing import Iterable
 from urllib.parse import quote
 
 from azure.core import MatchConditions
@@ -31,12 +32,19 @@ class BlobMoveError(RuntimeError):
 
 
 def move_blob(stores: StorageClients, source_container: str, blob_name: str, dest_container: str,
-              dest_name: str | None = None, extra_metadata: dict[str, str] | None = None) -> str:
-    """Copy ``blob_name`` to ``dest_container`` (same name unless ``dest_name``) and delete the source."""
+              dest_name: str | None = None, extra_metadata: dict[str, str] | None = None,
+              drop_metadata: Iterable[str] = ()) -> str:
+    """Copy ``blob_name`` to ``dest_container`` (same name unless ``dest_name``) and delete the source.
+
+    The copy is created with its final metadata (the source's, minus ``drop_metadata``, plus
+    ``extra_metadata``): a BlobCreated event may start work on it at once.
+    """
     dest_name = dest_name or blob_name
     source = stores.container(source_container).get_blob_client(blob_name)
     props = source.get_blob_properties()
-    metadata = {**props.metadata, **{k: metadata_text(v) for k, v in (extra_metadata or {}).items()}}
+    dropped = {name.lower() for name in drop_metadata}
+    metadata = {k: v for k, v in props.metadata.items() if k.lower() not in dropped}
+    metadata.update({k: metadata_text(v) for k, v in (extra_metadata or {}).items()})
     dest = stores.container(dest_container).get_blob_client(dest_name)
     # Same-account copy: the service authorises the source with this request's own credential.
     copy = dest.start_copy_from_url(source.url, metadata=metadata, source_etag=props.etag,
