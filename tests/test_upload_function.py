@@ -192,3 +192,15 @@ def test_blob_replaced_after_event_is_not_sent_as_the_old_version(services, host
     assert inqom.document_count() == 2
     sent = [c.files["Document"].data for c in inqom.calls("POST", "/Documents")]
     assert sent == [PDF, PDF + b"v2"]
+
+
+def test_lost_response_then_retry_is_linked_as_duplicate(services, host, inqom):
+    """Inqom created the document but the answer was lost: the in-call retry is marked Duplicate."""
+    name = "12/supplier/lost-answer.pdf"
+    drop(services, name, PDF)
+    inqom.inject("drop_after_process", times=1, path_contains="/Documents")
+    deliver(host, name)
+    row = row_for(services, name)
+    assert inqom.document_count() == 2
+    assert row.state == DUPLICATE and row.get("OriginId") in inqom.documents
+    assert row.get("OriginId") != row.get("InqomId")
