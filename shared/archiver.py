@@ -4,9 +4,9 @@
     report.examined, report.archived
 
 A tick reads the oldest due entries of the ledger's pending index (never the whole ledger),
-claims each row by pushing its next poll time forward with an ETag-conditional write (so two
-ticks never work on the same row, and a crashed tick's rows come back after the lease), asks
-Inqom for the status and acts:
+claims each row with one ETag-conditional write naming the due time it claims (so two ticks never
+work on the same row; any reschedule voids the claim, and a crashed tick's claim lapses after the
+lease), asks Inqom for the status and acts:
 
 - Received / Processing / ToReview / ManualProcessing: poll again later (``PollPolicy``);
   past ``POLL_MAX_AGE_HOURS`` the row is flagged ``Stale`` and keeps being followed slowly.
@@ -92,15 +92,18 @@ def poll_tick(services: Services, now: datetime | None = None) -> TickReport:
             ledger.drop_index(item)
             report.stale_index += 1
             continue
+        if entry.get("PollClaimFor") == entry.get("NextPollAt") and (parse_iso(entry.get("PollClaimUntil")) or now) > now:
+            report.skipped += 1  # another tick is working on it
+            continue
         try:
-            entry = ledger.update(entry, NextPollAt=now + CLAIM_LEASE)
+            entry = ledger.update(entry, PollClaimFor=entry.get("NextPollAt"), PollClaimUntil=iso(now + CLAIM_LEASE))
         except LedgerConflict:
             report.skipped += 1  # another tick claimed it first
             continue
         with log_context(ledger_key=entry.key, inqom_id=entry.get("InqomId"), enfact_id=entry.get("EnfactId")):
             try:
                 _follow(services, ledger, policy, entry, now, report)
-            except Exception as exc:  # one bad row must not stop the tick; the row keeps its lease
+            except Exception as exc:  # one bad row must not stop the tick; its claim lapses with the lease
                 log.exception("poll of ledger %s failed", entry.key)
                 report.errors.append(f"{entry.key}: {exc}")
                 _record_error(ledger, entry, exc, now + policy.first_poll())

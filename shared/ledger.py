@@ -167,13 +167,13 @@ class Ledger:
         """
         claim_until = self.clock() + timedelta(seconds=claim_seconds)
         while True:
-            entry = self.get(partition, key)
+            try:  # a new blob is the common case: insert first, read only when the row exists
+                return self.insert(partition, key, {**fields, "State": UPLOADING, "Attempts": 1,
+                                                    "ClaimUntil": iso(claim_until)})
+            except LedgerConflict:
+                entry = self.get(partition, key)
             if entry is None:
-                try:
-                    return self.insert(partition, key, {**fields, "State": UPLOADING, "Attempts": 1,
-                                                        "ClaimUntil": iso(claim_until)})
-                except LedgerConflict:
-                    continue
+                continue
             if entry.state in SENT_STATES or entry.state in FINAL_STATES:
                 return None
             if entry.state == UPLOADING and (parse_iso(entry.get("ClaimUntil")) or self.clock()) > self.clock():

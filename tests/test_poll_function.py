@@ -283,3 +283,18 @@ def test_inqom_copy_differing_from_what_was_sent_keeps_the_original(services, ho
     assert archived.state == ARCHIVED and "differs from the file sent" in archived.get("LastError")
     assert name in where_is(services)["quarantine"]
     assert len(where_is(services)["archive"]) == 1
+
+
+def test_a_crashed_ticks_claim_lapses_after_the_lease(services, host, inqom):
+    name = "9/other/claimed.pdf"
+    inqom.set_status(upload(services, host, name).get("InqomId"), "Done")
+    later(services, seconds=61)
+    now = services.ledger.clock()
+    claimed = row(services, name)
+    services.ledger.update(claimed, PollClaimFor=claimed.get("NextPollAt"),
+                           PollClaimUntil=now + timedelta(minutes=10))  # what a tick that died left behind
+    report = poll_tick(services)
+    assert (report.skipped, report.archived) == (1, 0)
+    later(services, minutes=11)
+    assert poll_tick(services).archived == 1
+    assert row(services, name).state == ARCHIVED
