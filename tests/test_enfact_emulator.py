@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import re
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
 from tests.emulators.enfact import DEFAULT_COMPANY, EnfactEmulator, minimal_pdf
+from tests.support.emulator_cli import emulator_process
 
 KEY = "sk-unit-test"
 COMPANY = "6f1c2b7a-3d4e-4f50-8a61-7b8c9d0e1f23"
@@ -360,22 +356,10 @@ def test_stop_and_restart() -> None:
 
 
 def test_command_line() -> None:
-    root = Path(__file__).resolve().parents[1]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.emulators.enfact", "--port", "0", "--session-key", "k",
-         "--company", COMPANY, "--invoices", "3"],
-        cwd=root, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert process.stdout is not None
-        info = json.loads(process.stdout.readline())
+    with emulator_process("tests.emulators.enfact", "--port", "0", "--session-key", "k",
+                          "--company", COMPANY, "--invoices", "3") as info:
         assert info["companies"] == [COMPANY] and info["session_key"] == "k"
         response = requests.get(info["base_url"] + "/v1/invoices.json",
                                 headers={"X-SESSION-KEY": "k", "X-COMPANY-UUID": COMPANY}, timeout=5)
         assert response.status_code == 200 and response.json()["total"] == 3
         assert response.json()["items"][0]["date"] == date.today().isoformat()
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=10) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import json
 import os
 import random
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,6 +16,7 @@ import pytest
 import requests
 
 from tests.emulators.inqom import InqomEmulator
+from tests.support.emulator_cli import emulator_process
 
 FOLDER = 11287
 PDF = b"%PDF-1.4\n" + bytes(range(256)) * 9  # 2313 bytes: Size 3 (kB, rounded up)
@@ -662,21 +659,9 @@ def test_stop_closes_connections_and_removes_files() -> None:
 
 
 def test_command_line() -> None:
-    root = Path(__file__).resolve().parents[1]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.emulators.inqom", "--port", "0", "--username", "u@x.test",
-         "--password", "p", "--client-id", "c", "--client-secret", "s"],
-        cwd=root, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert process.stdout is not None
-        urls = json.loads(process.stdout.readline())
+    with emulator_process("tests.emulators.inqom", "--port", "0", "--username", "u@x.test",
+                          "--password", "p", "--client-id", "c", "--client-secret", "s") as urls:
         assert urls["token_url"] == urls["base_url"] + "/identity/connect/token"
         form = {"username": "u@x.test", "password": "p", "grant_type": "password",
                 "scope": "openid apidata", "client_id": "c", "client_secret": "s"}
         assert requests.post(urls["token_url"], data=form, timeout=5).status_code == 200
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=10) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()

@@ -68,29 +68,30 @@ Stand-alone, for a local runner (prints ``{"base_url": ..., "session_key": ...,
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
-import json
-import logging
 import math
-import random
 import re
-import signal
-import socket
-import threading
-import time
-import traceback
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from html import escape as html_escape
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 from xml.sax.saxutils import escape as xml_escape
 
-from tests.emulators.inqom import Headers, RecordedRequest
+from tests.emulators._server import (
+    CHUNK,
+    JSON_TYPE,  # noqa: F401 -- still importable from here
+    EmulatorHandler,
+    EmulatorServer,
+    Fault,
+    Headers,
+    RecordedRequest,
+    Reply,
+    cli_parser,
+    json_reply,
+    run_cli,
+)
 
 __all__ = [
     "DEFAULT_COMPANY",
@@ -102,14 +103,10 @@ __all__ = [
     "minimal_pdf",
 ]
 
-_log = logging.getLogger(__name__)
-
 DEFAULT_COMPANY = "0b6a3c5e-1f0d-4c1e-9a55-2f1f6f0e9c01"
 FAULT_KINDS = frozenset({"500", "502", "503", "429", "drop", "slow"})
 MAX_LIMIT = 100
 FIRST_ID = 5001
-JSON_TYPE = "application/json; charset=utf-8"
-_CHUNK = 64 * 1024
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _INVOICE_KEYS = {"invoice_id", "number", "date", "customer", "total", "pdf", "status", "vat", "lines"}
 _ALIASES = {"id": "invoice_id", "customer_name": "customer"}
@@ -183,51 +180,8 @@ class _Invoice:
                 "lines": [dict(line) for line in self.lines]}
 
 
-@dataclass
-class _Reply:
-    status: int
-    body: bytes = b""
-    content_type: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    close: bool = False
-
-
-@dataclass
-class _Fault:
-    kind: str
-    remaining: int
-    path_contains: str | None
-    method: str | None
-    retry_after: str | None
-    delay: float
-
-    def matches(self, method: str, path: str) -> bool:
-        return (self.method is None or self.method == method) and (
-            self.path_contains is None or self.path_contains in path
-        )
-
-
-def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> _Reply:
-    body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-    return _Reply(status, body, JSON_TYPE, dict(headers or {}))
-
-
-def _error(status: int, text: str) -> _Reply:
-    return _json(status, {"error": text})
-
-
-def _fault_reply(fault: _Fault) -> _Reply:
-    if fault.kind in ("502", "503"):
-        title = "502 Bad Gateway" if fault.kind == "502" else "503 Service Unavailable"
-        html = f"<html><head><title>{title}</title></head><body><h1>{title}</h1></body></html>"
-        reply = _Reply(int(fault.kind), html.encode(), "text/html")
-    elif fault.kind == "429":
-        reply = _error(429, "Too many requests, slow down.")
-    else:
-        reply = _error(500, "Internal server error.")
-    if fault.retry_after is not None:
-        reply.headers["Retry-After"] = fault.retry_after
-    return reply
+def _error(status: int, text: str) -> Reply:
+    return json_reply(status, {"error": text})
 
 
 def _company_key(company_uuid: str) -> str:
@@ -275,77 +229,28 @@ def _query_date(query: dict[str, list[str]], name: str) -> str | None:
 # ---------------------------------------------------------------------- HTTP plumbing
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], emulator: EnfactEmulator) -> None:
-        self.emulator = emulator
-        super().__init__(address, _Handler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        _log.debug("connection error from %s", client_address, exc_info=True)
+class _Handler(EmulatorHandler):
+    server_version = "nginx"
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.emulator._connection_opened(self.connection)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.emulator._connection_closed(self.connection)
-
-    def do_GET(self) -> None:
-        self.server.emulator._serve(self)
-
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_GET
-
-    def version_string(self) -> str:
-        return "nginx"
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        _log.info("%s - %s", self.address_string(), format % args)
-
-    def discard_body(self, headers: Headers) -> bool:
-        """Read and drop the request body; False when it cannot be framed (close after)."""
-        if headers.get("Transfer-Encoding") is not None:
-            return False  # nothing here takes a body: no chunked decoding
-        length = (headers.get("Content-Length") or "0").strip()
-        if not re.fullmatch(r"[0-9]{1,18}", length):
-            return False
-        remaining = int(length)
-        while remaining > 0:
-            data = self.rfile.read(min(_CHUNK, remaining))
-            if not data:
-                self.close_connection = True
-                return True
-            remaining -= len(data)
-        return True
-
-    def send_reply(self, reply: _Reply) -> None:
-        """Write ``reply``, always with a Content-Length."""
-        self.send_response(reply.status)
-        for name, value in reply.headers.items():
-            self.send_header(name, value)
-        if reply.content_type:
-            self.send_header("Content-Type", reply.content_type)
-        self.send_header("Content-Length", str(len(reply.body)))
-        if reply.close:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        self.wfile.write(reply.body)
+def _discard_body(handler: BaseHTTPRequestHandler, headers: Headers) -> bool:
+    """Read and drop the request body; False when it cannot be framed (close after)."""
+    if headers.get("Transfer-Encoding") is not None:
+        return False  # nothing here takes a body: no chunked decoding
+    length = (headers.get("Content-Length") or "0").strip()
+    if not re.fullmatch(r"[0-9]{1,18}", length):
+        return False
+    remaining = int(length)
+    while remaining > 0:
+        data = handler.rfile.read(min(CHUNK, remaining))
+        if not data:
+            handler.close_connection = True
+            return True
+        remaining -= len(data)
+    return True
 
 
-_Route = tuple[str, re.Pattern[str], Callable[..., _Reply]]
-
-
-class EnfactEmulator:
+class EnfactEmulator(EmulatorServer):
     """enFact's invoice API (list, detail, documents) on a loopback port.
 
     ``companies`` maps a company UUID to its invoices, each a dict of ``add_invoice``'s
@@ -355,9 +260,17 @@ class EnfactEmulator:
     Settings that tests may change at any time (plain attributes): ``session_key``,
     ``page_size``, ``error_rate`` (probability of a random fault on each ``/v1/`` request),
     ``error_kinds`` (drawn uniformly; default "500", "429"), ``seed``.
+
+    Recorded requests' ``form`` and ``files`` are always empty (no endpoint takes a body).
     """
 
-    host = "127.0.0.1"
+    _name = "enfact"
+    _handler_class = _Handler
+    _fault_kinds = FAULT_KINDS
+    _fault_texts = {"500": "Internal server error.", "429": "Too many requests, slow down."}
+    _api_prefix = "/v1/"
+    _no_route = "no route for {path}"
+    _not_allowed = "{method} is not allowed on {path}"
 
     def __init__(
         self,
@@ -369,28 +282,15 @@ class EnfactEmulator:
     ) -> None:
         if not 1 <= page_size <= MAX_LIMIT:
             raise ValueError(f"page_size must be between 1 and {MAX_LIMIT}")
+        super().__init__(port=port)
         self.session_key = session_key
         self.page_size = page_size
-        self.error_rate = 0.0
-        self._error_kinds: tuple[str, ...] = ("500", "429")
-        self.internal_errors: list[str] = []  # tracebacks of emulator bugs (answered 500)
 
-        self._requested_port = port
-        self._lock = threading.RLock()
-        self._idle = threading.Condition(self._lock)
-        self._seed = 0
-        self._rng = random.Random(self._seed)
-        self._requests: list[RecordedRequest] = []
-        self._faults: list[_Fault] = []
         self._companies: dict[str, str] = {}  # normalised key -> UUID as given
         self._invoices: dict[int, _Invoice] = {}
         self._numbers: dict[str, itertools.count[int]] = {}
         self._ids = itertools.count(FIRST_ID)
-        self._connections: set[socket.socket] = set()
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self._routes: tuple[_Route, ...] = (
+        self._routes = (
             ("GET", re.compile(r"/v1/invoices\.json"), self._list),
             ("GET", re.compile(r"/v1/invoices/([^/]+)\.(json|pdf|html|xml)"), self._invoice),
         )
@@ -402,55 +302,6 @@ class EnfactEmulator:
                 if unknown:
                     raise ValueError(f"unknown invoice field(s) {sorted(unknown)}")
                 self.add_invoice(company, **kwargs)
-
-    # ------------------------------------------------------------------ lifecycle
-
-    def start(self) -> EnfactEmulator:
-        """Bind 127.0.0.1 (port 0 = a free port) and serve in a daemon thread."""
-        if self._server is not None:
-            raise RuntimeError("the emulator is already running")
-        self._stopping.clear()
-        self._server = _Server((self.host, self._requested_port), self)
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05},
-                                        name=f"enfact-emulator-{self.port}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close every open connection."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        self._stopping.set()
-        server.shutdown()
-        server.server_close()
-        deadline = time.monotonic() + 5
-        with self._idle:
-            while self._connections and time.monotonic() < deadline:
-                for connection in list(self._connections):
-                    with contextlib.suppress(OSError):
-                        connection.shutdown(socket.SHUT_RDWR)
-                self._idle.wait(0.1)
-        if self._thread is not None:
-            self._thread.join(5)
-
-    def __enter__(self) -> EnfactEmulator:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("the emulator is not running")
-        return int(self._server.server_address[1])
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     # ------------------------------------------------------------------ data
 
@@ -552,145 +403,38 @@ class EnfactEmulator:
 
     # ------------------------------------------------------------- test controls
 
-    def inject(self, kind: str, *, times: int = 1, path_contains: str | None = None,
-               method: str | None = None, retry_after: float | str | None = None,
-               delay: float = 0.0) -> None:
-        """Queue a fault for the next ``times`` matching requests (queued faults go first).
-
-        Kinds: "500", "502", "503", "429" (that answer, with Retry-After when
-        ``retry_after`` is given), "drop" (read the request, close without answer),
-        "slow" (answer normally after ``delay`` s). ``delay`` applies to every kind.
-        """
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {kind!r}; valid: {sorted(FAULT_KINDS)}")
-        if times < 1:
-            raise ValueError("times must be >= 1")
-        with self._lock:
-            self._faults.append(_Fault(kind, times, path_contains,
-                                       method.upper() if method else None,
-                                       None if retry_after is None else str(retry_after), delay))
-
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
 
-    @property
-    def error_kinds(self) -> tuple[str, ...]:
-        """Fault kinds drawn (uniformly) for random faults."""
-        return self._error_kinds
-
-    @error_kinds.setter
-    def error_kinds(self, kinds: Sequence[str]) -> None:
-        unknown = set(kinds) - FAULT_KINDS
-        if not kinds or unknown:
-            raise ValueError(f"error_kinds must be non-empty fault kinds; unknown: {sorted(unknown)}")
-        self._error_kinds = tuple(kinds)
-
-    @property
-    def seed(self) -> int:
-        return self._seed
-
-    @seed.setter
-    def seed(self, value: int) -> None:
-        with self._lock:
-            self._seed = value
-            self._rng = random.Random(value)
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        """A snapshot of every request recorded so far, oldest first.
-
-        ``form`` and ``files`` are always empty here (no endpoint takes a body);
-        ``status`` is None when the connection was dropped.
-        """
-        with self._lock:
-            return list(self._requests)
-
-    def calls(self, method: str | None = None, path_contains: str | None = None) -> list[RecordedRequest]:
-        """Recorded requests with this method (any case) whose path contains this text."""
-        return [r for r in self.requests
-                if (method is None or r.method == method.upper())
-                and (path_contains is None or path_contains in r.path)]
-
-    def reset_requests(self) -> None:
-        with self._lock:
-            self._requests.clear()
-
     # ------------------------------------------------------------------ serving
 
-    def _connection_opened(self, connection: socket.socket) -> None:
-        with self._lock:
-            self._connections.add(connection)
-
-    def _connection_closed(self, connection: socket.socket) -> None:
-        with self._idle:
-            self._connections.discard(connection)
-            self._idle.notify_all()
-
-    def _serve(self, handler: _Handler) -> None:
-        target = urlsplit(handler.path)
-        method, path = handler.command, target.path
-        query = parse_qs(target.query, keep_blank_values=True)
-        headers = Headers(handler.headers.items())
-        fault = self._take_fault(method, path)
-        fault_kind = fault.kind if fault else None
-        reply: _Reply | None
-        if not handler.discard_body(headers):
+    def _handle(self, handler: EmulatorHandler, method: str, path: str,
+                query: dict[str, list[str]], headers: Headers, fault: Fault | None) -> Reply | None:
+        reply: Reply | None
+        if not _discard_body(handler, headers):
             reply = _error(400, "request bodies must be framed by Content-Length")
             reply.close = True
         else:
-            if fault is not None and fault.delay > 0:
-                self._stopping.wait(fault.delay)
-            if fault_kind == "drop":
-                reply = None
-            elif fault is not None and fault_kind != "slow":
-                reply = _fault_reply(fault)
-            else:
-                reply = self._dispatch(method, path, query, headers)
-        with self._lock:
-            self._requests.append(RecordedRequest(method, path, query, headers, {}, {},
-                                                  reply.status if reply else None, fault_kind))
-        if reply is None:
-            handler.close_connection = True
-        else:
-            handler.send_reply(reply)
+            reply = self._answer(fault, lambda: self._dispatch(method, path, query, headers))
+        self._record(RecordedRequest(method, path, query, headers, {}, {},
+                                     reply.status if reply else None, fault.kind if fault else None))
+        return reply
 
-    def _take_fault(self, method: str, path: str) -> _Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.matches(method, path):
-                    fault.remaining -= 1
-                    if fault.remaining == 0:
-                        self._faults.remove(fault)
-                    return fault
-            if self.error_rate > 0 and path.startswith("/v1/") and self._rng.random() < self.error_rate:
-                return _Fault(self._rng.choice(self._error_kinds), 1, None, None, None, 0.0)
-        return None
+    def _error(self, status: int, text: str) -> Reply:
+        return _error(status, text)
 
     def _dispatch(self, method: str, path: str, query: dict[str, list[str]],
-                  headers: Headers) -> _Reply:
-        matches = [(route_method, handler, match) for route_method, pattern, handler in self._routes
-                   if (match := pattern.fullmatch(path))]
-        if not matches:
-            return _error(404, f"no route for {path}")
-        chosen = next(((handler, match) for route_method, handler, match in matches
-                       if route_method == method), None)
-        if chosen is None:
-            reply = _error(405, f"{method} is not allowed on {path}")
-            reply.headers["Allow"] = ", ".join(sorted({m for m, _, _ in matches}))
-            return reply
+                  headers: Headers) -> Reply:
+        routed = self._route(method, path)
+        if isinstance(routed, Reply):
+            return routed
         denied = self._denied(headers)
         if denied is not None:
             return _error(403, denied)
-        handler, match = chosen
+        endpoint, args = routed
         company = _company_key(headers["X-COMPANY-UUID"])
-        try:
-            return handler(*match.groups(), company=company, query=query)
-        except Exception:  # an emulator bug: answer 500 and keep it for the test to see
-            _log.exception("enfact emulator error on %s %s", method, path)
-            with self._lock:
-                self.internal_errors.append(traceback.format_exc())
-            return _error(500, "Internal server error.")
+        return self._guarded(method, path, lambda: endpoint(*args, company=company, query=query))
 
     def _denied(self, headers: Headers) -> str | None:
         key = headers.get("X-SESSION-KEY")
@@ -712,7 +456,7 @@ class EnfactEmulator:
 
     # ---------------------------------------------------------------- endpoints
 
-    def _list(self, *, company: str, query: dict[str, list[str]]) -> _Reply:
+    def _list(self, *, company: str, query: dict[str, list[str]]) -> Reply:
         page = _query_int(query, "page", 1, 1, None)
         limit = _query_int(query, "limit", self.page_size, 1, MAX_LIMIT)
         problems = [value for value in (page, limit) if isinstance(value, str)]
@@ -731,11 +475,11 @@ class EnfactEmulator:
                         if (date_from is None or invoice.date >= date_from)
                         and (date_to is None or invoice.date <= date_to)]
         start = (page - 1) * limit
-        return _json(200, {"items": matching[start:start + limit], "page": page, "limit": limit,
-                           "total": len(matching), "pages": math.ceil(len(matching) / limit)})
+        return json_reply(200, {"items": matching[start:start + limit], "page": page, "limit": limit,
+                                "total": len(matching), "pages": math.ceil(len(matching) / limit)})
 
     def _invoice(self, raw_id: str, extension: str, *, company: str,
-                 query: dict[str, list[str]]) -> _Reply:
+                 query: dict[str, list[str]]) -> Reply:
         with self._lock:
             invoice = (self._invoices.get(int(raw_id))
                        if re.fullmatch(r"[0-9]{1,18}", raw_id) else None)
@@ -743,45 +487,30 @@ class EnfactEmulator:
                 return _error(404, f"Invoice {raw_id} not found.")
             detail, pdf = invoice.detail(), invoice.pdf
         if extension == "json":
-            return _json(200, detail)
+            return json_reply(200, detail)
         if extension == "pdf":
             filename = f"{detail['number']}.pdf".replace('"', "")
-            return _Reply(200, pdf, "application/pdf",
-                          {"Content-Disposition": f'inline; filename="{filename}"'})
+            return Reply(200, pdf, "application/pdf",
+                         {"Content-Disposition": f'inline; filename="{filename}"'})
         if extension == "html":
             text = (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Facture "
                     f"{html_escape(detail['number'])}</title></head><body><h1>Facture "
                     f"{html_escape(detail['number'])}</h1><p>{html_escape(detail['date'])} - "
                     f"{html_escape(detail['customer']['name'])} - {detail['total']:.2f} EUR</p>"
                     "</body></html>")
-            return _Reply(200, text.encode("utf-8"), "text/html; charset=utf-8")
+            return Reply(200, text.encode("utf-8"), "text/html; charset=utf-8")
         text = ('<?xml version="1.0" encoding="utf-8"?><invoice>'
                 f"<id>{detail['id']}</id><number>{xml_escape(detail['number'])}</number>"
                 f"<date>{detail['date']}</date><customer>{xml_escape(detail['customer']['name'])}"
                 f"</customer><total currency=\"EUR\">{detail['total']:.2f}</total></invoice>")
-        return _Reply(200, text.encode("utf-8"), "application/xml; charset=utf-8")
+        return Reply(200, text.encode("utf-8"), "application/xml; charset=utf-8")
 
 
 # ------------------------------------------------------------------------ command line
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Serve until SIGINT/SIGTERM; print the base URL (and credentials) as one JSON line first."""
-    parser = argparse.ArgumentParser(prog="python -m tests.emulators.enfact", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--port", type=int, default=0, help="0 = any free port")
-    parser.add_argument("--session-key", default="sk-test-session-key")
-    parser.add_argument("--company", action="append", default=None,
-                        help=f"a company UUID (repeatable); default {DEFAULT_COMPANY}")
-    parser.add_argument("--invoices", type=int, default=0,
-                        help="sample invoices to create per company (one a day, up to today)")
-    parser.add_argument("--page-size", type=int, default=20)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+def _from_args(args: argparse.Namespace) -> EnfactEmulator:
+    """The emulator the command line asks for, with its sample invoices."""
     companies = args.company or [DEFAULT_COMPANY]
     emulator = EnfactEmulator(session_key=args.session_key, page_size=args.page_size,
                               companies={company: [] for company in companies}, port=args.port)
@@ -790,10 +519,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         for age in range(args.invoices - 1, -1, -1):
             emulator.add_invoice(company, date=today - timedelta(days=age),
                                  total=round(121.0 * (age + 1), 2))
-    with emulator:
-        print(json.dumps({"base_url": emulator.base_url, "session_key": emulator.session_key,
-                          "companies": emulator.companies}), flush=True)
-        stop.wait()
+    return emulator
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Serve until SIGINT/SIGTERM; print the base URL (and credentials) as one JSON line first."""
+    parser = cli_parser("tests.emulators.enfact", __doc__)
+    parser.add_argument("--session-key", default="sk-test-session-key")
+    parser.add_argument("--company", action="append", default=None,
+                        help=f"a company UUID (repeatable); default {DEFAULT_COMPANY}")
+    parser.add_argument("--invoices", type=int, default=0,
+                        help="sample invoices to create per company (one a day, up to today)")
+    parser.add_argument("--page-size", type=int, default=20)
+    run_cli(parser, argv, _from_args,
+            lambda emulator: {"base_url": emulator.base_url, "session_key": emulator.session_key,
+                              "companies": emulator.companies})
 
 
 if __name__ == "__main__":

@@ -46,28 +46,35 @@ import email.utils
 import hashlib
 import io
 import itertools
-import json
-import logging
 import math
 import os
-import random
 import re
 import secrets
 import shutil
-import signal
-import socket
 import tempfile
-import threading
 import time
-import traceback
 import uuid
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qs, parse_qsl, quote, unquote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode
+
+from tests.emulators._server import (
+    CHUNK,
+    JSON_TYPE,  # noqa: F401 -- still importable from here
+    EmulatorHandler,
+    EmulatorServer,
+    Fault,
+    FileBody,
+    Headers,
+    RecordedFile,
+    RecordedRequest,
+    Reply,
+    cli_parser,
+    json_reply,
+    run_cli,
+)
 
 __all__ = [
     "FAULT_KINDS",
@@ -79,8 +86,6 @@ __all__ = [
     "main",
 ]
 
-_log = logging.getLogger(__name__)
-
 STATUSES = frozenset(
     {"Received", "ToReview", "Processing", "Duplicate", "Done", "ManualProcessing", "Deleted"}
 )
@@ -91,67 +96,12 @@ TYPE_SCANS = ("Client", "Supplier", "Others")
 TOKEN_PATH = "/identity/connect/token"
 TOKEN_FIELDS = ("username", "password", "grant_type", "scope", "client_id", "client_secret")
 SCOPE = "openid apidata"
-JSON_TYPE = "application/json; charset=utf-8"
 
-_CHUNK = 64 * 1024  # read/write block size
 _MAX_FIELD = 64 * 1024  # largest accepted non-file multipart value
 _MAX_PART_HEADERS = 16 * 1024
 _MAX_URLENCODED = 64 * 1024
 _OWNER_ID = 7498  # "OwnerId" of every document (the API user)
 _FORBIDDEN = "Authorization has been denied for this request."
-
-
-class Headers(dict[str, str]):
-    """Request headers; keys are stored lower-case and every lookup ignores case.
-
-    A header sent several times is kept once, its values joined with ", ".
-    """
-
-    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        super().__init__()
-        for name, value in items:
-            self[name] = f"{self[name]}, {value}" if name in self else value
-
-    def __setitem__(self, key: str, value: str) -> None:
-        super().__setitem__(key.lower(), value)
-
-    def __getitem__(self, key: str) -> str:
-        return super().__getitem__(key.lower())
-
-    def __contains__(self, key: object) -> bool:
-        return super().__contains__(key.lower() if isinstance(key, str) else key)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return super().get(key.lower(), default)
-
-
-@dataclass(frozen=True)
-class RecordedFile:
-    """A file part as received: ``data`` holds the bytes when size <= max_memory_part."""
-
-    filename: str
-    content_type: str | None
-    size: int
-    sha1_hex_upper: str
-    data: bytes | None
-
-
-@dataclass(frozen=True)
-class RecordedRequest:
-    """One request as the emulator saw it, and what it did about it.
-
-    ``status`` is the status code answered (None when the connection was dropped or the
-    client went away); ``fault`` is the injected fault's kind, or None.
-    """
-
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    headers: Headers
-    form: dict[str, str]
-    files: dict[str, RecordedFile]
-    status: int | None
-    fault: str | None
 
 
 # --------------------------------------------------------------------------- internals
@@ -201,38 +151,6 @@ class _Request:
     body: _Body
 
 
-@dataclass(frozen=True)
-class _FileBody:
-    path: str
-    size: int
-    corrupt_at: int | None  # offset of the byte to flip, if any
-
-
-@dataclass
-class _Reply:
-    status: int
-    body: bytes = b""
-    content_type: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    file: _FileBody | None = None
-    close: bool = False
-
-
-@dataclass
-class _Fault:
-    kind: str
-    remaining: int
-    path_contains: str | None
-    method: str | None
-    retry_after: str | None
-    delay: float
-
-    def matches(self, method: str, path: str) -> bool:
-        return (self.method is None or self.method == method) and (
-            self.path_contains is None or self.path_contains in path
-        )
-
-
 @dataclass
 class _Document:
     id: int
@@ -276,23 +194,18 @@ def _iso(moment: datetime) -> str:
     return f"{text}.{fraction}Z" if fraction else f"{text}Z"
 
 
-def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> _Reply:
-    body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-    return _Reply(status, body, JSON_TYPE, dict(headers or {}))
+def _message(status: int, text: str) -> Reply:
+    return json_reply(status, {"Message": text})
 
 
-def _message(status: int, text: str) -> _Reply:
-    return _json(status, {"Message": text})
-
-
-def _oauth_error(error: str, description: str | None = None) -> _Reply:
+def _oauth_error(error: str, description: str | None = None) -> Reply:
     payload = {"error": error}
     if description is not None:
         payload["error_description"] = description
-    return _json(400, payload, {"Cache-Control": "no-store", "Pragma": "no-cache"})
+    return json_reply(400, payload, {"Cache-Control": "no-store", "Pragma": "no-cache"})
 
 
-def _storage_error(status: int, code: str, message: str, detail: str | None = None) -> _Reply:
+def _storage_error(status: int, code: str, message: str, detail: str | None = None) -> Reply:
     """An Azure Blob Storage style XML error, as the public download URLs answer."""
     detail_xml = f"<AuthenticationErrorDetail>{detail}</AuthenticationErrorDetail>" if detail else ""
     text = (
@@ -300,25 +213,7 @@ def _storage_error(status: int, code: str, message: str, detail: str | None = No
         f"<Code>{code}</Code><Message>{message}\nRequestId:{uuid.uuid4()}\n"
         f"Time:{_iso(_now())}</Message>{detail_xml}</Error>"
     )
-    return _Reply(status, text.encode("utf-8"), "application/xml", {"x-ms-error-code": code})
-
-
-def _fault_reply(fault: _Fault) -> _Reply:
-    if fault.kind in ("502", "503"):
-        title = "502 Bad Gateway" if fault.kind == "502" else "503 Service Unavailable"
-        html = f"<html><head><title>{title}</title></head><body><h1>{title}</h1></body></html>"
-        reply = _Reply(int(fault.kind), html.encode(), "text/html")
-    else:
-        texts = {
-            "500": "An error has occurred.",
-            "429": "Rate limit is exceeded. Try again later.",
-            "400": "The request is invalid.",
-            "403": _FORBIDDEN,
-        }
-        reply = _message(int(fault.kind), texts[fault.kind])
-    if fault.retry_after is not None:
-        reply.headers["Retry-After"] = fault.retry_after
-    return reply
+    return Reply(status, text.encode("utf-8"), "application/xml", {"x-ms-error-code": code})
 
 
 def _positive_int(text: str) -> int | None:
@@ -358,7 +253,7 @@ class _BodyReader:
             self._remaining = int(length) if length is not None else 0
             self._done = self._remaining == 0
 
-    def read(self, size: int = _CHUNK) -> bytes:
+    def read(self, size: int = CHUNK) -> bytes:
         """Up to ``size`` bytes of the body; b"" once it is all read."""
         while not self._done:
             if self._remaining == 0:
@@ -490,7 +385,7 @@ def _parse_multipart(reader: _BodyReader, boundary: str, tmpdir: str,
 
     def fill() -> None:
         nonlocal eof
-        data = reader.read(_CHUNK)
+        data = reader.read(CHUNK)
         eof = not data
         buf.extend(data)
 
@@ -586,76 +481,26 @@ def _read_body(reader: _BodyReader, content_type: str | None, tmpdir: str,
     return body
 
 
+def _recorded(request: _Request, status: int | None, fault: str | None) -> RecordedRequest:
+    """``request`` as recorded: the first value of each form field and file part."""
+    files: dict[str, RecordedFile] = {}
+    for uploaded in request.body.files:
+        files.setdefault(uploaded.name, uploaded.record())
+    form: dict[str, str] = {}
+    for name, value in request.body.fields:
+        form.setdefault(name, value)
+    return RecordedRequest(request.method, request.path, request.query, request.headers,
+                           form, files, status, fault)
+
+
 # ---------------------------------------------------------------------- HTTP plumbing
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], emulator: InqomEmulator) -> None:
-        self.emulator = emulator
-        super().__init__(address, _Handler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        _log.debug("connection error from %s", client_address, exc_info=True)
+class _Handler(EmulatorHandler):
+    server_version = "Kestrel"
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.emulator._connection_opened(self.connection)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.emulator._connection_closed(self.connection)
-
-    def do_GET(self) -> None:
-        self.server.emulator._serve(self)
-
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_GET
-
-    def version_string(self) -> str:
-        return "Kestrel"
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        _log.info("%s - %s", self.address_string(), format % args)
-
-    def send_reply(self, reply: _Reply) -> None:
-        """Write ``reply``, always with a Content-Length, streaming file bodies."""
-        self.send_response(reply.status)
-        for name, value in reply.headers.items():
-            self.send_header(name, value)
-        if reply.content_type:
-            self.send_header("Content-Type", reply.content_type)
-        self.send_header("Content-Length", str(reply.file.size if reply.file else len(reply.body)))
-        if reply.close:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        if reply.file is None:
-            self.wfile.write(reply.body)
-            return
-        corrupt_at = reply.file.corrupt_at
-        with open(reply.file.path, "rb") as source:
-            offset = 0
-            while chunk := source.read(_CHUNK):
-                if corrupt_at is not None and offset <= corrupt_at < offset + len(chunk):
-                    flipped = bytearray(chunk)
-                    flipped[corrupt_at - offset] ^= 0xFF
-                    chunk = bytes(flipped)
-                self.wfile.write(chunk)
-                offset += len(chunk)
-
-
-_Route = tuple[str, re.Pattern[str], Callable[..., _Reply]]
-
-
-class InqomEmulator:
+class InqomEmulator(EmulatorServer):
     """Inqom's identity server and accounting-documents API on a loopback port.
 
     Settings that tests may change at any time (plain attributes):
@@ -671,11 +516,25 @@ class InqomEmulator:
     * ``flow_for_name``: original file name (or DocumentName) -> status flow, applied to
       documents created afterwards.
     * ``public_url_ttl``, ``corrupt_next_downloads``, ``redirect_public_to``.
-    * ``error_rate``, ``error_kinds``, ``seed``, ``random_faults_on_all``: random faults.
+    * ``error_rate``, ``error_kinds``, ``seed``, ``random_faults_on_all``: random faults
+      (on ``/api/`` paths, or on every path with ``random_faults_on_all``).
     * ``token_ttl``, ``status_flow``, ``polls_per_step``: defaults for what comes next.
+
+    Fault kinds: ``FAULT_KINDS`` ("drop_after_process" creates the document, then drops).
     """
 
-    host = "127.0.0.1"
+    _name = "inqom"
+    _handler_class = _Handler
+    _fault_kinds = FAULT_KINDS
+    _fault_texts = {
+        "500": "An error has occurred.",
+        "429": "Rate limit is exceeded. Try again later.",
+        "400": "The request is invalid.",
+        "403": _FORBIDDEN,
+    }
+    _api_prefix = "/api/"
+    _no_route = "No HTTP resource was found that matches {path}"
+    _not_allowed = "The requested resource does not support {method}"
 
     def __init__(
         self,
@@ -693,6 +552,7 @@ class InqomEmulator:
     ) -> None:
         if polls_per_step < 1:
             raise ValueError("polls_per_step must be >= 1")
+        super().__init__(port=port)
         self.username = username
         self.password = password
         self.client_id = client_id
@@ -712,28 +572,14 @@ class InqomEmulator:
         self.flow_for_name: dict[str, Sequence[str]] = {}
         self.corrupt_next_downloads = 0
         self.redirect_public_to: str | None = None
-        self.error_rate = 0.0
-        self._error_kinds: tuple[str, ...] = ("500", "429")
         self.random_faults_on_all = False
-        self.internal_errors: list[str] = []  # tracebacks of emulator bugs (answered 500)
 
-        self._requested_port = port
-        self._lock = threading.RLock()
-        self._idle = threading.Condition(self._lock)
-        self._seed = 0
-        self._rng = random.Random(self._seed)
-        self._requests: list[RecordedRequest] = []
-        self._faults: list[_Fault] = []
         self._tokens: dict[str, float] = {}  # token -> time.monotonic() expiry
         self._documents: dict[int, _Document] = {}
         self._links: dict[str, _PublicLink] = {}
         self._ids = itertools.count(1_000_001)
-        self._connections: set[socket.socket] = set()
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         self._tmpdir: str | None = None
-        self._routes: tuple[_Route, ...] = (
+        self._routes = (
             ("POST", re.compile(re.escape(TOKEN_PATH)), self._token),
             ("POST", re.compile(r"/api/accounting-documents/accounting-folders/([^/]+)/Documents/?"),
              self._upload_document),
@@ -749,61 +595,13 @@ class InqomEmulator:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> InqomEmulator:
-        """Bind 127.0.0.1 (port 0 = a free port) and serve in a daemon thread."""
-        if self._server is not None:
-            raise RuntimeError("the emulator is already running")
-        self._stopping.clear()
+    def _prepare(self) -> None:
         self._tmpdir = tempfile.mkdtemp(prefix="inqom-emulator-")
-        try:
-            self._server = _Server((self.host, self._requested_port), self)
-        except OSError:
-            shutil.rmtree(self._tmpdir, ignore_errors=True)
-            self._tmpdir = None
-            raise
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05},
-                                        name=f"inqom-emulator-{self.port}", daemon=True)
-        self._thread.start()
-        return self
 
-    def stop(self) -> None:
-        """Stop serving, close every open connection and remove the temporary files."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        self._stopping.set()
-        server.shutdown()
-        server.server_close()
-        deadline = time.monotonic() + 5
-        with self._idle:
-            while self._connections and time.monotonic() < deadline:
-                for connection in list(self._connections):
-                    with contextlib.suppress(OSError):
-                        connection.shutdown(socket.SHUT_RDWR)
-                self._idle.wait(0.1)
-        if self._thread is not None:
-            self._thread.join(5)
+    def _clean_up(self) -> None:
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
             self._tmpdir = None
-
-    def __enter__(self) -> InqomEmulator:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("the emulator is not running")
-        return int(self._server.server_address[1])
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     @property
     def token_url(self) -> str:
@@ -815,48 +613,6 @@ class InqomEmulator:
         return self._tmpdir
 
     # ------------------------------------------------------------- test controls
-
-    def inject(self, kind: str, *, times: int = 1, path_contains: str | None = None,
-               method: str | None = None, retry_after: float | str | None = None,
-               delay: float = 0.0) -> None:
-        """Queue a fault for the next ``times`` matching requests (queued faults go first).
-
-        Kinds: "500", "502", "503", "429", "400", "403" (that answer, with Retry-After
-        when ``retry_after`` is given), "drop" (read the request, close without answer),
-        "slow" (answer normally after ``delay`` s), "drop_after_process" (do the work,
-        e.g. create the document, then close without answer). ``delay`` applies to
-        every kind.
-        """
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {kind!r}; valid: {sorted(FAULT_KINDS)}")
-        if times < 1:
-            raise ValueError("times must be >= 1")
-        with self._lock:
-            self._faults.append(_Fault(kind, times, path_contains,
-                                       method.upper() if method else None,
-                                       None if retry_after is None else str(retry_after), delay))
-
-    @property
-    def error_kinds(self) -> tuple[str, ...]:
-        """Fault kinds drawn (uniformly) for random faults."""
-        return self._error_kinds
-
-    @error_kinds.setter
-    def error_kinds(self, kinds: Sequence[str]) -> None:
-        unknown = set(kinds) - FAULT_KINDS
-        if not kinds or unknown:
-            raise ValueError(f"error_kinds must be non-empty fault kinds; unknown: {sorted(unknown)}")
-        self._error_kinds = tuple(kinds)
-
-    @property
-    def seed(self) -> int:
-        return self._seed
-
-    @seed.setter
-    def seed(self, value: int) -> None:
-        with self._lock:
-            self._seed = value
-            self._rng = random.Random(value)
 
     def expire_tokens(self) -> None:
         """Make every token issued so far invalid (API calls with it get 403)."""
@@ -889,25 +645,9 @@ class InqomEmulator:
                 document.polls_per_step = polls_per_step
             self._apply_status(document, steps[0], ())
 
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        """A snapshot of every request recorded so far, oldest first."""
-        with self._lock:
-            return list(self._requests)
-
-    def calls(self, method: str | None = None, path_contains: str | None = None) -> list[RecordedRequest]:
-        """Recorded requests with this method (any case) whose path contains this text."""
-        return [r for r in self.requests
-                if (method is None or r.method == method.upper())
-                and (path_contains is None or path_contains in r.path)]
-
     def token_calls(self) -> list[RecordedRequest]:
         """Recorded requests to the token endpoint (``len()`` for the count)."""
         return self.calls(path_contains=TOKEN_PATH)
-
-    def reset_requests(self) -> None:
-        with self._lock:
-            self._requests.clear()
 
     @property
     def documents(self) -> dict[int, dict[str, Any]]:
@@ -921,105 +661,45 @@ class InqomEmulator:
 
     # ------------------------------------------------------------------ serving
 
-    def _connection_opened(self, connection: socket.socket) -> None:
-        with self._lock:
-            self._connections.add(connection)
-
-    def _connection_closed(self, connection: socket.socket) -> None:
-        with self._idle:
-            self._connections.discard(connection)
-            self._idle.notify_all()
-
-    def _serve(self, handler: _Handler) -> None:
-        target = urlsplit(handler.path)
-        method, path = handler.command, target.path
-        query = parse_qs(target.query, keep_blank_values=True)
-        headers = Headers(handler.headers.items())
-        fault = self._take_fault(method, path)
+    def _handle(self, handler: EmulatorHandler, method: str, path: str,
+                query: dict[str, list[str]], headers: Headers, fault: Fault | None) -> Reply | None:
         fault_kind = fault.kind if fault else None
         assert self._tmpdir is not None
         try:
             reader = _BodyReader(handler.rfile, headers)
             body = _read_body(reader, headers.get("Content-Type"), self._tmpdir, self.max_memory_part)
         except _Disconnected:
-            handler.close_connection = True
-            self._record(_Request(method, path, query, headers, _Body(None)), None, fault_kind)
-            return
+            self._record(_recorded(_Request(method, path, query, headers, _Body(None)), None, fault_kind))
+            return None
         except _BadFraming as exc:
             rejection = _message(400, str(exc))
             rejection.close = True
-            self._record(_Request(method, path, query, headers, _Body(None)), 400, fault_kind)
-            handler.send_reply(rejection)
-            return
+            self._record(_recorded(_Request(method, path, query, headers, _Body(None)), 400, fault_kind))
+            return rejection
         request = _Request(method, path, query, headers, body)
         try:
-            if fault is not None and fault.delay > 0:
-                self._stopping.wait(fault.delay)
-            reply: _Reply | None
-            if fault_kind == "drop":
-                reply = None
-            elif fault is not None and fault_kind not in ("slow", "drop_after_process"):
-                reply = _fault_reply(fault)
-            else:
-                reply = self._dispatch(request)
-                if fault_kind == "drop_after_process":
-                    reply = None
-            self._record(request, reply.status if reply else None, fault_kind)
+            reply = self._answer(fault, lambda: self._dispatch(request))
+            self._record(_recorded(request, reply.status if reply else None, fault_kind))
         finally:  # before answering: a client that got its answer finds no stray file
             for uploaded in body.files:
                 if not uploaded.kept:
                     _unlink(uploaded.path)
-        if reply is None:
-            handler.close_connection = True
-        else:
-            handler.send_reply(reply)
+        return reply
 
-    def _take_fault(self, method: str, path: str) -> _Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.matches(method, path):
-                    fault.remaining -= 1
-                    if fault.remaining == 0:
-                        self._faults.remove(fault)
-                    return fault
-            if (self.error_rate > 0 and (path.startswith("/api/") or self.random_faults_on_all)
-                    and self._rng.random() < self.error_rate):
-                return _Fault(self._rng.choice(self._error_kinds), 1, None, None, None, 0.0)
-        return None
+    def _error(self, status: int, text: str) -> Reply:
+        return _message(status, text)
 
-    def _record(self, request: _Request, status: int | None, fault: str | None) -> None:
-        files: dict[str, RecordedFile] = {}
-        for uploaded in request.body.files:
-            files.setdefault(uploaded.name, uploaded.record())
-        form: dict[str, str] = {}
-        for name, value in request.body.fields:
-            form.setdefault(name, value)
-        recorded = RecordedRequest(request.method, request.path, request.query, request.headers,
-                                   form, files, status, fault)
-        with self._lock:
-            self._requests.append(recorded)
+    def _random_fault_applies(self, path: str) -> bool:
+        return super()._random_fault_applies(path) or self.random_faults_on_all
 
-    def _dispatch(self, request: _Request) -> _Reply:
-        matches = [(method, handler, match) for method, pattern, handler in self._routes
-                   if (match := pattern.fullmatch(request.path))]
-        if not matches:
-            return _message(404, f"No HTTP resource was found that matches {request.path}")
-        chosen = next(((handler, match) for method, handler, match in matches
-                       if method == request.method), None)
-        if chosen is None:
-            reply = _message(405, f"The requested resource does not support {request.method}")
-            reply.headers["Allow"] = ", ".join(sorted({method for method, _, _ in matches}))
-            return reply
-        handler, match = chosen
+    def _dispatch(self, request: _Request) -> Reply:
+        routed = self._route(request.method, request.path)
+        if isinstance(routed, Reply):
+            return routed
         if request.path.startswith("/api/") and not self._authorized(request.headers):
             return _message(403, _FORBIDDEN)
-        try:
-            return handler(*match.groups(), request=request)
-        except Exception:  # an emulator bug: answer 500 and keep it for the test to see
-            _log.exception("inqom emulator error on %s %s", request.method, request.path)
-            with self._lock:
-                self.internal_errors.append(traceback.format_exc())
-            return _message(500, "An error has occurred.")
+        endpoint, args = routed
+        return self._guarded(request.method, request.path, lambda: endpoint(*args, request=request))
 
     def _authorized(self, headers: Headers) -> bool:
         scheme, _, token = (headers.get("Authorization") or "").partition(" ")
@@ -1031,7 +711,7 @@ class InqomEmulator:
 
     # ---------------------------------------------------------------- endpoints
 
-    def _token(self, request: _Request) -> _Reply:
+    def _token(self, request: _Request) -> Reply:
         body = request.body
         if body.media_type != "application/x-www-form-urlencoded":
             return _oauth_error("invalid_request", "Content-Type must be application/x-www-form-urlencoded, "
@@ -1063,11 +743,11 @@ class InqomEmulator:
         token = secrets.token_urlsafe(32)
         with self._lock:
             self._tokens[token] = time.monotonic() + self.token_ttl
-        return _json(200, {"access_token": token, "expires_in": int(self.token_ttl),
-                           "token_type": "Bearer", "scope": SCOPE},
-                     {"Cache-Control": "no-store", "Pragma": "no-cache"})
+        return json_reply(200, {"access_token": token, "expires_in": int(self.token_ttl),
+                                "token_type": "Bearer", "scope": SCOPE},
+                          {"Cache-Control": "no-store", "Pragma": "no-cache"})
 
-    def _upload_document(self, folder: str, *, request: _Request) -> _Reply:
+    def _upload_document(self, folder: str, *, request: _Request) -> Reply:
         fields = ("TypeScan", "FileSource", "DocRef", "SourceId", "WithoutWorkflow", "DocumentName")
         errors = self._form_errors(folder, request.body, fields, ("Document",))
         form = {name: value for name, value in request.body.fields if value}  # "" binds as null
@@ -1094,9 +774,9 @@ class InqomEmulator:
             folder_id, document, name=form.get("DocumentName") or document.filename,
             original_name=document.filename, type_scan=type_scan, source_id=form.get("SourceId"),
             doc_ref=form.get("DocRef"), beneficiary=None)
-        return _json(200, created)
+        return json_reply(200, created)
 
-    def _upload_expense_bill(self, folder: str, *, request: _Request) -> _Reply:
+    def _upload_expense_bill(self, folder: str, *, request: _Request) -> Reply:
         fields = ("BeneficiaryFullName", "FileNameWithExtension", "DocumentReference")
         errors = self._form_errors(folder, request.body, fields, ("File",))
         form = {name: value for name, value in request.body.fields if value}
@@ -1121,11 +801,11 @@ class InqomEmulator:
         created = self._create_document(
             folder_id, bill, name=file_name, original_name=file_name, type_scan="Others",
             source_id=None, doc_ref=form.get("DocumentReference"), beneficiary=beneficiary)
-        return _json(200, {"DocumentId": created["Id"]})
+        return json_reply(200, {"DocumentId": created["Id"]})
 
-    def _get_document(self, folder: str, doc_id: str, *, request: _Request) -> _Reply:
+    def _get_document(self, folder: str, doc_id: str, *, request: _Request) -> Reply:
         found = self._find(folder, doc_id)
-        if isinstance(found, _Reply):
+        if isinstance(found, Reply):
             return found
         with self._lock:
             found.polls += 1
@@ -1133,11 +813,11 @@ class InqomEmulator:
                 found.step, found.polls = found.step + 1, 0
                 self._apply_status(found, found.flow[found.step], ())
             payload = self._document_json(found)
-        return _json(200, [payload] if self.get_as_array else payload)
+        return json_reply(200, [payload] if self.get_as_array else payload)
 
-    def _public_url(self, folder: str, doc_id: str, *, request: _Request) -> _Reply:
+    def _public_url(self, folder: str, doc_id: str, *, request: _Request) -> Reply:
         found = self._find(folder, doc_id)
-        if isinstance(found, _Reply):
+        if isinstance(found, Reply):
             return found
         token = secrets.token_urlsafe(18)
         signature = base64.b64encode(secrets.token_bytes(32)).decode("ascii")  # has + / =
@@ -1147,16 +827,16 @@ class InqomEmulator:
         expiry = datetime.fromtimestamp(expires_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         sas = urlencode({"sv": "2021-08-06", "se": expiry, "sr": "b", "sp": "r", "sig": signature},
                         quote_via=quote, safe="")
-        return _json(200, f"{self.base_url}/public/{token}/{quote(found.original_name, safe='')}?{sas}")
+        return json_reply(200, f"{self.base_url}/public/{token}/{quote(found.original_name, safe='')}?{sas}")
 
-    def _download(self, token: str, name: str, *, request: _Request) -> _Reply:
+    def _download(self, token: str, name: str, *, request: _Request) -> Reply:
         with self._lock:
             link = self._links.get(token)
             document = self._documents.get(link.doc_id) if link else None
         if link is None or document is None or unquote(name) != document.original_name:
             return _storage_error(404, "BlobNotFound", "The specified blob does not exist.")
         if self.redirect_public_to:
-            return _Reply(302, headers={"Location": self.redirect_public_to})
+            return Reply(302, headers={"Location": self.redirect_public_to})
         auth_failed = ("Server failed to authenticate the request. Make sure the value of "
                        "Authorization header is formed correctly including the signature.")
         if request.query.get("sig") != [link.signature]:
@@ -1171,10 +851,10 @@ class InqomEmulator:
             corrupt = self.corrupt_next_downloads > 0
             if corrupt:
                 self.corrupt_next_downloads -= 1
-        return _Reply(200, content_type="application/octet-stream",
-                      headers={"x-ms-blob-type": "BlockBlob"},
-                      file=_FileBody(document.path, document.size,
-                                     document.size // 2 if corrupt else None))
+        return Reply(200, content_type="application/octet-stream",
+                     headers={"x-ms-blob-type": "BlockBlob"},
+                     file=FileBody(document.path, document.size,
+                                   document.size // 2 if corrupt else None))
 
     # ----------------------------------------------------------------- helpers
 
@@ -1198,14 +878,14 @@ class InqomEmulator:
                    for name, _ in body.fields if name in files]
         return errors
 
-    def _folder_denied(self, folder_id: int) -> _Reply | None:
+    def _folder_denied(self, folder_id: int) -> Reply | None:
         if folder_id in self.forbidden_folders:
             return _message(403, _FORBIDDEN)
         if folder_id in self.unknown_folders or (self.folders is not None and folder_id not in self.folders):
             return _message(404, f"Accounting folder {folder_id} not found")
         return None
 
-    def _find(self, folder: str, doc_id: str) -> _Document | _Reply:
+    def _find(self, folder: str, doc_id: str) -> _Document | Reply:
         folder_id, document_id = _positive_int(folder), _positive_int(doc_id)
         if folder_id is None or document_id is None:
             return _message(400, "accountingFolderId and the document id must be positive integers")
@@ -1290,11 +970,18 @@ class InqomEmulator:
 # ------------------------------------------------------------------------ command line
 
 
+def _from_args(args: argparse.Namespace) -> InqomEmulator:
+    """The emulator the command line asks for."""
+    return InqomEmulator(
+        username=args.username, password=args.password, client_id=args.client_id,
+        client_secret=args.client_secret, token_ttl=args.token_ttl,
+        status_flow=args.status_flow.split(","), polls_per_step=args.polls_per_step,
+        public_url_ttl=args.public_url_ttl, port=args.port)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Serve until SIGINT/SIGTERM; print the URLs as one JSON line first."""
-    parser = argparse.ArgumentParser(prog="python -m tests.emulators.inqom", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--port", type=int, default=0, help="0 = any free port")
+    parser = cli_parser("tests.emulators.inqom", __doc__)
     parser.add_argument("--username", default="api@example.test")
     parser.add_argument("--password", default="pw-secret")
     parser.add_argument("--client-id", default="client-id")
@@ -1304,20 +991,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="comma-separated statuses a new document walks through")
     parser.add_argument("--polls-per-step", type=int, default=1)
     parser.add_argument("--public-url-ttl", type=float, default=300.0)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    emulator = InqomEmulator(
-        username=args.username, password=args.password, client_id=args.client_id,
-        client_secret=args.client_secret, token_ttl=args.token_ttl,
-        status_flow=args.status_flow.split(","), polls_per_step=args.polls_per_step,
-        public_url_ttl=args.public_url_ttl, port=args.port)
-    with emulator:
-        print(json.dumps({"base_url": emulator.base_url, "token_url": emulator.token_url}), flush=True)
-        stop.wait()
+    run_cli(parser, argv, _from_args,
+            lambda emulator: {"base_url": emulator.base_url, "token_url": emulator.token_url})
 
 
 if __name__ == "__main__":

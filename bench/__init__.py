@@ -1,0 +1,1 @@
+"""Benchmarks of inqom-bridge (see bench/README.md)."""
