@@ -36,7 +36,7 @@ from .blobmove import metadata_text, move_blob
 from .http import ApiError, ForbiddenError
 from .inqom import InqomDocument
 from .ledger import (
-    ARCHIVED, DELETED, DUPLICATE, STALE, UPLOADED, Ledger, LedgerConflict, LedgerEntry, iso, parse_iso,
+    ARCHIVED, DELETED, DUPLICATE, FAILED, STALE, UPLOADED, Ledger, LedgerConflict, LedgerEntry, iso, parse_iso,
 )
 from .observability import log_context
 from .polling import PollPolicy
@@ -44,7 +44,7 @@ from .services import Services
 
 log = logging.getLogger(__name__)
 
-POLLABLE_STATES = frozenset({UPLOADED, DUPLICATE, STALE})
+POLLABLE_STATES = frozenset({UPLOADED, DUPLICATE, STALE, FAILED})
 CLAIM_LEASE = timedelta(minutes=10)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -112,6 +112,9 @@ def poll_tick(services: Services, now: datetime | None = None) -> TickReport:
 
 def _follow(services: Services, ledger: Ledger, policy: PollPolicy, entry: LedgerEntry, now: datetime,
             report: TickReport) -> None:
+    if entry.state == FAILED:
+        _retry_upload(services, ledger, entry)
+        return
     folder = int(entry.get("FolderId") or entry.partition)
     inqom_id = int(entry.get("InqomId"))
     document = services.inqom.get_document(folder, inqom_id)
@@ -141,6 +144,24 @@ def _follow(services: Services, ledger: Ledger, policy: PollPolicy, entry: Ledge
             log.warning("ledger %s: Inqom document %s still %s after %.0f hours; flagged Stale",
                         entry.key, inqom_id, document.status, (now - uploaded).total_seconds() / 3600)
         ledger.update(entry, **observed, NextPollAt=now + policy.next_delay(document.status, polls))
+
+
+def _retry_upload(services: Services, ledger: Ledger, entry: LedgerEntry) -> None:
+    """Watchdog: an upload that failed and was not retried by the host in time is driven from here."""
+    from .uploader import upload_inbox_blob
+
+    blob = services.stores.container(entry.get("Container")).get_blob_client(entry.get("BlobPath"))
+    try:
+        current_etag = blob.get_blob_properties().etag.strip('"')
+    except ResourceNotFoundError:
+        current_etag = None
+    if current_etag != entry.get("BlobETag"):
+        ledger.update(entry, NextPollAt=None, LastError=f"{entry.get('LastError') or ''} — superseded: the inbox "
+                      "blob was replaced or removed; any new version has its own row".lstrip(" —"))
+        return
+    log.warning("ledger %s: upload still failed after the host's retries; retrying it from the poller", entry.key)
+    ledger.update(entry, NextPollAt=None)  # the upload records its own outcome (and a new watchdog if it fails)
+    upload_inbox_blob(services, blob)
 
 
 def _reschedule(ledger: Ledger, entry: LedgerEntry, observed: dict, due: datetime, error: str) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobClient
@@ -94,7 +95,9 @@ def upload_inbox_blob(services: Services, blob: BlobClient) -> UploadOutcome:
         if permanent or attempts >= settings.upload_max_attempts:
             reason = str(exc) if permanent else f"gave up after {attempts} attempts: {exc}"
             return _quarantine(services, ledger, partition, key, fields, name, reason, entry=entry)
-        ledger.update(entry, State=FAILED, LastError=str(exc), ClaimUntil=None)
+        # The host retries the blob; the pending-index entry is a watchdog in case it does not.
+        ledger.update(entry, State=FAILED, LastError=str(exc), ClaimUntil=None,
+                      NextPollAt=ledger.clock() + timedelta(seconds=settings.upload_claim_seconds))
         log.warning("upload of %s (ledger %s) failed, attempt %d of %d: %s",
                     name, key, attempts, settings.upload_max_attempts, exc)
         raise

@@ -204,3 +204,19 @@ def test_lost_response_then_retry_is_linked_as_duplicate(services, host, inqom):
     assert inqom.document_count() == 2
     assert row.state == DUPLICATE and row.get("OriginId") in inqom.documents
     assert row.get("OriginId") != row.get("InqomId")
+
+
+def test_failed_upload_not_retried_by_the_host_is_retried_by_the_poller(services, host, inqom):
+    """The host gave up (or never retried): the pending-index watchdog drives the upload again."""
+    name = "12/client/orphaned.pdf"
+    drop(services, name, PDF)
+    inqom.inject("503", times=4, path_contains="/Documents")
+    with pytest.raises(TransientError):
+        deliver(host, name)
+    assert row_for(services, name).state == "Failed"
+    base = services.ledger.clock
+    services.ledger.clock = lambda: base() + timedelta(seconds=901)
+    host.fire_timer("poll_documents")
+    row = row_for(services, name)
+    assert row.state == UPLOADED and row.get("Attempts") == 2 and row.next_poll is not None
+    assert inqom.document_count() == 1
