@@ -52,3 +52,46 @@ def test_runner_serves_http_functions_with_their_key(app_env):
         assert pushed.returncode == 0 and pushed.stdout.startswith("202 "), pushed.stdout + pushed.stderr
     finally:
         runner.stop()
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, stack = set(), [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.add(child)
+            stack.append(child)
+    return found
+
+
+def test_ctrl_c_stops_every_process_the_runner_started():
+    import signal
+    import time
+
+    runner = subprocess.Popen([sys.executable, "-m", "devtools.run", "--no-func", "--port", "0"], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        banner = []
+        for line in runner.stdout:
+            banner.append(line)
+            if "tick now" in line:
+                break
+        assert any("webhook" in line for line in banner), "".join(banner)
+        started = _descendants(runner.pid)
+        assert started, "the runner should have started Azurite"
+        runner.send_signal(signal.SIGINT)
+        assert runner.wait(timeout=60) == 0
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in started):
+            time.sleep(0.2)
+        assert not [pid for pid in started if Path(f"/proc/{pid}").exists()]
+    finally:
+        if runner.poll() is None:
+            runner.kill()
