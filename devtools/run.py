@@ -25,6 +25,7 @@ unless ``local.settings.json`` holds real credentials (see README). With Core To
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -368,53 +369,43 @@ def main(argv: list[str] | None = None) -> int:
     from tests.emulators.inqom import InqomEmulator
     from tests.support.azurite import Azurite
 
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background, where it is ignored
     values = local_settings()
     real_inqom = not args.demo and args.emulators == "auto" and not _is_placeholder(values.get("INQOM_USERNAME"))
     real_enfact = not args.demo and args.emulators == "auto" and not _is_placeholder(values.get("ENFACT_SESSION_KEY"))
     data_dir = None if args.demo else REPO / ".azurite"
     if data_dir:
         data_dir.mkdir(exist_ok=True)
-    azurite = Azurite.start(ports=(10000, 10001, 10002), data_dir=data_dir)
-    inqom = None if real_inqom else InqomEmulator(status_flow=("Received", "Processing", "Done")).start()
-    enfact = None if real_enfact else EnfactEmulator().start()
-    key = os.environ.get("LOCAL_FUNCTION_KEY") or random_secrets.token_urlsafe(24)
-    env = build_environment(args, azurite, inqom, enfact)
-    if shutil.which("func") and not args.demo and not args.no_func:
-        print("Core Tools found: running `func start` (the real host) against Azurite and the emulators above.")
-        try:
-            return subprocess.call(["func", "start", "--port", str(args.port)], cwd=REPO, env={**os.environ, **env})
-        finally:
-            for emulator in (inqom, enfact):
-                if emulator is not None:
-                    emulator.stop()
-            azurite.stop()
-    runner = LocalRunner(env, args.port if not args.demo else 0, key)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        runner.start()
-        print("\ninqom-bridge local runner (development aid — not the Azure Functions host)")
-        print(f"  storage      Azurite {azurite.connection_string.split('BlobEndpoint=')[1].split(';')[0]}")
-        print(f"  Inqom        {'REAL ' + runner.env['INQOM_API_BASE_URL'] if inqom is None else 'emulator ' + inqom.base_url}")
-        print(f"  enFact       {'REAL ' + runner.env['ENFACT_API_BASE_URL'] if enfact is None else 'emulator ' + enfact.base_url}")
-        print(f"  drop files   local-inbox/<folderId>/<supplier|client|other|expense>/<file>  (or the Azurite 'inbox' container)")
-        print(f"  webhook      POST http://127.0.0.1:{runner.port}/api/enfact/invoices?code={key}")
-        print(f"  tick now     POST http://127.0.0.1:{runner.port}/admin/functions/poll_documents?code={key}")
-        print("  status       python -m inqom_bridge_cli status   (with DocumentStorage=UseDevelopmentStorage=true)\n")
-        if args.demo:
-            return run_demo(runner, enfact, args.timeout)
-        while not stop.wait(0.5):
-            pass
-        return 0
+        with contextlib.ExitStack() as started:  # everything started here is stopped on any exit
+            azurite = started.enter_context(Azurite.start(ports=(10000, 10001, 10002), data_dir=data_dir))
+            inqom = None if real_inqom else started.enter_context(InqomEmulator())
+            enfact = None if real_enfact else started.enter_context(EnfactEmulator())
+            key = os.environ.get("LOCAL_FUNCTION_KEY") or random_secrets.token_urlsafe(24)
+            env = build_environment(args, azurite, inqom, enfact)
+            if shutil.which("func") and not args.demo and not args.no_func:
+                print("Core Tools found: running `func start` (the real host) against Azurite and the emulators.")
+                return subprocess.call(["func", "start", "--port", str(args.port)], cwd=REPO, env={**os.environ, **env})
+            runner = LocalRunner(env, args.port if not args.demo else 0, key)
+            started.callback(runner.stop)
+            runner.start()
+            print("\ninqom-bridge local runner (development aid — not the Azure Functions host)")
+            print(f"  storage      Azurite {azurite.connection_string.split('BlobEndpoint=')[1].split(';')[0]}")
+            print(f"  Inqom        {'REAL ' + env['INQOM_API_BASE_URL'] if inqom is None else 'emulator ' + inqom.base_url}")
+            print(f"  enFact       {'REAL ' + env['ENFACT_API_BASE_URL'] if enfact is None else 'emulator ' + enfact.base_url}")
+            print("  drop files   local-inbox/<folderId>/<supplier|client|other|expense>/<file>  (or the Azurite 'inbox' container)")
+            print(f"  webhook      POST http://127.0.0.1:{runner.port}/api/enfact/invoices?code={key}")
+            print(f"  tick now     POST http://127.0.0.1:{runner.port}/admin/functions/poll_documents?code={key}")
+            print("  status       python -m inqom_bridge_cli status   (with DocumentStorage=UseDevelopmentStorage=true)\n",
+                  flush=True)
+            if args.demo:
+                return run_demo(runner, enfact, args.timeout)
+            stop.wait()
+            return 0
     except KeyboardInterrupt:
         return 0
-    finally:
-        runner.stop()
-        for emulator in (inqom, enfact):
-            if emulator is not None:
-                emulator.stop()
-        azurite.stop()
-
 
 if __name__ == "__main__":
     sys.exit(main())
