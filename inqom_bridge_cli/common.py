@@ -9,14 +9,12 @@ from typing import Any, Iterable, TextIO
 
 from azure.data.tables import EntityProperty
 
-from shared.ledger import (
-    ARCHIVING, DUPLICATE, STALE, UNROUTED_PARTITION, UPLOADED, LedgerEntry, parse_iso,
-)
+from shared.ledger import DUPLICATE, STALE, UPLOADED, LedgerEntry, parse_iso
 
 PROG = "inqom_bridge_cli"
 
 #: States in which a document is with Inqom and the poller still follows it.
-PENDING_STATES = (UPLOADED, DUPLICATE, STALE, ARCHIVING)
+PENDING_STATES = (UPLOADED, DUPLICATE, STALE)
 #: Written by ``replay`` on the ledger row of the quarantined document it sent back to the inbox.
 REPLAYED = "Replayed"
 
@@ -71,12 +69,6 @@ def is_empty(value: Any) -> bool:
 
 def text(value: Any) -> str:
     return "-" if is_empty(value) else str(value)
-
-
-def partition_for(blob_name: str) -> str:
-    """Ledger partition of an inbox blob (same rule as the uploader)."""
-    head = blob_name.split("/", 1)[0]
-    return head if head.isascii() and head.isdigit() and int(head) > 0 else UNROUTED_PARTITION
 
 
 def started_at(row: dict[str, Any]) -> datetime | None:

@@ -16,11 +16,11 @@ from urllib.parse import unquote
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared.blobmove import move_blob
-from shared.ledger import DELETED, QUARANTINED, LedgerConflict, LedgerEntry, iso
+from shared.ledger import DELETED, QUARANTINED, LedgerConflict, LedgerEntry, iso, partition_for
 from shared.routing import RoutingError, route
 from shared.services import Services
 
-from .common import REPLAYED, CliError, human_bytes, partition_for, print_json, table, text
+from .common import REPLAYED, CliError, human_bytes, print_json, table, text
 
 QUARANTINE_ONLY_METADATA = ("reason", "ledgerkey")
 

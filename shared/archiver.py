@@ -36,7 +36,7 @@ from .blobmove import metadata_text, move_blob
 from .http import ApiError, ForbiddenError
 from .inqom import InqomDocument
 from .ledger import (
-    ARCHIVED, DELETED, DUPLICATE, FAILED, STALE, UPLOADED, Ledger, LedgerConflict, LedgerEntry, iso, parse_iso,
+    ARCHIVED, DELETED, DUPLICATE, FAILED, STALE, UPLOADED, UPLOADING, Ledger, LedgerConflict, LedgerEntry, iso, parse_iso,
 )
 from .observability import log_context
 from .polling import PollPolicy
@@ -44,7 +44,7 @@ from .services import Services
 
 log = logging.getLogger(__name__)
 
-POLLABLE_STATES = frozenset({UPLOADED, DUPLICATE, STALE, FAILED})
+POLLABLE_STATES = frozenset({UPLOADED, DUPLICATE, STALE, FAILED, UPLOADING})
 CLAIM_LEASE = timedelta(minutes=10)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -112,7 +112,7 @@ def poll_tick(services: Services, now: datetime | None = None) -> TickReport:
 
 def _follow(services: Services, ledger: Ledger, policy: PollPolicy, entry: LedgerEntry, now: datetime,
             report: TickReport) -> None:
-    if entry.state == FAILED:
+    if entry.state in (FAILED, UPLOADING):  # due only when the host did not finish the upload
         _retry_upload(services, ledger, entry)
         return
     folder = int(entry.get("FolderId") or entry.partition)
@@ -147,7 +147,7 @@ def _follow(services: Services, ledger: Ledger, policy: PollPolicy, entry: Ledge
 
 
 def _retry_upload(services: Services, ledger: Ledger, entry: LedgerEntry) -> None:
-    """Watchdog: an upload that failed and was not retried by the host in time is driven from here."""
+    """Watchdog: an upload that failed, or whose worker died, and that the host did not finish in time."""
     from .uploader import upload_inbox_blob
 
     blob = services.stores.container(entry.get("Container")).get_blob_client(entry.get("BlobPath"))
@@ -159,7 +159,7 @@ def _retry_upload(services: Services, ledger: Ledger, entry: LedgerEntry) -> Non
         ledger.update(entry, NextPollAt=None, LastError=f"{entry.get('LastError') or ''} — superseded: the inbox "
                       "blob was replaced or removed; any new version has its own row".lstrip(" —"))
         return
-    log.warning("ledger %s: upload still failed after the host's retries; retrying it from the poller", entry.key)
+    log.warning("ledger %s: upload left %s by the host; retrying it from the poller", entry.key, entry.state)
     ledger.update(entry, NextPollAt=None)  # the upload records its own outcome (and a new watchdog if it fails)
     upload_inbox_blob(services, blob)
 

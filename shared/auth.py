@@ -30,7 +30,9 @@ DEFAULT_TOKEN_LIFETIME = 300.0
 
 
 class AuthenticationError(ApiError):
-    """The identity server refused the credentials; retrying will not help until they change."""
+    """The identity server refused the credentials: a configuration problem, not the document's."""
+
+    permanent = False
 
 
 class InqomTokenProvider:

@@ -30,9 +30,14 @@ TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 class ApiError(Exception):
-    """An HTTP API answered with an error, or could not be reached."""
+    """An HTTP API answered with an error, or could not be reached.
+
+    ``transient``: worth retrying within the call. ``permanent``: the same request will fail again,
+    so a document behind it is set aside rather than retried later.
+    """
 
     transient = False
+    permanent = True
 
     def __init__(self, service: str, message: str, status: int | None = None, detail: str = "") -> None:
         self.service = service
@@ -53,6 +58,8 @@ class BadRequestError(ApiError):
 class ForbiddenError(ApiError):
     """403: authentication or authorisation failed (after one credential refresh)."""
 
+    permanent = False  # usually configuration or rights, fixed without touching the document
+
 
 class NotFoundError(ApiError):
     """404: the URL or resource does not exist."""
@@ -66,6 +73,7 @@ class TransientError(ApiError):
     """Connection failure, timeout, 429 or 5xx that persisted through every retry."""
 
     transient = True
+    permanent = False
 
 
 _ERRORS_BY_STATUS: dict[int, type[ApiError]] = {400: BadRequestError, 403: ForbiddenError, 404: NotFoundError}

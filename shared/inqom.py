@@ -33,7 +33,9 @@ DOWNLOAD_CHUNK = 1024 * 1024
 
 
 class ResponseFormatError(ApiError):
-    """Inqom answered 2xx with a body this client cannot read."""
+    """Inqom answered 2xx with a body this client cannot read (the request may well have worked)."""
+
+    permanent = False
 
 
 class DownloadRefused(ApiError):

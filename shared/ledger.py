@@ -25,7 +25,6 @@ from azure.data.tables import EdmType, EntityProperty, TableClient, UpdateMode
 UPLOADING = "Uploading"
 UPLOADED = "Uploaded"
 DUPLICATE = "Duplicate"
-ARCHIVING = "Archiving"
 ARCHIVED = "Archived"
 DELETED = "Deleted"
 QUARANTINED = "Quarantined"
@@ -34,7 +33,7 @@ STALE = "Stale"
 
 FINAL_STATES = frozenset({ARCHIVED, DELETED, QUARANTINED})
 #: States in which the blob has been handed to Inqom; a redelivered trigger must not send it again.
-SENT_STATES = frozenset({UPLOADED, DUPLICATE, ARCHIVING, ARCHIVED, DELETED, STALE})
+SENT_STATES = frozenset({UPLOADED, DUPLICATE, ARCHIVED, DELETED, STALE})
 
 PENDING_PARTITION = "pending"
 WEBHOOK_PARTITION = "webhook"  # one row per accepted push id (replay protection)
@@ -55,6 +54,12 @@ def parse_iso(text: str | None) -> datetime | None:
     if not text:
         return None
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+
+
+def partition_for(blob_name: str) -> str:
+    """Ledger partition of an inbox blob: its accounting folder id, or ``unrouted``."""
+    head = blob_name.split("/", 1)[0]
+    return head if head.isascii() and head.isdigit() and int(head) > 0 else UNROUTED_PARTITION
 
 
 def ledger_key(container: str, blob_name: str, blob_etag: str) -> str:
@@ -164,12 +169,14 @@ class Ledger:
 
         Nothing to do: already sent or settled, or another worker holds a live claim.
         A claim that expired (a worker crashed mid-upload) or a failed attempt is taken over.
+        The claim's expiry is also the row's next due time in the pending index: if the worker
+        dies, the poller finds the row and drives the upload again.
         """
         claim_until = self.clock() + timedelta(seconds=claim_seconds)
         while True:
             try:  # a new blob is the common case: insert first, read only when the row exists
                 return self.insert(partition, key, {**fields, "State": UPLOADING, "Attempts": 1,
-                                                    "ClaimUntil": iso(claim_until)})
+                                                    "ClaimUntil": iso(claim_until), "NextPollAt": claim_until})
             except LedgerConflict:
                 entry = self.get(partition, key)
             if entry is None:
@@ -180,7 +187,7 @@ class Ledger:
                 return None
             try:
                 return self.update(entry, State=UPLOADING, Attempts=int(entry.get("Attempts") or 0) + 1,
-                                   ClaimUntil=iso(claim_until))
+                                   ClaimUntil=iso(claim_until), NextPollAt=claim_until)
             except LedgerConflict:
                 continue
 

@@ -4,10 +4,11 @@
 
 Order of work: read properties → route (pure checks) → claim the ledger row (ETag) → stream the
 blob to Inqom → record the Inqom id and schedule the first status poll. Permanent failures
-(routing, Inqom 400/404, refused credentials) quarantine the blob; transient ones are recorded
-and re-raised so the Functions host retries, until ``UPLOAD_MAX_ATTEMPTS``, when the blob is
-quarantined instead of being left to the poison queue. The inbox blob itself stays until the
-poller archives it.
+(routing, Inqom 400/404) quarantine the blob; others are recorded and re-raised so the Functions
+host retries, until ``UPLOAD_MAX_ATTEMPTS``, when the blob is quarantined instead of being left to
+the poison queue — except refused Inqom credentials, retried until someone fixes them. Every
+claimed or failed row has a due time in the pending index, so the poller re-drives an upload the
+host did not finish. The inbox blob itself stays until the poller archives it.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobClient
 
 from .blobmove import move_blob
-from .http import ApiError, ForbiddenError
+from .auth import AuthenticationError
+from .http import ApiError
 from .inqom import InqomDocument
 from .ledger import (
-    DUPLICATE, FAILED, QUARANTINED, UNROUTED_PARTITION, UPLOADED, Ledger, LedgerConflict, LedgerEntry, iso, ledger_key,
+    DUPLICATE, FAILED, QUARANTINED, UPLOADED, Ledger, LedgerConflict, LedgerEntry, iso, ledger_key, partition_for,
 )
 from .observability import bind
 from .polling import PollPolicy
@@ -42,11 +44,6 @@ class UploadOutcome:
     reason: str | None = None
 
 
-def _partition_for(blob_name: str) -> str:
-    head = blob_name.split("/", 1)[0]
-    return head if head.isascii() and head.isdigit() and int(head) > 0 else UNROUTED_PARTITION
-
-
 def upload_inbox_blob(services: Services, blob: BlobClient) -> UploadOutcome:
     settings = services.settings
     container = blob.container_name
@@ -58,7 +55,7 @@ def upload_inbox_blob(services: Services, blob: BlobClient) -> UploadOutcome:
     name, etag, size = props.name, props.etag, props.size
     metadata = dict(props.metadata or {})
     key = ledger_key(container, name, etag)
-    partition = _partition_for(name)
+    partition = partition_for(name)
     bind(ledger_key=key, enfact_id=metadata.get("enfactid"))
     base_fields = {
         "Source": metadata.get("source", "drop"), "Container": container, "BlobPath": name,
@@ -87,19 +84,22 @@ def upload_inbox_blob(services: Services, blob: BlobClient) -> UploadOutcome:
         document = _send(services, instruction, key, open_blob)
     except ResourceModifiedError:
         ledger.update(entry, State=FAILED, LastError="blob was replaced during upload; the new version is handled by its own trigger",
-                      ClaimUntil=None)
+                      ClaimUntil=None, NextPollAt=None)
         return UploadOutcome(key, FAILED, reason="replaced during upload")
     except ApiError as exc:
         attempts = int(entry.get("Attempts") or 1)
-        permanent = not (exc.transient or isinstance(exc, ForbiddenError))
-        if permanent or attempts >= settings.upload_max_attempts:
-            reason = str(exc) if permanent else f"gave up after {attempts} attempts: {exc}"
+        if exc.permanent:
+            return _quarantine(services, ledger, partition, key, fields, name, str(exc), entry=entry)
+        # Refused credentials are retried until fixed, however long: no document is to blame.
+        if attempts >= settings.upload_max_attempts and not isinstance(exc, AuthenticationError):
+            reason = f"gave up after {attempts} attempts: {exc}"
             return _quarantine(services, ledger, partition, key, fields, name, reason, entry=entry)
-        # The host retries the blob; the pending-index entry is a watchdog in case it does not.
-        ledger.update(entry, State=FAILED, LastError=str(exc), ClaimUntil=None,
-                      NextPollAt=ledger.clock() + timedelta(seconds=settings.upload_claim_seconds))
+        _record_failure(ledger, entry, str(exc), settings.upload_claim_seconds)
         log.warning("upload of %s (ledger %s) failed, attempt %d of %d: %s",
                     name, key, attempts, settings.upload_max_attempts, exc)
+        raise
+    except Exception as exc:  # storage hiccup mid-read, a bug: never leave the row claimed and unseen
+        _record_failure(ledger, entry, f"{type(exc).__name__}: {exc}", settings.upload_claim_seconds)
         raise
 
     bind(inqom_id=document.id)
@@ -114,6 +114,15 @@ def upload_inbox_blob(services: Services, blob: BlobClient) -> UploadOutcome:
     log.info("uploaded %s (ledger %s) to Inqom folder %s as document %s (%s)",
              name, key, instruction.folder_id, document.id, document.status or "accepted")
     return UploadOutcome(key, state, document.id)
+
+
+def _record_failure(ledger: Ledger, entry: LedgerEntry, error: str, retry_after_seconds: float) -> None:
+    """Failed, to be retried by the host; the pending-index entry is a watchdog in case it is not."""
+    try:
+        ledger.update(entry, State=FAILED, LastError=error, ClaimUntil=None,
+                      NextPollAt=ledger.clock() + timedelta(seconds=retry_after_seconds))
+    except LedgerConflict:
+        log.warning("ledger %s changed while recording a failure; the claim's watchdog stays", entry.key)
 
 
 def _send(services: Services, instruction: UploadInstruction, key: str, open_blob) -> InqomDocument:

@@ -10,6 +10,7 @@ import pytest
 
 from shared.http import TransientError
 from shared.ledger import DUPLICATE, QUARANTINED, UPLOADED, UPLOADING, Ledger, ledger_key
+from tests.conftest import INQOM_CREDENTIALS
 from tests.support.documents import assert_accounted, drop
 
 PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
@@ -220,3 +221,37 @@ def test_failed_upload_not_retried_by_the_host_is_retried_by_the_poller(services
     row = row_for(services, name)
     assert row.state == UPLOADED and row.get("Attempts") == 2 and row.next_poll is not None
     assert inqom.document_count() == 1
+
+
+def test_worker_that_died_mid_upload_is_finished_by_the_poller(services, host, inqom):
+    """A claim whose worker died (no outcome recorded) comes due in the pending index at its expiry."""
+    name = "12/other/died.pdf"
+    drop(services, name, PDF)
+    props = services.stores.container(services.settings.inbox_container).get_blob_client(name).get_blob_properties()
+    key = ledger_key(services.settings.inbox_container, name, props.etag)
+    claimed = services.ledger.claim_upload("12", key, {"Container": services.settings.inbox_container,
+                                                       "BlobPath": name, "BlobETag": props.etag.strip('"')}, 900)
+    assert claimed.next_poll is not None  # the claim's expiry is its watchdog
+    deliver(host, name)  # a redelivery while the claim is live does nothing
+    assert inqom.document_count() == 0
+    base = services.ledger.clock
+    services.ledger.clock = lambda: base() + timedelta(seconds=901)
+    host.fire_timer("poll_documents")
+    row = row_for(services, name)
+    assert row.state == UPLOADED and inqom.document_count() == 1 and row.get("Attempts") == 2
+
+
+def test_refused_credentials_never_quarantine_a_document(services, host, inqom, monkeypatch):
+    name = "12/client/creds.pdf"
+    drop(services, name, PDF)
+    monkeypatch.setattr(inqom, "password", "rotated-elsewhere")
+    from shared.auth import AuthenticationError
+    for _ in range(4):  # more than UPLOAD_MAX_ATTEMPTS (3 in this module)
+        with pytest.raises(AuthenticationError):
+            deliver(host, name)
+    row = row_for(services, name)
+    assert row.state == "Failed" and "invalid_grant" in row.get("LastError") and row.next_poll is not None
+    assert assert_accounted(services, {name: PDF}) == {name: "inbox"}
+    monkeypatch.setattr(inqom, "password", INQOM_CREDENTIALS["password"])
+    deliver(host, name)
+    assert row_for(services, name).state == UPLOADED
