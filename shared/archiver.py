@@ -32,7 +32,7 @@ from typing import Iterator
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
-from .blobmove import metadata_text, move_blob
+from .blobmove import BlobReplaced, metadata_text, move_blob
 from .http import ApiError, ForbiddenError
 from .inqom import InqomDocument
 from .ledger import (
@@ -223,14 +223,14 @@ def _release_inbox_blob(services: Services, entry: LedgerEntry, archived_sha1: s
         if sent_sha1 and sent_sha1.upper() != archived_sha1:
             note = f"Inqom's copy (SHA-1 {archived_sha1}) differs from the file sent (SHA-1 {sent_sha1}); original kept in quarantine"
             move_blob(services.stores, container, entry.get("BlobPath"), settings.quarantine_container,
-                      extra_metadata={"reason": note, "ledgerkey": entry.key})
+                      extra_metadata={"reason": note, "ledgerkey": entry.key}, expected_etag=entry.get("BlobETag"))
             log.warning("ledger %s: %s", entry.key, note)
             return note
         services.stores.container(container).get_blob_client(entry.get("BlobPath")).delete_blob(
             etag=f'"{entry.get("BlobETag")}"', match_condition=MatchConditions.IfNotModified)
     except ResourceNotFoundError:
         pass
-    except ResourceModifiedError:
+    except (ResourceModifiedError, BlobReplaced):
         log.warning("ledger %s: inbox blob was replaced after upload; the new version stays for its own trigger", entry.key)
     return None
 
@@ -284,10 +284,10 @@ def _deleted(services: Services, ledger: Ledger, entry: LedgerEntry, document: I
         reason += f", reasons: {observed['StatusReasons']}"
     container = entry.get("Container") or settings.inbox_container
     try:
-        move_blob(services.stores, container, entry.get("BlobPath"), settings.quarantine_container,
-                  extra_metadata={"reason": reason, "ledgerkey": entry.key})
-        quarantine_path = f"{settings.quarantine_container}/{entry.get('BlobPath')}"
-    except ResourceNotFoundError:
+        moved_to = move_blob(services.stores, container, entry.get("BlobPath"), settings.quarantine_container,
+                             extra_metadata={"reason": reason, "ledgerkey": entry.key}, expected_etag=entry.get("BlobETag"))
+        quarantine_path = f"{settings.quarantine_container}/{moved_to}"
+    except (ResourceNotFoundError, BlobReplaced):  # that version is gone; a newer one has its own row
         quarantine_path = None
     ledger.update(entry, **observed, State=DELETED, QuarantineReason=reason, QuarantinePath=quarantine_path,
                   NextPollAt=None, LastError=None)

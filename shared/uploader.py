@@ -20,7 +20,7 @@ from datetime import timedelta
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobClient
 
-from .blobmove import move_blob
+from .blobmove import BlobReplaced, move_blob
 from .auth import AuthenticationError
 from .http import ApiError
 from .inqom import InqomDocument
@@ -143,15 +143,19 @@ def _quarantine(services: Services, ledger: Ledger, partition: str, key: str, fi
                 reason: str, entry: LedgerEntry | None) -> UploadOutcome:
     """Move the blob to quarantine (same relative path, reason in metadata) and record it."""
     settings = services.settings
+    record = {"QuarantineReason": reason, "LastError": reason, "ClaimUntil": None, "NextPollAt": None}
     try:
-        move_blob(services.stores, settings.inbox_container, name, settings.quarantine_container,
-                  extra_metadata={"reason": reason, "ledgerkey": key})
+        moved_to = move_blob(services.stores, settings.inbox_container, name, settings.quarantine_container,
+                             extra_metadata={"reason": reason, "ledgerkey": key}, expected_etag=fields["BlobETag"])
+        changes = {**record, "State": QUARANTINED, "QuarantinePath": f"{settings.quarantine_container}/{moved_to}"}
+    except BlobReplaced:
+        changes = {**record, "State": FAILED,
+                   "LastError": f"{reason} — not quarantined: the file was replaced meanwhile; the new version has its own row"}
     except ResourceNotFoundError:
         if not services.stores.container(settings.quarantine_container).get_blob_client(name).exists():
             raise
         log.info("blob %s was already quarantined by a concurrent delivery", name)
-    changes = {"State": QUARANTINED, "QuarantineReason": reason, "LastError": reason,
-               "QuarantinePath": f"{settings.quarantine_container}/{name}", "ClaimUntil": None}
+        changes = {**record, "State": QUARANTINED, "QuarantinePath": f"{settings.quarantine_container}/{name}"}
     while True:
         try:
             if entry is None:
@@ -161,5 +165,5 @@ def _quarantine(services: Services, ledger: Ledger, partition: str, key: str, fi
             break
         except LedgerConflict:
             entry = ledger.get(partition, key)
-    log.warning("quarantined %s (ledger %s): %s", name, key, reason)
-    return UploadOutcome(key, QUARANTINED, reason=reason)
+    log.warning("%s %s (ledger %s): %s", changes["State"].lower(), name, key, changes["LastError"])
+    return UploadOutcome(key, changes["State"], reason=reason)

@@ -298,3 +298,17 @@ def test_a_crashed_ticks_claim_lapses_after_the_lease(services, host, inqom):
     later(services, minutes=11)
     assert poll_tick(services).archived == 1
     assert row(services, name).state == ARCHIVED
+
+
+def test_deleted_in_inqom_never_moves_a_newer_version_of_the_file(services, host, inqom):
+    name = "7/supplier/F-1.pdf"
+    first = upload(services, host, name, PDF + b"v1")
+    drop(services, name, PDF + b"v2 corrected")  # re-dropped under the same name before Inqom deleted v1
+    inqom.set_status(first.get("InqomId"), "Deleted")
+    later(services, seconds=61)
+    host.fire_timer("poll_documents")
+    rows = {e.get("BlobETag"): e for e in services.ledger.scan("BlobPath eq @p", p=name)}
+    assert [e.state for e in rows.values()] == [DELETED]
+    assert where_is(services)["quarantine"] == set()
+    host.deliver_blob("upload_document", name)  # v2's own trigger still finds it
+    assert inqom.calls("POST", "/Documents")[-1].files["Document"].data == PDF + b"v2 corrected"

@@ -255,3 +255,16 @@ def test_refused_credentials_never_quarantine_a_document(services, host, inqom, 
     monkeypatch.setattr(inqom, "password", INQOM_CREDENTIALS["password"])
     deliver(host, name)
     assert row_for(services, name).state == UPLOADED
+
+
+def test_two_different_files_quarantined_at_one_path_are_both_kept(services, host):
+    name = "12/supplier/scan.docx"  # refused extension, a name scanners reuse
+    drop(services, name, b"FIRST invoice")
+    deliver(host, name)
+    drop(services, name, b"SECOND, different invoice")
+    deliver(host, name)
+    quarantine = services.stores.container(services.settings.quarantine_container)
+    contents = sorted(quarantine.get_blob_client(b.name).download_blob().readall() for b in quarantine.list_blobs())
+    assert contents == [b"FIRST invoice", b"SECOND, different invoice"]
+    paths = sorted(e.get("QuarantinePath") for e in services.ledger.scan("State eq 'Quarantined'"))
+    assert len(set(paths)) == 2 and all(p.startswith(services.settings.quarantine_container) for p in paths)
