@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
@@ -24,7 +24,7 @@ from .auth import EnfactApiKey
 from .enfact import EnfactClient
 from .enfact_push import enfact_row_key
 from .http import NotFoundError
-from .ledger import ENFACT_PARTITION, LedgerConflict, LedgerEntry, iso
+from .ledger import ENFACT_PARTITION, LedgerConflict, LedgerEntry, iso, parse_iso
 from .observability import bind
 from .services import Services
 
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 IN_INBOX = "InInbox"
 REJECTED = "Rejected"
 QUEUED = "Queued"
+REQUEUE_AFTER = timedelta(hours=1)
 
 
 def enfact_client(services: Services, company_uuid: str) -> EnfactClient:
@@ -94,20 +95,43 @@ def fetch_invoice(services: Services, message: dict[str, Any]) -> str:
     return IN_INBOX
 
 
+def _needs_queueing(entry: LedgerEntry | None, now) -> bool:
+    """Never seen, or queued long ago and still not in the inbox (its message went to the poison queue)."""
+    if entry is None:
+        return True
+    queued_at = parse_iso(entry.get("UpdatedAt"))
+    return entry.state == QUEUED and queued_at is not None and now - queued_at > REQUEUE_AFTER
+
+
+def _invoice_date(summary: dict[str, Any]) -> date | None:
+    try:
+        return date.fromisoformat(str(summary.get("date", ""))[:10])
+    except ValueError:
+        return None
+
+
 def reconcile(services: Services, days: int | None = None) -> int:
-    """Queue every recent invoice the ledger has never seen (a missed push); returns how many."""
+    """Queue every recent invoice that never reached the inbox (a missed push); returns how many.
+
+    The window is also applied to each invoice's own ``date``: the list's ``date_from`` filter is not
+    in enFact's public documentation, and an API ignoring it must not send years of history to Inqom.
+    """
     settings = services.settings
-    since = (services.ledger.clock() - timedelta(days=days or settings.enfact_reconcile_days)).date()
+    now = services.ledger.clock()
+    since = (now - timedelta(days=days or settings.enfact_reconcile_days)).date()
     queued = 0
     for company in settings.enfact_company_folders:
         for summary in enfact_client(services, company).iter_invoices(date_from=since):
             invoice_id = str(summary.get("id", ""))
-            if not invoice_id or services.ledger.get(ENFACT_PARTITION, enfact_row_key(company, invoice_id)):
+            invoice_date = _invoice_date(summary)
+            if not invoice_id or invoice_date is None or invoice_date < since:
+                continue
+            if not _needs_queueing(services.ledger.get(ENFACT_PARTITION, enfact_row_key(company, invoice_id)), now):
                 continue
             message = {"company_uuid": company, "invoice_id": invoice_id, "event": "reconcile",
-                       "received_at": iso(services.ledger.clock()), "source": "reconcile"}
+                       "received_at": iso(now), "source": "reconcile"}
             services.enfact_queue.send_message(json.dumps(message))
             _record(services, company, invoice_id, State=QUEUED, Source="reconcile")
             queued += 1
-            log.info("reconcile: enFact invoice %s of %s was never pushed; queued", invoice_id, company)
+            log.info("reconcile: enFact invoice %s of %s is not in the inbox; queued", invoice_id, company)
     return queued

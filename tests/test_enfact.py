@@ -6,7 +6,7 @@ import json
 import logging
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from standardwebhooks.webhooks import Webhook
@@ -230,3 +230,25 @@ def test_own_verifier_matches_the_reference_library():
             verify_signature(WEBHOOK_SECRET, {**headers, "webhook-signature": garbage}, body)
     with pytest.raises(SignatureError):
         verify_signature(WEBHOOK_SECRET, headers, b"\xff\xfe not utf-8")
+
+
+def test_reconcile_requeues_an_invoice_whose_message_was_poisoned(services, host, enfact):
+    invoice = enfact.add_invoice(ENFACT_COMPANY)
+    body = body_for(invoice["id"])
+    assert push(host, body, signed_headers(body))[0] == 202
+    queued(services)  # the message is lost (poison queue): the row stays Queued
+    host.fire_timer("enfact_reconcile")
+    assert queued(services) == []  # too recent to call lost
+    base = services.ledger.clock
+    services.ledger.clock = lambda: base() + timedelta(hours=2)
+    host.fire_timer("enfact_reconcile")
+    assert [json.loads(m)["invoice_id"] for m in queued(services)] == [str(invoice["id"])]
+
+
+def test_reconcile_checks_invoice_dates_itself(services, host, enfact):
+    """Should enFact ignore ``date_from``, old invoices must still not be sent."""
+    enfact.add_invoice(ENFACT_COMPANY, date="2019-05-01")
+    recent = enfact.add_invoice(ENFACT_COMPANY)
+    enfact.date_filters = False
+    host.fire_timer("enfact_reconcile")
+    assert [json.loads(m)["invoice_id"] for m in queued(services)] == [str(recent["id"])]

@@ -285,6 +285,8 @@ class EnfactEmulator(EmulatorServer):
         super().__init__(port=port)
         self.session_key = session_key
         self.page_size = page_size
+        #: False: behave like an API that ignores ``date_from``/``date_to`` (they are not in enFact's doc).
+        self.date_filters = True
 
         self._companies: dict[str, str] = {}  # normalised key -> UUID as given
         self._invoices: dict[int, _Invoice] = {}
@@ -469,7 +471,7 @@ class EnfactEmulator(EmulatorServer):
         if problems:
             return _error(400, "; ".join(problems))
         assert isinstance(page, int) and isinstance(limit, int)
-        date_from, date_to = bounds
+        date_from, date_to = bounds if self.date_filters else (None, None)
         with self._lock:
             matching = [invoice.summary() for invoice in self._sorted(company)
                         if (date_from is None or invoice.date >= date_from)
