@@ -106,7 +106,7 @@ def poll_tick(services: Services, now: datetime | None = None) -> TickReport:
             except Exception as exc:  # one bad row must not stop the tick; its claim lapses with the lease
                 log.exception("poll of ledger %s failed", entry.key)
                 report.errors.append(f"{entry.key}: {exc}")
-                _record_error(ledger, entry, exc, now + policy.first_poll())
+                _record_error(ledger, policy, entry, exc, now)
     return report
 
 
@@ -169,12 +169,14 @@ def _reschedule(ledger: Ledger, entry: LedgerEntry, observed: dict, due: datetim
     ledger.update(entry, **observed, LastError=error, NextPollAt=due)
 
 
-def _record_error(ledger: Ledger, entry: LedgerEntry, exc: Exception, due: datetime) -> None:
+def _record_error(ledger: Ledger, policy: PollPolicy, entry: LedgerEntry, exc: Exception, now: datetime) -> None:
+    """Keep the error on the row and try again later, backing off as errors repeat (404, revoked rights…)."""
     current = ledger.get(entry.partition, entry.key)
     if current is None:
         return
+    errors = int(current.get("Errors") or 0) + 1
     try:
-        ledger.update(current, LastError=str(exc), Errors=int(current.get("Errors") or 0) + 1, NextPollAt=due)
+        ledger.update(current, LastError=str(exc), Errors=errors, NextPollAt=now + policy.next_delay(None, errors))
     except LedgerConflict:
         pass  # someone else moved it on; their write stands
 

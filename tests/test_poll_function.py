@@ -312,3 +312,18 @@ def test_deleted_in_inqom_never_moves_a_newer_version_of_the_file(services, host
     assert where_is(services)["quarantine"] == set()
     host.deliver_blob("upload_document", name)  # v2's own trigger still finds it
     assert inqom.calls("POST", "/Documents")[-1].files["Document"].data == PDF + b"v2 corrected"
+
+
+def test_repeated_poll_errors_back_off(services, host, inqom):
+    name = "9/other/vanished.pdf"
+    entry = upload(services, host, name)
+    inqom.forbidden_folders.add(9)  # rights revoked: every GET answers 403
+    waits = []
+    for _ in range(4):
+        later(services, hours=2)
+        host.fire_timer("poll_documents")
+        current = row(services, name)
+        waits.append((current.next_poll - services.ledger.clock()).total_seconds())
+    assert current.get("Errors") == 4 and "403" in current.get("LastError")
+    assert waits == sorted(waits) and waits[0] < waits[-1] <= 600  # doubling, capped by POLL_MAX_INTERVAL
+    assert entry.get("InqomId") == current.get("InqomId")
