@@ -199,7 +199,8 @@ def _archive(services: Services, ledger: Ledger, policy: PollPolicy, entry: Ledg
     if document.status == "Duplicate":
         metadata["originid"] = str(archive_id)
     try:
-        sha1 = _stream_to_archive(services, entry, document, archive_blob, metadata)
+        sha1 = _already_archived(archive_blob, document) or _stream_to_archive(
+            services, entry, document, archive_blob, metadata)
     except ChecksumMismatch as exc:
         errors = int(entry.get("ChecksumMismatches") or 0) + 1
         _reschedule(ledger, entry, {**observed, "ChecksumMismatches": errors},
@@ -237,6 +238,19 @@ def _release_inbox_blob(services: Services, entry: LedgerEntry, archived_sha1: s
     return None
 
 
+def _already_archived(archive_blob, document: InqomDocument) -> str | None:
+    """A duplicate whose original is archived under the same name with the same checksum is linked,
+    not written again (the original's metadata stays; a crash after the copy needs no inbox blob)."""
+    if document.status != "Duplicate":
+        return None
+    try:
+        existing = archive_blob.get_blob_properties()
+    except ResourceNotFoundError:
+        return None
+    checksum = (existing.metadata.get("checksum") or "").upper()
+    return checksum if checksum == document.checksum.upper() else None
+
+
 def _stream_to_archive(services: Services, entry: LedgerEntry, document: InqomDocument, archive_blob,
                        metadata: dict[str, str]) -> str:
     """Write the archive copy and return its SHA-1; raise ``ChecksumMismatch`` (copy removed) if it differs."""
@@ -262,7 +276,8 @@ def _source_chunks(services: Services, entry: LedgerEntry, document: InqomDocume
     settings = services.settings
     if document.status == "Duplicate":
         inbox = services.stores.container(entry.get("Container") or settings.inbox_container)
-        downloader = inbox.get_blob_client(entry.get("BlobPath")).download_blob(max_concurrency=1)
+        downloader = inbox.get_blob_client(entry.get("BlobPath")).download_blob(
+            max_concurrency=1, etag=f'"{entry.get("BlobETag")}"', match_condition=MatchConditions.IfNotModified)
         yield from downloader.chunks()
         return
     folder = int(entry.get("FolderId") or entry.partition)

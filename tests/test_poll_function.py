@@ -327,3 +327,21 @@ def test_repeated_poll_errors_back_off(services, host, inqom):
     assert current.get("Errors") == 4 and "403" in current.get("LastError")
     assert waits == sorted(waits) and waits[0] < waits[-1] <= 600  # doubling, capped by POLL_MAX_INTERVAL
     assert entry.get("InqomId") == current.get("InqomId")
+
+
+def test_same_file_dropped_twice_under_one_name_keeps_the_originals_archive(services, host, inqom):
+    name = "7/supplier/facture.pdf"
+    first = upload(services, host, name)
+    later(services, seconds=1)
+    host.deliver_blob("upload_document", name)  # same version: nothing new
+    drop(services, name, PDF)  # same bytes, new blob version: Inqom says Duplicate of the first
+    host.deliver_blob("upload_document", name)
+    for _ in range(3):
+        later(services, minutes=5)
+        host.fire_timer("poll_documents")
+    rows = list(services.ledger.scan("BlobPath eq @p", p=name))
+    assert sorted(r.state for r in rows) == [ARCHIVED, ARCHIVED]
+    archive = services.stores.container(services.settings.archive_container)
+    (blob,) = list(archive.list_blobs(include=["metadata"]))
+    assert blob.metadata["inqomid"] == str(first.get("InqomId"))  # the original's, not overwritten
+    assert {r.get("ArchivePath") for r in rows} == {f"{services.settings.archive_container}/{blob.name}"}
