@@ -81,6 +81,7 @@ class KeyVaultSecrets:
         from azure.keyvault.secrets import SecretClient
 
         credential = credential or DefaultAzureCredential()  # AZURE_CLIENT_ID selects the user-assigned identity
+        client_kwargs = {"connection_timeout": 10, "read_timeout": 30, **client_kwargs}
         return cls(SecretClient(vault_url=vault_url, credential=credential, **client_kwargs), ttl, clock)
 
     def get(self, name: str) -> str:

@@ -24,6 +24,8 @@ from .config import Settings, StorageConnection
 
 READ_CHUNK = 4 * 1024 * 1024
 STORAGE_TIMEOUT = 60  # seconds per storage operation (server + connection)
+#: Transport timeouts for every storage client (the SDK defaults wait up to 300 s for a read).
+TIMEOUTS = {"connection_timeout": 10, "read_timeout": STORAGE_TIMEOUT}
 
 
 def _credential(connection: StorageConnection) -> Any:
@@ -42,16 +44,15 @@ class StorageClients:
 
     @cached_property
     def blobs(self) -> BlobServiceClient:
-        kwargs = {"connection_timeout": 10, "read_timeout": STORAGE_TIMEOUT}
         if self.connection.connection_string:
-            return BlobServiceClient.from_connection_string(self.connection.connection_string, **kwargs)
-        return BlobServiceClient(self.connection.blob_service_uri, credential=_credential(self.connection), **kwargs)
+            return BlobServiceClient.from_connection_string(self.connection.connection_string, **TIMEOUTS)
+        return BlobServiceClient(self.connection.blob_service_uri, credential=_credential(self.connection), **TIMEOUTS)
 
     @cached_property
     def tables(self) -> TableServiceClient:
         if self.connection.connection_string:
-            return TableServiceClient.from_connection_string(self.connection.connection_string)
-        return TableServiceClient(self.connection.table_service_uri, credential=_credential(self.connection))
+            return TableServiceClient.from_connection_string(self.connection.connection_string, **TIMEOUTS)
+        return TableServiceClient(self.connection.table_service_uri, credential=_credential(self.connection), **TIMEOUTS)
 
     def container(self, name: str) -> ContainerClient:
         return self.blobs.get_container_client(name)
@@ -61,7 +62,8 @@ class StorageClients:
 
     def queue(self, name: str) -> QueueClient:
         """Messages are base64-encoded text, as the Functions queue trigger expects by default."""
-        policies = {"message_encode_policy": TextBase64EncodePolicy(), "message_decode_policy": TextBase64DecodePolicy()}
+        policies = {"message_encode_policy": TextBase64EncodePolicy(), "message_decode_policy": TextBase64DecodePolicy(),
+                    **TIMEOUTS}
         if self.connection.connection_string:
             return QueueClient.from_connection_string(self.connection.connection_string, name, **policies)
         service = QueueServiceClient(self.connection.queue_service_uri, credential=_credential(self.connection))
