@@ -99,12 +99,7 @@ class Bench:
         os.environ.update(self.env)
         get_settings.cache_clear()
         get_services.cache_clear()
-        settings = get_settings()
-        get_services().stores.ensure(
-            containers=(settings.inbox_container, settings.archive_container, settings.quarantine_container),
-            tables=(settings.ledger_table,),
-            queues=(settings.enfact_queue,),
-        )
+        get_services().ensure_storage()
         return get_services()
 
 

@@ -91,15 +91,11 @@ class LocalRunner:
         get_services.cache_clear()
         import function_app
         from devtools.host import LocalHost
+
         self.host = LocalHost(function_app.app)
         self.services = get_services()
-        settings = self.services.settings
-        self.services.stores.ensure(
-            containers=(settings.inbox_container, settings.archive_container, settings.quarantine_container),
-            tables=(settings.ledger_table,),
-            queues=[self.host.queue_name(n) for n in self.host.functions_of_type("queueTrigger")]
-            + ["webjobs-blobtrigger-poison"],
-        )
+        self.services.ensure_storage(extra_queues=(
+            *(self.host.queue_name(n) for n in self.host.functions_of_type("queueTrigger")), "webjobs-blobtrigger-poison"))
         for name in self.host.functions_of_type("blobTrigger"):
             self._spawn(self._watch_blobs, name)
         for name in self.host.functions_of_type("timerTrigger"):

@@ -66,6 +66,12 @@ class Services:
     def enfact_queue(self) -> QueueClient:
         return self.stores.queue(self.settings.enfact_queue)
 
+    def ensure_storage(self, extra_queues: tuple[str, ...] = ()) -> None:
+        """Create the containers, table and queue the settings name (local runs and tests; Bicep does it in Azure)."""
+        s = self.settings
+        self.stores.ensure(containers=(s.inbox_container, s.archive_container, s.quarantine_container),
+                           tables=(s.ledger_table,), queues=(s.enfact_queue, *extra_queues))
+
     @cached_property
     def routing_rules(self) -> RoutingRules:
         return RoutingRules(self.settings.allowed_folder_ids, self.settings.allowed_extensions,

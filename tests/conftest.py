@@ -92,12 +92,7 @@ def app_env(azurite, inqom, enfact, monkeypatch, settings_overrides) -> Iterator
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()
     get_services.cache_clear()
-    settings = get_settings()
-    get_services().stores.ensure(
-        containers=(settings.inbox_container, settings.archive_container, settings.quarantine_container),
-        tables=(settings.ledger_table,),
-        queues=(settings.enfact_queue,),
-    )
+    get_services().ensure_storage()
     yield env
     get_settings.cache_clear()
     get_services.cache_clear()
