@@ -7,10 +7,10 @@ from functions.enfact_reconcile import bp as enfact_reconcile_bp
 from functions.enfact_webhook import bp as enfact_webhook_bp
 from functions.poll import bp as poll_bp
 from functions.upload import bp as upload_bp
-from shared.config import get_settings
 from shared.observability import configure_telemetry, install_filter
+from shared.services import get_services
 
-get_settings()  # validate every setting at start-up: a missing one names itself in the host log
+get_services().validate()  # every setting and the secret source, at start-up: a missing one names itself
 if not configure_telemetry():  # OpenTelemetry → Application Insights only when its connection string is set
     install_filter()
 

@@ -27,6 +27,10 @@ class Services:
         self.settings = settings
         self._secrets = secrets
 
+    def validate(self) -> None:
+        """Fail now, naming the problem, when a setting or the secret source is missing (app start-up)."""
+        self.secrets  # noqa: B018 — building the provider checks KEY_VAULT_URL / SECRETS_FROM_ENVIRONMENT
+
     @cached_property
     def secrets(self) -> SecretProvider:
         return self._secrets or secret_provider(self.settings)

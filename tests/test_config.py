@@ -75,3 +75,18 @@ def test_local_settings_sample_names_every_setting_and_binding_expression():
     for module in (root / "functions").glob("*.py"):
         expressions |= set(re.findall(r"%([A-Z_]+)%", module.read_text()))
     assert expressions and expressions <= set(values)
+
+
+def test_the_app_refuses_to_start_with_a_bad_setting_or_no_secret_source():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("INQOM_", "ENFACT_", "KEY_VAULT", "SECRETS_"))}
+    for extra, expected in (({"POLL_BATCH_SIZE": "lots"}, "POLL_BATCH_SIZE"), ({}, "KEY_VAULT_URL")):
+        env = {**clean, "DocumentStorage": "UseDevelopmentStorage=true", **extra}
+        result = subprocess.run([sys.executable, "-c", "import function_app"], cwd=root, env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode != 0 and expected in result.stderr, result.stderr[-2000:]
