@@ -33,7 +33,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
 from .blobmove import BlobReplaced, metadata_text, move_blob
-from .http import ApiError, ForbiddenError
+from .http import ForbiddenError
 from .inqom import InqomDocument
 from .ledger import (
     ARCHIVED, DELETED, DUPLICATE, FAILED, STALE, UPLOADED, UPLOADING, Ledger, LedgerConflict, LedgerEntry, iso, parse_iso,

@@ -14,7 +14,6 @@ one-element array, ``OriginId`` or ``OrigineId``.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable, Iterator
 from urllib.parse import urlparse
@@ -188,5 +187,5 @@ def _chunks(response) -> Iterator[bytes]:
 def _json(response) -> Any:
     try:
         return response.json()
-    except (ValueError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # includes json.JSONDecodeError
         raise ResponseFormatError("inqom", "response is not JSON", response.status_code) from exc

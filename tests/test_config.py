@@ -59,7 +59,7 @@ def test_secrets_need_key_vault_or_explicit_local_opt_in():
                                environ={"INQOM_PASSWORD": "p"})
     assert isinstance(provider, EnvironmentSecrets)
     assert provider.get("inqom-password") == "p"
-    with pytest.raises(SecretError, match="INQOM_USERNAME") as error:
+    with pytest.raises(SecretError, match="INQOM_USERNAME"):
         provider.get("inqom-username")
 
 

@@ -5,7 +5,6 @@ import os
 from datetime import timedelta
 
 import pytest
-from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError
 
 from shared.blobmove import move_blob

@@ -81,7 +81,6 @@ from xml.sax.saxutils import escape as xml_escape
 
 from tests.emulators._server import (
     CHUNK,
-    JSON_TYPE,  # noqa: F401 -- still importable from here
     EmulatorHandler,
     EmulatorServer,
     Fault,

@@ -62,7 +62,6 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 from tests.emulators._server import (
     CHUNK,
-    JSON_TYPE,  # noqa: F401 -- still importable from here
     EmulatorHandler,
     EmulatorServer,
     Fault,
