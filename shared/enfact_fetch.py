@@ -22,7 +22,7 @@ from azure.core.exceptions import ResourceExistsError
 
 from .auth import EnfactApiKey
 from .enfact import EnfactClient
-from .enfact_push import enfact_row_key
+from .enfact_push import QUEUED, enfact_row_key
 from .http import NotFoundError
 from .ledger import ENFACT_PARTITION, LedgerConflict, LedgerEntry, iso, parse_iso
 from .observability import bind
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 
 IN_INBOX = "InInbox"
 REJECTED = "Rejected"
-QUEUED = "Queued"
 REQUEUE_AFTER = timedelta(hours=1)
 
 

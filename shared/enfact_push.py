@@ -10,7 +10,9 @@ function key, ``Content-Type: application/json``, Standard Webhooks headers, and
 
 Nothing in the body is fetched: the invoice is read later from enFact's own API by its id.
 A repeated ``webhook-id`` is answered 200 ``{"status": "duplicate"}`` and not enqueued again
-(so a sender's retry stops, and a captured request replayed within 5 minutes does nothing).
+(so a sender's retry stops, and a captured request replayed within 5 minutes does nothing) —
+unless the first attempt never reached the queue, which the absence of the invoice's ``enfact``
+ledger row (written after the queue hand-off) shows: then it is queued now.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from .webhook import SignatureError, verify_signature
 log = logging.getLogger(__name__)
 
 EVENT_TYPES = frozenset({"invoice.created", "invoice.updated"})
+QUEUED = "Queued"  # state of an invoice's ``enfact`` ledger row once it is handed to the queue
 _INVOICE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _COMPANY_UUID = re.compile(r"[0-9a-fA-F-]{8,64}")
 
@@ -95,22 +98,22 @@ def accept_push(services: Services, headers: Mapping[str, str], body: bytes) -> 
 
     ledger = services.ledger
     try:
-        receipt = ledger.insert(WEBHOOK_PARTITION, webhook_id, {"InvoiceId": invoice_id, "CompanyUuid": company,
-                                                                "Event": event})
+        ledger.insert(WEBHOOK_PARTITION, webhook_id, {"InvoiceId": invoice_id, "CompanyUuid": company, "Event": event})
     except LedgerConflict:
-        log.info("enFact push %s already received; not enqueued again", webhook_id)
-        return PushResult(200, {"status": "duplicate", "webhook_id": webhook_id, "invoice_id": invoice_id})
+        if ledger.get(ENFACT_PARTITION, enfact_row_key(company, invoice_id)) is not None:
+            log.info("enFact push %s already received; not enqueued again", webhook_id)
+            return PushResult(200, {"status": "duplicate", "webhook_id": webhook_id, "invoice_id": invoice_id})
+        log.warning("enFact push %s was received before but never queued (crash?); queuing it now", webhook_id)
     message = {"company_uuid": company, "invoice_id": invoice_id, "event": event, "webhook_id": webhook_id,
                "received_at": iso(ledger.clock()), "source": "push"}
     try:
         services.enfact_queue.send_message(json.dumps(message))
-    except AzureError as exc:
-        ledger.table.delete_entity(WEBHOOK_PARTITION, receipt.key)  # let the sender's retry through
+    except AzureError as exc:  # the sender's retry gets through: no enfact row was written
         log.error("enFact push %s could not be queued: %s", webhook_id, type(exc).__name__)
         return _error(503, "unavailable", "could not queue the push; retry later")
     try:
-        ledger.insert(ENFACT_PARTITION, enfact_row_key(company, invoice_id), {"State": "Queued", "InvoiceId": invoice_id,
-                                                                              "CompanyUuid": company})
+        ledger.insert(ENFACT_PARTITION, enfact_row_key(company, invoice_id),
+                      {"State": QUEUED, "InvoiceId": invoice_id, "CompanyUuid": company})
     except LedgerConflict:
         pass  # known invoice: the fetch step decides whether anything is left to do
     log.info("enFact push %s accepted: invoice %s of company %s queued", webhook_id, invoice_id, company)

@@ -252,3 +252,14 @@ def test_reconcile_checks_invoice_dates_itself(services, host, enfact):
     enfact.date_filters = False
     host.fire_timer("enfact_reconcile")
     assert [json.loads(m)["invoice_id"] for m in queued(services)] == [str(recent["id"])]
+
+
+def test_push_received_but_never_queued_is_queued_on_the_senders_retry(services, host, enfact):
+    invoice = enfact.add_invoice(ENFACT_COMPANY)
+    body = body_for(invoice["id"])
+    headers = signed_headers(body)
+    services.ledger.insert("webhook", headers["webhook-id"], {"InvoiceId": str(invoice["id"])})  # crashed before send
+    status, reply = push(host, body, headers)
+    assert (status, reply["status"]) == (202, "accepted")
+    assert [json.loads(m)["invoice_id"] for m in queued(services)] == [str(invoice["id"])]
+    assert push(host, body, headers)[1]["status"] == "duplicate"
