@@ -24,58 +24,19 @@ import signal
 import sys
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 from shared.config import get_settings
 from shared.services import Services, get_services
 from tests.emulators.inqom import InqomEmulator, RecordedRequest
+from tests.support.appsettings import ENFACT_COMPANY, INQOM_CREDENTIALS, WEBHOOK_SECRET, app_settings  # noqa: F401
 from tests.support.azurite import Azurite
 
-INQOM_CREDENTIALS = {
-    "username": "bench@cabinet.test",
-    "password": "pw-bench-value",
-    "client_id": "bench-client",
-    "client_secret": "cs-bench-value",
-}
-ENFACT_COMPANY = "0b6a3c5e-1f0d-4c1e-9a55-2f1f6f0e9c01"
-ENFACT_FOLDER = 11287
-WEBHOOK_SECRET = "whsec_YmVuY2gtc2VjcmV0LWZvci1sb2NhbC1ydW5zLTEyMzQ1"
 MiB = 1024 * 1024
 
 
 # --------------------------------------------------------------------------- environment
-
-
-def app_settings(azurite: Azurite, inqom: InqomEmulator | None, **overrides: str) -> dict[str, str]:
-    """App settings for one bench run: fresh container/table/queue names, emulators on loopback."""
-    suffix = uuid.uuid4().hex[:10]
-    env = {
-        "DocumentStorage": azurite.connection_string,
-        "INBOX_CONTAINER": f"inbox{suffix}",
-        "ARCHIVE_CONTAINER": f"archive{suffix}",
-        "QUARANTINE_CONTAINER": f"quarantine{suffix}",
-        "LEDGER_TABLE": f"ledger{suffix}",
-        "ENFACT_QUEUE": f"enfact-{suffix}",
-        "POLL_SCHEDULE": "0 */5 * * * *",  # binding expressions (%POLL_SCHEDULE%) need the setting itself
-        "ENFACT_RECONCILE_SCHEDULE": "0 30 2 * * *",
-        "SECRETS_FROM_ENVIRONMENT": "true",
-        "INQOM_USERNAME": INQOM_CREDENTIALS["username"],
-        "INQOM_PASSWORD": INQOM_CREDENTIALS["password"],
-        "INQOM_CLIENT_ID": INQOM_CREDENTIALS["client_id"],
-        "INQOM_CLIENT_SECRET": INQOM_CREDENTIALS["client_secret"],
-        "ENFACT_COMPANY_FOLDERS": f"{ENFACT_COMPANY}={ENFACT_FOLDER}",
-        "ENFACT_SESSION_KEY": "sk-bench-enfact-session",
-        "ENFACT_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        # Nothing outside loopback is ever contacted: with no emulator the vendor URLs point at a closed port.
-        "INQOM_TOKEN_URL": inqom.token_url if inqom else "http://127.0.0.1:9/identity/connect/token",
-        "INQOM_API_BASE_URL": inqom.base_url if inqom else "http://127.0.0.1:9",
-        "ENFACT_API_BASE_URL": "http://127.0.0.1:9",
-        "ARCHIVE_ALLOWED_HOSTS": inqom.host if inqom else "127.0.0.1",
-    }
-    env.update(overrides)
-    return env
 
 
 @dataclass

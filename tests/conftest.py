@@ -6,7 +6,6 @@ each other's blobs or rows.
 
 from __future__ import annotations
 
-import uuid
 from typing import Iterator
 
 import pytest
@@ -15,20 +14,10 @@ from shared.config import get_settings
 from shared.services import Services, get_services
 from tests.emulators.enfact import EnfactEmulator
 from tests.emulators.inqom import InqomEmulator
+from tests.support.appsettings import (  # noqa: F401  (re-exported for the test modules)
+    ENFACT_COMPANY, ENFACT_FOLDER, ENFACT_SESSION_KEY, INQOM_CREDENTIALS, WEBHOOK_SECRET, app_settings,
+)
 from tests.support.azurite import Azurite
-
-ENFACT_SESSION_KEY = "sk-Secr3t-enfact-session"
-ENFACT_COMPANY = "0b6a3c5e-1f0d-4c1e-9a55-2f1f6f0e9c01"
-ENFACT_FOLDER = 11287
-WEBHOOK_SECRET = "whsec_c2VjcmV0LWZvci10ZXN0cy1vbmx5LTEyMzQ1Ng=="
-
-INQOM_CREDENTIALS = {
-    "username": "api@cabinet.test",
-    "password": "pw-Secr3t-value",
-    "client_id": "bridge-client",
-    "client_secret": "cs-Secr3t-value",
-}
-
 
 @pytest.fixture(scope="session")
 def azurite() -> Iterator[Azurite]:
@@ -48,37 +37,6 @@ def enfact() -> Iterator[EnfactEmulator]:
         yield emulator
 
 
-def app_settings(azurite: Azurite, inqom: InqomEmulator, enfact: EnfactEmulator, **overrides: str) -> dict[str, str]:
-    suffix = uuid.uuid4().hex[:10]
-    env = {
-        "DocumentStorage": azurite.connection_string,
-        "INQOM_TOKEN_URL": inqom.token_url,
-        "INQOM_API_BASE_URL": inqom.base_url,
-        "ARCHIVE_ALLOWED_HOSTS": inqom.host,
-        "INBOX_CONTAINER": f"inbox{suffix}",
-        "ARCHIVE_CONTAINER": f"archive{suffix}",
-        "QUARANTINE_CONTAINER": f"quarantine{suffix}",
-        "LEDGER_TABLE": f"ledger{suffix}",
-        "ENFACT_QUEUE": f"enfact-{suffix}",
-        "POLL_SCHEDULE": "0 */5 * * * *",  # binding expressions (%POLL_SCHEDULE%) need the app setting itself
-        "ENFACT_RECONCILE_SCHEDULE": "0 30 2 * * *",
-        "SECRETS_FROM_ENVIRONMENT": "true",
-        "INQOM_USERNAME": INQOM_CREDENTIALS["username"],
-        "INQOM_PASSWORD": INQOM_CREDENTIALS["password"],
-        "INQOM_CLIENT_ID": INQOM_CREDENTIALS["client_id"],
-        "INQOM_CLIENT_SECRET": INQOM_CREDENTIALS["client_secret"],
-        "ENFACT_API_BASE_URL": enfact.base_url,
-        "ENFACT_COMPANY_FOLDERS": f"{ENFACT_COMPANY}={ENFACT_FOLDER}",
-        "ENFACT_SESSION_KEY": ENFACT_SESSION_KEY,
-        "ENFACT_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "HTTP_BACKOFF_CAP_SECONDS": "0.05",
-        "HTTP_READ_TIMEOUT_SECONDS": "5",
-        "INQOM_MAX_REQUESTS_PER_SECOND": "1000",
-    }
-    env.update(overrides)
-    return env
-
-
 @pytest.fixture
 def settings_overrides() -> dict[str, str]:
     """Override in a test module or test to change settings before the app is built."""
@@ -87,7 +45,9 @@ def settings_overrides() -> dict[str, str]:
 
 @pytest.fixture
 def app_env(azurite, inqom, enfact, monkeypatch, settings_overrides) -> Iterator[dict[str, str]]:
-    env = app_settings(azurite, inqom, enfact, **settings_overrides)
+    # Fast retries and short reads: faults are injected on loopback, nothing is really slow.
+    env = app_settings(azurite, inqom, enfact, HTTP_BACKOFF_CAP_SECONDS="0.05", HTTP_READ_TIMEOUT_SECONDS="5",
+                       **settings_overrides)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()

@@ -23,10 +23,10 @@ class Capture(logging.Handler):
         self.records.append(record)
 
 
-def test_every_line_of_a_document_path_carries_its_ids(services, host, inqom, monkeypatch):
+def test_every_line_of_a_document_path_carries_its_ids(services, host, inqom, caplog):
     capture = Capture()
     logging.getLogger().addHandler(capture)
-    monkeypatch.setattr(logging.getLogger(), "level", logging.INFO)
+    caplog.set_level(logging.INFO)  # setLevel, not the attribute: loggers cache isEnabledFor
     try:
         drop(services, "11287/supplier/traced.pdf", b"%PDF-1.4 traced")
         host.deliver_blob("upload_document", "11287/supplier/traced.pdf")
