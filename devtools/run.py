@@ -94,8 +94,9 @@ class LocalRunner:
 
         self.host = LocalHost(function_app.app)
         self.services = get_services()
-        self.services.ensure_storage(extra_queues=(
-            *(self.host.queue_name(n) for n in self.host.functions_of_type("queueTrigger")), "webjobs-blobtrigger-poison"))
+        queues = [self.host.queue_name(n) for n in self.host.functions_of_type("queueTrigger")]
+        self.services.ensure_storage(  # the host creates poison queues on demand: so do we, up front
+            extra_queues=(*queues, *(f"{q}-poison" for q in queues), "webjobs-blobtrigger-poison"))
         for name in self.host.functions_of_type("blobTrigger"):
             self._spawn(self._watch_blobs, name)
         for name in self.host.functions_of_type("timerTrigger"):

@@ -95,3 +95,29 @@ def test_ctrl_c_stops_every_process_the_runner_started():
     finally:
         if runner.poll() is None:
             runner.kill()
+
+
+def test_runner_moves_a_failing_queue_message_to_the_poison_queue(app_env, enfact):
+    """The host's queue semantics: retried after the visibility timeout, poisoned after maxDequeueCount."""
+    import json
+    import time
+
+    from devtools.run import LocalRunner
+    from shared.services import get_services
+
+    enfact.inject("503", times=1000)  # enFact is down for good
+    runner = LocalRunner(dict(app_env), port=0, function_key="local-key")
+    runner.max_dequeue, runner.visibility_timeout = 2, 1
+    runner.start()
+    try:
+        services = get_services()
+        services.enfact_queue.send_message(json.dumps({"company_uuid": ENFACT_COMPANY, "invoice_id": "5001"}))
+        poison = services.stores.queue(f"{services.settings.enfact_queue}-poison")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not poison.peek_messages():
+            time.sleep(0.5)
+        (message,) = poison.peek_messages()
+        assert json.loads(message.content)["invoice_id"] == "5001"
+        assert services.enfact_queue.peek_messages() == []
+    finally:
+        runner.stop()
