@@ -279,7 +279,8 @@ class LocalRunner:
 def build_environment(args, azurite, inqom, enfact) -> dict[str, str]:
     """local.settings.json values, with storage and (unless real ones are configured) emulators."""
     values = {k: v for k, v in local_settings().items() if not _is_placeholder(v)}
-    env = {**values, "DocumentStorage": azurite.connection_string, "AzureWebJobsStorage": azurite.connection_string,
+    env = {"FUNCTIONS_WORKER_RUNTIME": "python", **values,
+           "DocumentStorage": azurite.connection_string, "AzureWebJobsStorage": azurite.connection_string,
            "SECRETS_FROM_ENVIRONMENT": values.get("SECRETS_FROM_ENVIRONMENT", "true")}
     for setting in ("INBOX_CONTAINER", "ARCHIVE_CONTAINER", "QUARANTINE_CONTAINER", "LEDGER_TABLE", "ENFACT_QUEUE",
                     "POLL_SCHEDULE", "ENFACT_RECONCILE_SCHEDULE"):
