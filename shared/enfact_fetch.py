@@ -21,6 +21,7 @@ from typing import Any
 from azure.core.exceptions import ResourceExistsError
 
 from .auth import EnfactApiKey
+from .blobmove import metadata_text
 from .enfact import EnfactClient
 from .enfact_push import QUEUED, enfact_row_key
 from .http import NotFoundError
@@ -82,7 +83,7 @@ def fetch_invoice(services: Services, message: dict[str, Any]) -> str:
     blob_name = f"{folder}/client/enfact-{invoice_id}.pdf"
     metadata = {"source": "enfact", "sourceid": invoice_id, "enfactid": invoice_id, "enfactcompany": company}
     if number:
-        metadata["docref"] = number
+        metadata["docref"] = metadata_text(number)  # blob metadata is ASCII; routing decodes it
     inbox = services.stores.container(services.settings.inbox_container)
     try:
         inbox.upload_blob(blob_name, pdf, metadata=metadata, overwrite=False, max_concurrency=1)

@@ -55,7 +55,7 @@ def run_queue_and_inbox(services, host) -> None:
 
 
 def test_signed_push_reaches_inqom_once_as_a_sales_invoice(services, host, inqom, enfact):
-    invoice = enfact.add_invoice(ENFACT_COMPANY, number="F2026-0042")
+    invoice = enfact.add_invoice(ENFACT_COMPANY, number="F2026-0042 €")  # non-ASCII survives blob metadata
     body = body_for(invoice["id"])
     statuses = []
     for _ in range(3):  # the sender retries: three pushes, three webhook ids, one document
@@ -67,7 +67,7 @@ def test_signed_push_reaches_inqom_once_as_a_sales_invoice(services, host, inqom
     (call,) = inqom.calls("POST", "/Documents")
     assert call.path == f"/api/accounting-documents/accounting-folders/{ENFACT_FOLDER}/Documents/"
     assert call.form["TypeScan"] == "Client"
-    assert call.form["DocRef"] == "F2026-0042" and call.form["SourceId"] == str(invoice["id"])
+    assert call.form["DocRef"] == "F2026-0042 €" and call.form["SourceId"] == str(invoice["id"])
     assert call.files["Document"].data == enfact.pdf_for(invoice["id"])
     assert call.files["Document"].filename == f"enfact-{invoice['id']}.pdf"
     assert len(enfact.calls("GET", f"/v1/invoices/{invoice['id']}.pdf")) == 1

@@ -77,6 +77,7 @@ from datetime import UTC, date, datetime, timedelta
 from html import escape as html_escape
 from http.server import BaseHTTPRequestHandler
 from typing import Any
+from urllib.parse import quote
 from xml.sax.saxutils import escape as xml_escape
 
 from tests.emulators._server import (
@@ -491,8 +492,9 @@ class EnfactEmulator(EmulatorServer):
             return json_reply(200, detail)
         if extension == "pdf":
             filename = f"{detail['number']}.pdf".replace('"', "")
-            return Reply(200, pdf, "application/pdf",
-                         {"Content-Disposition": f'inline; filename="{filename}"'})
+            ascii_name = filename.encode("ascii", "replace").decode().replace("?", "_")
+            disposition = f"inline; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"  # RFC 6266
+            return Reply(200, pdf, "application/pdf", {"Content-Disposition": disposition})
         if extension == "html":
             text = (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Facture "
                     f"{html_escape(detail['number'])}</title></head><body><h1>Facture "
