@@ -26,8 +26,7 @@ def settings_overrides():
 def upload(services, host, name, data=PDF, metadata=None):
     drop(services, name, data, metadata)
     host.deliver_blob("upload_document", name)
-    (row,) = [e for e in services.ledger.scan("BlobPath eq @p", p=name)]
-    return row
+    return row(services, name)
 
 
 def row(services, name):

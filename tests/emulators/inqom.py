@@ -499,6 +499,16 @@ class _Handler(EmulatorHandler):
     server_version = "Kestrel"
 
 
+def _file_part(request: _Request, name: str, errors: list[str]) -> Any:
+    """The required, non-empty file part ``name``, or None with the reason added to ``errors``."""
+    part = next((f for f in request.body.files if f.name == name), None)
+    if part is None:
+        errors.append(f"{name} (a file part) is required")
+    elif part.size == 0:
+        errors.append(f"{name} is empty")
+    return part
+
+
 class InqomEmulator(EmulatorServer):
     """Inqom's identity server and accounting-documents API on a loopback port.
 
@@ -757,11 +767,7 @@ class InqomEmulator(EmulatorServer):
             errors.append(f'FileSource must be "Api", got {file_source!r}')
         if form.get("WithoutWorkflow", "false") not in ("true", "false"):
             errors.append(f'WithoutWorkflow must be "true" or "false", got {form["WithoutWorkflow"]!r}')
-        document = next((f for f in request.body.files if f.name == "Document"), None)
-        if document is None:
-            errors.append("Document (a file part) is required")
-        elif document.size == 0:
-            errors.append("Document is empty")
+        document = _file_part(request, "Document", errors)
         if errors:
             return _message(400, "; ".join(errors))
         assert document is not None and type_scan is not None
@@ -785,11 +791,7 @@ class InqomEmulator(EmulatorServer):
             errors.append("BeneficiaryFullName is required")
         if not re.search(r"[^./\\]\.[A-Za-z0-9]{1,10}$", file_name):
             errors.append(f"FileNameWithExtension must be a file name with an extension, got {file_name!r}")
-        bill = next((f for f in request.body.files if f.name == "File"), None)
-        if bill is None:
-            errors.append("File (a file part) is required")
-        elif bill.size == 0:
-            errors.append("File is empty")
+        bill = _file_part(request, "File", errors)
         if errors:
             return _message(400, "; ".join(errors))
         assert bill is not None
