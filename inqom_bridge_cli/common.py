@@ -9,21 +9,20 @@ from typing import Any, Iterable, TextIO
 
 from azure.data.tables import EntityProperty
 
-from shared.ledger import DUPLICATE, STALE, UPLOADED, LedgerEntry, parse_iso
+from shared.ledger import DUPLICATE, STALE, TEXT_COLUMNS, UPLOADED, LedgerEntry, parse_iso
+from shared.observability import redact
 
 PROG = "inqom_bridge_cli"
 
 #: States in which a document is with Inqom and the poller still follows it.
 PENDING_STATES = (UPLOADED, DUPLICATE, STALE)
-#: Written by ``replay`` on the ledger row of the quarantined document it sent back to the inbox.
-REPLAYED = "Replayed"
 
 # Column groups, in the order ``show`` prints them and ``export`` writes them.
 IDENTITY_COLUMNS = ("PartitionKey", "RowKey", "Source", "Container", "BlobPath", "BlobETag", "Size", "Kind",
                     "FolderId", "EnfactId")
-STATE_COLUMNS = ("State", "Attempts", "ClaimUntil", "CreatedAt", "UploadedAt", "LastPolledAt", "NextPollAt",
+STATE_COLUMNS = ("State", "Attempts", "Throttled", "ClaimUntil", "CreatedAt", "UploadedAt", "LastPolledAt", "NextPollAt",
                  "ArchivedAt", "UpdatedAt", "ReplayedAt", "ReplayCount", "ReplayedTo", "StateBeforeReplay")
-INQOM_COLUMNS = ("InqomId", "InqomStatus", "StatusReasons", "OriginId", "Polls")
+INQOM_COLUMNS = ("InqomId", "ExtraInqomIds", "InqomStatus", "StatusReasons", "OriginId", "Polls")
 CHECKSUM_COLUMNS = ("Sha1", "InqomChecksum", "ArchivedSha1", "ChecksumMismatches")
 PATH_COLUMNS = ("ArchivePath", "QuarantinePath", "QuarantineReason")
 ERROR_COLUMNS = ("LastError", "Errors")
@@ -51,6 +50,9 @@ def row_dict(entry: LedgerEntry) -> dict[str, Any]:
     """All columns of a ledger row, PartitionKey and RowKey included."""
     row = {"PartitionKey": entry.partition, "RowKey": entry.key}
     row.update({name: plain(value) for name, value in entry.fields.items()})
+    for name in TEXT_COLUMNS & row.keys():  # rows written before redaction covered ledger columns
+        if isinstance(row[name], str):
+            row[name] = redact(row[name])
     return row
 
 

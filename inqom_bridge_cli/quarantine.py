@@ -16,11 +16,12 @@ from urllib.parse import unquote
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared.blobmove import move_blob
-from shared.ledger import DELETED, QUARANTINED, LedgerConflict, LedgerEntry, iso, partition_for
+from shared.ledger import DELETED, QUARANTINED, REPLAYED, LedgerConflict, LedgerEntry, iso, partition_for
+from shared.observability import redact
 from shared.routing import RoutingError, route
 from shared.services import Services
 
-from .common import REPLAYED, CliError, human_bytes, print_json, table, text
+from .common import CliError, human_bytes, print_json, table, text
 
 QUARANTINE_ONLY_METADATA = ("reason", "ledgerkey")
 
@@ -50,7 +51,7 @@ def list_quarantine(services: Services, prefix: str | None = None) -> list[dict[
         entry = ledger_row_for(services, blob.name, metadata)
         reason = unquote(metadata["reason"]) if metadata.get("reason") else None
         if reason is None and entry is not None:
-            reason = entry.get("QuarantineReason") or None
+            reason = redact(entry.get("QuarantineReason") or "") or None
         items.append({
             "path": blob.name, "size": blob.size,
             "last_modified": blob.last_modified.isoformat() if blob.last_modified else None,
@@ -101,9 +102,10 @@ def replay(services: Services, path: str, new_path: str | None = None, force: bo
                        "(wait for it to be processed, or replay under another name with --to)")
     entry = ledger_row_for(services, path, original)
 
-    move_blob(stores, settings.quarantine_container, path, settings.inbox_container, dest_name=target,
-              extra_metadata={"replayof": entry.key} if entry is not None else None,
-              drop_metadata=QUARANTINE_ONLY_METADATA)
+    target = move_blob(stores, settings.quarantine_container, path, settings.inbox_container, dest_name=target,
+                       owner=f"replay-{props.etag.strip(chr(34))}",
+                       extra_metadata={"replayof": entry.key} if entry is not None else None,
+                       drop_metadata=QUARANTINE_ONLY_METADATA)
     left_behind = source.exists()
 
     replay_count = None

@@ -10,41 +10,54 @@ lease), asks Inqom for the status and acts:
 
 - Received / Processing / ToReview / ManualProcessing: poll again later (``PollPolicy``);
   past ``POLL_MAX_AGE_HOURS`` the row is flagged ``Stale`` and keeps being followed slowly.
-- Done: fetch the temporary public URL, stream it into the archive container while hashing,
-  compare with Inqom's ``Checksum``; on a match delete the inbox blob (row ``Archived``),
-  on a mismatch drop the copy, keep the inbox blob and retry on a later tick.
-- Duplicate: link the row to ``OriginId`` and archive our bytes under the original's id,
-  verified against the same checksum.
+- Done: fetch the temporary public URL, stage it into the archive container as uncommitted
+  blocks while hashing, and commit (create-only) only when the SHA-1 matches Inqom's ``Checksum``;
+  then delete the inbox blob (row ``Archived``). On a mismatch nothing is committed, the inbox
+  blob stays and a later tick retries.
+- Duplicate: link the row to ``OriginId`` and archive our own bytes under our own Inqom id,
+  verified against the same checksum (metadata ``originid`` names the original).
 - Deleted: final; the inbox blob goes to quarantine with the reason.
+
+Archive paths are unique per document (``{folder}/{yyyy}/{mm}/{inqomId}-{name}``) and written
+create-only: an archived blob is never replaced or deleted by the app. A tick repeated after a
+crash recognises its own copy (metadata ``ledgerkey``) and goes on from there.
+Rows left ``Failed``/``Uploading`` (the upload watchdog) or ``Quarantining`` are driven from here
+too, and a bounded repair sweep (``shared.repair``) ends each tick.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import re
 import time
 import unicodedata
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Iterator
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
-from .blobmove import BlobReplaced, metadata_text, move_blob
+from .blobmove import BlobGone, BlobReplaced, metadata_text, move_blob
 from .http import ForbiddenError
 from .inqom import InqomDocument
 from .ledger import (
-    ARCHIVED, DELETED, DUPLICATE, FAILED, STALE, UPLOADED, UPLOADING, Ledger, LedgerConflict, LedgerEntry, iso, parse_iso,
+    ARCHIVED, DELETED, DUPLICATE, FAILED, QUARANTINING, STALE, SUPERSEDED, UPLOADED, UPLOADING, Ledger, LedgerConflict,
+    LedgerEntry, iso, parse_iso,
 )
-from .observability import log_context
+from .observability import error_text, log_context
 from .polling import PollPolicy
+from .quarantine import finish_quarantine, quarantine_document
+from .repair import SweepReport, repair_sweep
 from .services import Services
 
 log = logging.getLogger(__name__)
 
-POLLABLE_STATES = frozenset({UPLOADED, DUPLICATE, STALE, FAILED, UPLOADING})
+POLLABLE_STATES = frozenset({UPLOADED, DUPLICATE, STALE, FAILED, UPLOADING, QUARANTINING})
+ARCHIVE_BLOCK = 4 * 1024 * 1024
 CLAIM_LEASE = timedelta(minutes=10)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -68,10 +81,15 @@ class TickReport:
     stale_index: int = 0
     errors: list[str] = field(default_factory=list)
     out_of_time: bool = False
+    sweep: SweepReport | None = None
 
 
 class ChecksumMismatch(Exception):
     pass
+
+
+class ArchivePathTaken(Exception):
+    """The document's archive path holds another document's blob (never overwritten)."""
 
 
 def poll_tick(services: Services, now: datetime | None = None) -> TickReport:
@@ -105,8 +123,9 @@ def poll_tick(services: Services, now: datetime | None = None) -> TickReport:
                 _follow(services, ledger, policy, entry, now, report)
             except Exception as exc:  # one bad row must not stop the tick; its claim lapses with the lease
                 log.exception("poll of ledger %s failed", entry.key)
-                report.errors.append(f"{entry.key}: {exc}")
+                report.errors.append(f"{entry.key}: {error_text(exc)}")
                 _record_error(ledger, policy, entry, exc, now)
+    report.sweep = repair_sweep(services, now)
     return report
 
 
@@ -114,6 +133,9 @@ def _follow(services: Services, ledger: Ledger, policy: PollPolicy, entry: Ledge
             report: TickReport) -> None:
     if entry.state in (FAILED, UPLOADING):  # due only when the host did not finish the upload
         _retry_upload(services, ledger, entry)
+        return
+    if entry.state == QUARANTINING:  # the worker that decided it died before the move was done
+        finish_quarantine(services, entry)
         return
     folder = int(entry.get("FolderId") or entry.partition)
     inqom_id = int(entry.get("InqomId"))
@@ -127,7 +149,7 @@ def _follow(services: Services, ledger: Ledger, policy: PollPolicy, entry: Ledge
                 "LastPolledAt": iso(now), "InqomChecksum": document.checksum or entry.get("InqomChecksum")}
 
     if document.status == "Done":
-        _archive(services, ledger, policy, entry, document, inqom_id, observed, now, report)
+        _archive(services, ledger, policy, entry, document, None, observed, now, report)
     elif document.status == "Duplicate":
         if document.origin_id is None:
             _reschedule(ledger, entry, observed, now + policy.next_delay(document.status, polls),
@@ -156,11 +178,12 @@ def _retry_upload(services: Services, ledger: Ledger, entry: LedgerEntry) -> Non
     except ResourceNotFoundError:
         current_etag = None
     if current_etag != entry.get("BlobETag"):
-        ledger.update(entry, NextPollAt=None, LastError=f"{entry.get('LastError') or ''} — superseded: the inbox "
-                      "blob was replaced or removed; any new version has its own row".lstrip(" —"))
+        ledger.update(entry, State=SUPERSEDED, NextPollAt=None, ClaimUntil=None,
+                      LastError=f"{entry.get('LastError') or ''} — superseded: the inbox blob was replaced or "
+                      "removed before it was sent; any new version has its own row".lstrip(" —"))
         return
     log.warning("ledger %s: upload left %s by the host; retrying it from the poller", entry.key, entry.state)
-    ledger.update(entry, NextPollAt=None)  # the upload records its own outcome (and a new watchdog if it fails)
+    # The row keeps its due time until the upload's claim moves it: a crash here loses nothing.
     upload_inbox_blob(services, blob)
 
 
@@ -170,37 +193,36 @@ def _reschedule(ledger: Ledger, entry: LedgerEntry, observed: dict, due: datetim
 
 
 def _record_error(ledger: Ledger, policy: PollPolicy, entry: LedgerEntry, exc: Exception, now: datetime) -> None:
-    """Keep the error on the row and try again later, backing off as errors repeat (404, revoked rights…)."""
-    current = ledger.get(entry.partition, entry.key)
-    if current is None:
-        return
-    errors = int(current.get("Errors") or 0) + 1
+    """Keep the error on the row and try again later, backing off as errors repeat (404, revoked rights…).
+
+    Written against the version this tick claimed: a row someone changed since (the host's retry
+    of an upload, our own watchdog upload) is theirs, with their own due time.
+    """
+    errors = int(entry.get("Errors") or 0) + 1
     try:
-        ledger.update(current, LastError=str(exc), Errors=errors, NextPollAt=now + policy.next_delay(None, errors))
+        ledger.update(entry, LastError=error_text(exc), Errors=errors, NextPollAt=now + policy.next_delay(None, errors))
     except LedgerConflict:
-        pass  # someone else moved it on; their write stands
+        pass
 
 
 def _archive(services: Services, ledger: Ledger, policy: PollPolicy, entry: LedgerEntry, document: InqomDocument,
-             archive_id: int, observed: dict, now: datetime, report: TickReport) -> None:
+             origin_id: int | None, observed: dict, now: datetime, report: TickReport) -> None:
     settings = services.settings
     if not document.checksum:
         _reschedule(ledger, entry, observed, now + policy.next_delay(None, int(observed["Polls"])),
                     "Inqom gives no Checksum; the original cannot be verified, so it is not archived yet")
         return
-    uploaded = parse_iso(entry.get("UploadedAt")) or now
-    original = entry.get("BlobPath", "").rsplit("/", 1)[-1]
-    archive_path = f"{entry.partition}/{uploaded:%Y}/{uploaded:%m}/{archive_id}-{safe_name(original)}"
+    archive_path = archive_path_for(entry, now)
     archive_blob = services.stores.container(settings.archive_container).get_blob_client(archive_path)
     metadata = {
-        "inqomid": str(document.id), "inqomstatus": document.status or "", "checksum": document.checksum,
+        "inqomid": str(document.id), "inqomstatus": document.status or "", "checksum": document.checksum.upper(),
         "sourcepath": metadata_text(f"{entry.get('Container')}/{entry.get('BlobPath')}"), "ledgerkey": entry.key,
     }
-    if document.status == "Duplicate":
-        metadata["originid"] = str(archive_id)
+    if origin_id is not None:
+        metadata["originid"] = str(origin_id)
     try:
-        sha1 = _already_archived(archive_blob, document) or _stream_to_archive(
-            services, entry, document, archive_blob, metadata)
+        sha1 = _archived_copy(archive_blob, entry) or _write_archive(
+            archive_blob, _source_chunks(services, entry, document), metadata, document.checksum.upper(), entry)
     except ChecksumMismatch as exc:
         errors = int(entry.get("ChecksumMismatches") or 0) + 1
         _reschedule(ledger, entry, {**observed, "ChecksumMismatches": errors},
@@ -211,6 +233,13 @@ def _archive(services: Services, ledger: Ledger, policy: PollPolicy, entry: Ledg
                   ArchivedSha1=sha1, ArchivedAt=iso(ledger.clock()), NextPollAt=None, LastError=note)
     report.archived += 1
     log.info("archived ledger %s (Inqom %s) to %s", entry.key, document.id, archive_path)
+
+
+def archive_path_for(entry: LedgerEntry, now: datetime) -> str:
+    """``{folder}/{yyyy}/{mm}/{inqomId}-{name}``: the row's own Inqom id makes it unique per document."""
+    uploaded = parse_iso(entry.get("UploadedAt")) or now
+    original = entry.get("BlobPath", "").rsplit("/", 1)[-1]
+    return f"{entry.partition}/{uploaded:%Y}/{uploaded:%m}/{int(entry.get('InqomId'))}-{safe_name(original)}"
 
 
 def _release_inbox_blob(services: Services, entry: LedgerEntry, archived_sha1: str) -> str | None:
@@ -224,50 +253,69 @@ def _release_inbox_blob(services: Services, entry: LedgerEntry, archived_sha1: s
     sent_sha1 = entry.get("Sha1")
     try:
         if sent_sha1 and sent_sha1.upper() != archived_sha1:
-            note = f"Inqom's copy (SHA-1 {archived_sha1}) differs from the file sent (SHA-1 {sent_sha1}); original kept in quarantine"
-            move_blob(services.stores, container, entry.get("BlobPath"), settings.quarantine_container,
-                      extra_metadata={"reason": note, "ledgerkey": entry.key}, expected_etag=entry.get("BlobETag"))
+            note = (f"Inqom's copy (SHA-1 {archived_sha1}) differs from the file sent (SHA-1 {sent_sha1}); "
+                    "original kept in quarantine")
+            moved = move_blob(services.stores, container, entry.get("BlobPath"), settings.quarantine_container,
+                              owner=entry.key, extra_metadata={"reason": note, "ledgerkey": entry.key},
+                              expected_etag=entry.get("BlobETag"))
             log.warning("ledger %s: %s", entry.key, note)
-            return note
+            return f"{note} at {settings.quarantine_container}/{moved}"
         services.stores.container(container).get_blob_client(entry.get("BlobPath")).delete_blob(
             etag=f'"{entry.get("BlobETag")}"', match_condition=MatchConditions.IfNotModified)
-    except ResourceNotFoundError:
+    except (ResourceNotFoundError, BlobGone):
         pass
     except (ResourceModifiedError, BlobReplaced):
         log.warning("ledger %s: inbox blob was replaced after upload; the new version stays for its own trigger", entry.key)
     return None
 
 
-def _already_archived(archive_blob, document: InqomDocument) -> str | None:
-    """A duplicate whose original is archived under the same name with the same checksum is linked,
-    not written again (the original's metadata stays; a crash after the copy needs no inbox blob)."""
-    if document.status != "Duplicate":
-        return None
+def _archived_copy(archive_blob, entry: LedgerEntry) -> str | None:
+    """The SHA-1 of this document's own archive copy when it was already committed (a tick that died after it)."""
     try:
         existing = archive_blob.get_blob_properties()
     except ResourceNotFoundError:
         return None
-    checksum = (existing.metadata.get("checksum") or "").upper()
-    return checksum if checksum == document.checksum.upper() else None
+    if existing.metadata.get("ledgerkey") != entry.key:
+        raise ArchivePathTaken(f"archive path {archive_blob.blob_name} holds another document's copy; not overwritten")
+    return (existing.metadata.get("checksum") or "").upper() or None
 
 
-def _stream_to_archive(services: Services, entry: LedgerEntry, document: InqomDocument, archive_blob,
-                       metadata: dict[str, str]) -> str:
-    """Write the archive copy and return its SHA-1; raise ``ChecksumMismatch`` (copy removed) if it differs."""
+def _write_archive(archive_blob, chunks: Iterator[bytes], metadata: dict[str, str], checksum: str,
+                   entry: LedgerEntry) -> str:
+    """Stage the bytes as uncommitted blocks while hashing; commit them, create-only, only if the SHA-1 matches.
+
+    Uncommitted blocks are invisible and expire on their own: a mismatch or a crash leaves nothing in
+    the archive. Returns the SHA-1; raises ``ChecksumMismatch`` when it differs from Inqom's.
+    """
     hasher = hashlib.sha1()
+    prefix = uuid.uuid4().hex[:16]
+    block_ids: list[str] = []
+    pending = bytearray()
 
-    def hashed(chunks: Iterator[bytes]) -> Iterator[bytes]:
-        for chunk in chunks:
-            hasher.update(chunk)
-            yield chunk
+    def stage(data: bytes) -> None:
+        block_id = base64.b64encode(f"{prefix}{len(block_ids):08d}".encode()).decode()
+        archive_blob.stage_block(block_id, bytes(data))
+        block_ids.append(block_id)
 
-    archive_blob.upload_blob(hashed(_source_chunks(services, entry, document)), overwrite=True,
-                             metadata=metadata, max_concurrency=1)
+    for chunk in chunks:
+        hasher.update(chunk)
+        pending += chunk
+        while len(pending) >= ARCHIVE_BLOCK:
+            stage(pending[:ARCHIVE_BLOCK])
+            del pending[:ARCHIVE_BLOCK]
+    if pending or not block_ids:
+        stage(pending)
     sha1 = hasher.hexdigest().upper()
-    if sha1 != document.checksum.upper():
-        archive_blob.delete_blob()
-        raise ChecksumMismatch(f"archived bytes have SHA-1 {sha1}, Inqom's Checksum is {document.checksum.upper()}; "
-                               "inbox blob kept, retrying later")
+    if sha1 != checksum:
+        raise ChecksumMismatch(f"downloaded bytes have SHA-1 {sha1}, Inqom's Checksum is {checksum}; "
+                               "nothing archived, inbox blob kept, retrying later")
+    try:
+        archive_blob.commit_block_list(block_ids, metadata=metadata, if_none_match="*")
+    except ResourceExistsError:
+        committed = _archived_copy(archive_blob, entry)  # a concurrent tick of ours committed first
+        if committed is None:
+            raise
+        return committed
     return sha1
 
 
@@ -295,17 +343,8 @@ def _source_chunks(services: Services, entry: LedgerEntry, document: InqomDocume
 
 
 def _deleted(services: Services, ledger: Ledger, entry: LedgerEntry, document: InqomDocument, observed: dict) -> None:
-    settings = services.settings
     reason = f"deleted in Inqom (document {document.id})"
     if observed.get("StatusReasons"):
         reason += f", reasons: {observed['StatusReasons']}"
-    container = entry.get("Container") or settings.inbox_container
-    try:
-        moved_to = move_blob(services.stores, container, entry.get("BlobPath"), settings.quarantine_container,
-                             extra_metadata={"reason": reason, "ledgerkey": entry.key}, expected_etag=entry.get("BlobETag"))
-        quarantine_path = f"{settings.quarantine_container}/{moved_to}"
-    except (ResourceNotFoundError, BlobReplaced):  # that version is gone; a newer one has its own row
-        quarantine_path = None
-    ledger.update(entry, **observed, State=DELETED, QuarantineReason=reason, QuarantinePath=quarantine_path,
-                  NextPollAt=None, LastError=None)
-    log.warning("ledger %s: %s; original moved to quarantine", entry.key, reason)
+    quarantine_document(services, entry.partition, entry.key, {}, reason, entry=ledger.update(entry, **observed),
+                        final_state=DELETED)

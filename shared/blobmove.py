@@ -1,10 +1,14 @@
-"""Moving a blob between containers without ever losing it: copy, verify, then delete the source.
+"""Moving a blob between containers without ever losing or overwriting one: copy, verify, then delete the source.
 
-    dest = move_blob(stores, "inbox", "11287/supplier/a.pdf", "quarantine", extra_metadata={"reason": "..."})
+    dest = move_blob(stores, "inbox", "11287/supplier/a.pdf", "quarantine", owner=ledger_key,
+                     extra_metadata={"reason": "..."})
 
-The copy is server-side (same account) and never overwrites: a name already taken gets the
-version's ETag appended. The source is deleted only if it still has the ETag it had when the copy
-started, so a file re-dropped meanwhile stays in the inbox for its own trigger.
+The copy is server-side (same account) and create-only (``If-None-Match: *``): nothing already in
+the destination is ever replaced. Its name is the source's (or ``dest_name``), or, when another
+document holds that name, ``stem~<owner>.ext`` — unique per document. The copy carries ``owner``
+in its metadata (``moveid``), so a move repeated after a crash recognises its own copy instead of
+making a second one, even when the source is already gone. The source is deleted only if it still
+has the ETag it had when the copy started, so a file re-dropped meanwhile stays for its own trigger.
 Blob metadata is ASCII-only: free text is stored percent-encoded (``metadata_text``).
 """
 
@@ -15,13 +19,15 @@ from typing import Iterable
 from urllib.parse import quote
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.storage.blob import BlobClient
 
 from .storage import StorageClients
 
 _SAFE = " !#$&'()*+,-./:;=?@[]^_`{|}~"
 _MAX_METADATA_VALUE = 2000
 _COPY_TIMEOUT = 300.0
+MOVE_ID = "moveid"
 
 
 def metadata_text(text: str) -> str:
@@ -36,45 +42,27 @@ class BlobReplaced(BlobMoveError):
     """The blob is no longer the version the caller meant: it was left where it is."""
 
 
-def _free_name(stores: StorageClients, container: str, name: str, etag: str, metadata: dict[str, str]) -> str:
-    """``name``, or ``stem~<etag>.ext`` when another file already has that name (never overwrite).
+class BlobGone(BlobMoveError):
+    """The source is gone and no copy of this move exists: someone else removed it."""
 
-    A blob there with exactly the metadata this move writes is this same move, done by a
-    concurrent delivery: its name is reused.
-    """
-    try:
-        existing = stores.container(container).get_blob_client(name).get_blob_properties()
-    except ResourceNotFoundError:
-        return name
-    if existing.metadata == metadata:
-        return name
+
+def candidate_names(name: str, owner: str) -> tuple[str, str]:
+    """The destination name, then the one unique to ``owner`` (used when the first is taken)."""
     stem, dot, extension = name.rpartition(".")
-    tag = etag.strip('"')[-10:]
-    return f"{stem}~{tag}.{extension}" if dot and "/" not in extension else f"{name}~{tag}"
+    tag = owner[:16]
+    return name, (f"{stem}~{tag}.{extension}" if dot and "/" not in extension else f"{name}~{tag}")
 
 
-def move_blob(stores: StorageClients, source_container: str, blob_name: str, dest_container: str,
-              dest_name: str | None = None, extra_metadata: dict[str, str] | None = None,
-              drop_metadata: Iterable[str] = (), expected_etag: str | None = None) -> str:
-    """Copy ``blob_name`` to ``dest_container`` and delete the source; returns the name it got there.
+def _copy_of(dest: BlobClient, owner: str) -> bool | None:
+    """True: this move's copy is there; False: another blob holds the name; None: the name is free."""
+    try:
+        props = dest.get_blob_properties()
+    except ResourceNotFoundError:
+        return None
+    return props.metadata.get(MOVE_ID) == owner and (props.copy.status in (None, "success"))
 
-    The destination name is ``dest_name`` (default: the same name) unless a file already has it,
-    then ``name~<etag>.ext``: nothing is overwritten. With ``expected_etag`` only that version is
-    moved (``BlobReplaced`` otherwise). The copy is created with its final metadata (the source's,
-    minus ``drop_metadata``, plus ``extra_metadata``): a BlobCreated event may start work on it at once.
-    """
-    source = stores.container(source_container).get_blob_client(blob_name)
-    props = source.get_blob_properties()
-    if expected_etag is not None and props.etag.strip('"') != expected_etag.strip('"'):
-        raise BlobReplaced(f"{source_container}/{blob_name} was replaced by a newer version; left in place")
-    dropped = {name.lower() for name in drop_metadata}
-    metadata = {k: v for k, v in props.metadata.items() if k.lower() not in dropped}
-    metadata.update({k: metadata_text(v) for k, v in (extra_metadata or {}).items()})
-    dest_name = _free_name(stores, dest_container, dest_name or blob_name, props.etag, metadata)
-    dest = stores.container(dest_container).get_blob_client(dest_name)
-    # Same-account copy: the service authorises the source with this request's own credential.
-    copy = dest.start_copy_from_url(source.url, metadata=metadata, source_etag=props.etag,
-                                    source_match_condition=MatchConditions.IfNotModified)
+
+def _wait_for_copy(dest: BlobClient, copy: dict, blob_name: str, dest_container: str) -> None:
     deadline = time.monotonic() + _COPY_TIMEOUT
     status = copy.get("copy_status")
     while status == "pending":
@@ -85,13 +73,64 @@ def move_blob(stores: StorageClients, source_container: str, blob_name: str, des
         status = dest.get_blob_properties().copy.status
     if status != "success":
         raise BlobMoveError(f"copy of {blob_name} to {dest_container} ended {status}")
-    if dest.get_blob_properties().size != props.size:
+
+
+def find_moved(stores: StorageClients, dest_container: str, name: str, owner: str) -> str | None:
+    """The name this move's copy has in ``dest_container``, if it was made."""
+    for candidate in candidate_names(name, owner):
+        if _copy_of(stores.container(dest_container).get_blob_client(candidate), owner):
+            return candidate
+    return None
+
+
+def move_blob(stores: StorageClients, source_container: str, blob_name: str, dest_container: str, *,
+              owner: str, dest_name: str | None = None, extra_metadata: dict[str, str] | None = None,
+              drop_metadata: Iterable[str] = (), expected_etag: str | None = None) -> str:
+    """Copy ``blob_name`` to ``dest_container`` (create-only) and delete the source; returns the name it got.
+
+    With ``expected_etag`` only that version is moved (``BlobReplaced`` otherwise). The copy is
+    created with its final metadata (the source's, minus ``drop_metadata``, plus ``extra_metadata``
+    and ``moveid=owner``): a BlobCreated event may start work on it at once. A source already gone
+    whose copy exists (a crash after the copy) returns that copy's name; ``BlobGone`` otherwise.
+    """
+    wanted = dest_name or blob_name
+    source = stores.container(source_container).get_blob_client(blob_name)
+    try:
+        props = source.get_blob_properties()
+    except ResourceNotFoundError:
+        moved = find_moved(stores, dest_container, wanted, owner)
+        if moved is None:
+            raise BlobGone(f"{source_container}/{blob_name} is gone and was not moved by this document") from None
+        return moved
+    if expected_etag is not None and props.etag.strip('"') != expected_etag.strip('"'):
+        raise BlobReplaced(f"{source_container}/{blob_name} was replaced by a newer version; left in place")
+    dropped = {name.lower() for name in drop_metadata}
+    metadata = {k: v for k, v in props.metadata.items() if k.lower() not in dropped and k.lower() != MOVE_ID}
+    metadata.update({k: metadata_text(v) for k, v in (extra_metadata or {}).items()})
+    metadata[MOVE_ID] = owner
+    chosen = None
+    for candidate in candidate_names(wanted, owner):
+        dest = stores.container(dest_container).get_blob_client(candidate)
+        state = _copy_of(dest, owner)
+        if state is None:
+            try:  # same-account copy: the service authorises the source with this request's own credential
+                copy = dest.start_copy_from_url(source.url, metadata=metadata, source_etag=props.etag,
+                                                source_match_condition=MatchConditions.IfNotModified,
+                                                if_none_match="*")
+            except ResourceExistsError:
+                state = _copy_of(dest, owner)  # taken between our look and our copy
+            else:
+                _wait_for_copy(dest, copy, blob_name, dest_container)
+                state = True
+        if state:
+            chosen = dest
+            break
+    if chosen is None:
+        raise BlobMoveError(f"{dest_container} already holds other blobs at {wanted!r} and its unique name")
+    if chosen.get_blob_properties().size != props.size:
         raise BlobMoveError(f"copy of {blob_name} to {dest_container} has the wrong size")
     try:
         source.delete_blob(etag=props.etag, match_condition=MatchConditions.IfNotModified)
-    except ResourceModifiedError:
-        pass  # replaced meanwhile: the new version is a new document with its own trigger
-    except ResourceNotFoundError:
-        pass
-    return dest_name
-
+    except (ResourceModifiedError, ResourceNotFoundError):
+        pass  # replaced meanwhile (the new version has its own trigger), or deleted by a concurrent move
+    return chosen.blob_name

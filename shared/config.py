@@ -13,16 +13,21 @@ string (``DocumentStorage``, Azurite locally) or identity-based service URIs
 
 from __future__ import annotations
 
+import json
+import ipaddress
 import os
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable, Mapping
+from pathlib import Path
 from urllib.parse import urlparse
 
 INQOM_PROD_TOKEN_URL = "https://auth.inqom.com/identity/connect/token"
 INQOM_PROD_API_BASE_URL = "https://wa-fred-accounting-documents-prod.azurewebsites.net"
 ENFACT_PROD_API_BASE_URL = "https://api5.onfact.be"
 STORAGE_CONNECTION = "DocumentStorage"
+HOST_JSON = Path(__file__).resolve().parents[1] / "host.json"
 
 
 class SettingsError(ValueError):
@@ -58,6 +63,22 @@ def _positive_float(value: str) -> float:
 
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+_HOSTNAME = re.compile(r"(?i)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*")
+
+
+def _hosts(value: str) -> tuple[str, ...]:
+    """Bare host names or IP addresses, lower case: no scheme, port, path or userinfo."""
+    hosts = []
+    for item in _csv(value):
+        try:
+            hosts.append(str(ipaddress.ip_address(item)))
+        except ValueError:
+            if not _HOSTNAME.fullmatch(item):
+                raise ValueError(f"entry {item!r} is not a bare host name (no scheme, port, path or userinfo)") from None
+            hosts.append(item.lower())
+    return tuple(hosts)
 
 
 def _folder_ids(value: str) -> frozenset[int]:
@@ -136,13 +157,18 @@ SETTINGS: tuple[Setting, ...] = (
             "pdf,jpg,jpeg,png,tif,tiff,heic,heif,gif,bmp,webp,xml",
             "File extensions accepted from the inbox."),
     Setting("UPLOAD_CLAIM_SECONDS", "upload_claim_seconds", _positive_int, "900",
-            "How long an upload claim holds before another worker may take it over."),
+            "How long an upload claim holds before another worker may take it over; renewed while the upload "
+            "runs, and at least host.json's functionTimeout."),
     Setting("UPLOAD_MAX_ATTEMPTS", "upload_max_attempts", _positive_int, "5",
             "Upload attempts for transient failures before the blob is quarantined; keep <= host.json poisonBlobThreshold."),
     Setting("POLL_SCHEDULE", "poll_schedule", str, "0 */5 * * * *", "NCRONTAB schedule of the status poll."),
     Setting("POLL_BATCH_SIZE", "poll_batch_size", _positive_int, "100", "Documents polled per tick at most."),
     Setting("POLL_TICK_BUDGET_SECONDS", "poll_tick_budget", _positive_float, "240",
             "A tick stops taking new work after this long; the rest waits for the next tick."),
+    Setting("REPAIR_SWEEP_BATCH", "repair_sweep_batch", _positive_int, "100",
+            "Ledger rows and inbox blobs the repair sweep examines per poll tick."),
+    Setting("REPAIR_GRACE_MINUTES", "repair_grace_minutes", _positive_float, "30",
+            "An inbox blob this old with no ledger row (its event was lost) is adopted by the repair sweep."),
     Setting("POLL_FIRST_DELAY_SECONDS", "poll_first_delay", _positive_float, "60",
             "Wait between an upload and its first status poll."),
     Setting("POLL_MAX_INTERVAL_SECONDS", "poll_max_interval", _positive_float, "3600",
@@ -151,7 +177,7 @@ SETTINGS: tuple[Setting, ...] = (
             "Poll interval for documents awaiting human work in Inqom (ToReview, ManualProcessing)."),
     Setting("POLL_MAX_AGE_HOURS", "poll_max_age_hours", _positive_float, "336",
             "A document still not processed after this long is flagged Stale."),
-    Setting("ARCHIVE_ALLOWED_HOSTS", "archive_allowed_hosts", _csv, "fredprodstorage.blob.core.windows.net",
+    Setting("ARCHIVE_ALLOWED_HOSTS", "archive_allowed_hosts", _hosts, "fredprodstorage.blob.core.windows.net",
             "Hosts from which Inqom's temporary public URLs may be downloaded."),
     Setting("ENFACT_API_BASE_URL", "enfact_api_base_url", _https_or_loopback_url, ENFACT_PROD_API_BASE_URL,
             "enFact (onFact) REST API base URL."),
@@ -192,6 +218,8 @@ class Settings:
     poll_schedule: str
     poll_batch_size: int
     poll_tick_budget: float
+    repair_sweep_batch: int
+    repair_grace_minutes: float
     poll_first_delay: float
     poll_max_interval: float
     poll_review_interval: float
@@ -267,9 +295,27 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         except ValueError as exc:
             problems.append(f"{setting.env}: {exc} (got {raw!r})")
     storage = _storage_from(env, problems)
+    timeout = function_timeout_seconds()
+    claim = values.get("upload_claim_seconds")
+    if claim is not None and timeout is not None and claim < timeout:
+        problems.append(f"UPLOAD_CLAIM_SECONDS: {claim}s is shorter than host.json functionTimeout ({timeout:.0f}s): "
+                        "a claim must outlive the invocation holding it, or a watchdog sends the file again")
     if problems:
         raise SettingsError("invalid settings:\n  " + "\n  ".join(problems))
     return Settings(**values, storage=storage)
+
+
+def function_timeout_seconds(host_json: Path = HOST_JSON) -> float | None:
+    """host.json ``functionTimeout`` in seconds; None when unbounded (``-1``) or not set."""
+    try:
+        text = json.loads(host_json.read_text()).get("functionTimeout")
+    except FileNotFoundError:
+        return None
+    if not text or str(text).strip() == "-1":
+        return None
+    days, _, clock = str(text).rpartition(".")
+    hours, minutes, seconds = (float(part) for part in clock.split(":"))
+    return (int(days) if days else 0) * 86400 + hours * 3600 + minutes * 60 + seconds
 
 
 @lru_cache(maxsize=1)

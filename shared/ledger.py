@@ -14,6 +14,8 @@ The document row is the truth; an index row that disagrees with it is stale and 
 from __future__ import annotations
 
 import hashlib
+import logging
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator
@@ -21,6 +23,10 @@ from typing import Any, Callable, Iterator
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import EdmType, EntityProperty, TableClient, UpdateMode
+
+from .observability import redact
+
+log = logging.getLogger(__name__)
 
 UPLOADING = "Uploading"
 UPLOADED = "Uploaded"
@@ -31,13 +37,22 @@ QUARANTINED = "Quarantined"
 FAILED = "Failed"
 STALE = "Stale"
 
-FINAL_STATES = frozenset({ARCHIVED, DELETED, QUARANTINED})
+QUARANTINING = "Quarantining"  # intent written, blob not yet moved: the poller finishes the move
+SUPERSEDED = "Superseded"  # the blob version was replaced or removed before it could be sent
+REFUSED = "Refused"  # the blob's name cannot be addressed safely by any storage client; left in place
+REPLAYED = "Replayed"  # an operator moved the quarantined blob back to the inbox (it gets a new row)
+
+FINAL_STATES = frozenset({ARCHIVED, DELETED, QUARANTINED, SUPERSEDED, REFUSED, REPLAYED})
 #: States in which the blob has been handed to Inqom; a redelivered trigger must not send it again.
 SENT_STATES = frozenset({UPLOADED, DUPLICATE, ARCHIVED, DELETED, STALE})
 
 PENDING_PARTITION = "pending"
 WEBHOOK_PARTITION = "webhook"  # one row per accepted push id (replay protection)
 ENFACT_PARTITION = "enfact"  # one row per enFact invoice handed to the inbox
+SWEEP_PARTITION = "sweep"  # the repair sweep's cursor
+SYSTEM_PARTITIONS = (PENDING_PARTITION, WEBHOOK_PARTITION, ENFACT_PARTITION, SWEEP_PARTITION)
+#: Free-text columns that may carry error text from elsewhere: masked like log lines.
+TEXT_COLUMNS = frozenset({"LastError", "QuarantineReason", "Reason", "StatusReasons"})
 UNROUTED_PARTITION = "unrouted"
 _MAX_TEXT = 32_000  # a Table string property holds 64 KiB (32 K UTF-16 characters)
 
@@ -59,11 +74,12 @@ def parse_iso(text: str | None) -> datetime | None:
 def partition_for(blob_name: str) -> str:
     """Ledger partition of an inbox blob: its accounting folder id, or ``unrouted``."""
     head = blob_name.split("/", 1)[0]
-    return head if head.isascii() and head.isdigit() and int(head) > 0 else UNROUTED_PARTITION
+    routable = head.isascii() and head.isdigit() and len(head) <= 19 and 0 < int(head) < 2**63
+    return head if routable else UNROUTED_PARTITION
 
 
 def ledger_key(container: str, blob_name: str, blob_etag: str) -> str:
-    """Stable id of one version of one blob: same blob, same ETag → same key."""
+    """Stable id of one version of one blob: same blob, same ETag → same key (never raw text)."""
     digest = hashlib.sha256(f"{container}/{blob_name}\n{blob_etag.strip(chr(34))}".encode()).hexdigest()
     return digest[:32]
 
@@ -92,7 +108,9 @@ class LedgerEntry:
         return parse_iso(self.get("NextPollAt"))
 
 
-def _encode(value: Any) -> Any:
+def _encode(value: Any, column: str = "") -> Any:
+    if column in TEXT_COLUMNS and isinstance(value, str):
+        value = redact(value)
     if isinstance(value, bool):
         return value
     if isinstance(value, int) and not -(2**31) <= value < 2**31:
@@ -116,6 +134,14 @@ class DueItem:
     due: datetime
 
 
+def _document_filter(query_filter: str | None) -> tuple[str, dict[str, str]]:
+    names = {f"system{i}": name for i, name in enumerate(SYSTEM_PARTITIONS)}
+    text = " and ".join(f"PartitionKey ne @{name}" for name in names)
+    if query_filter:
+        text += f" and ( {query_filter} )"  # the SDK finds @names between spaces
+    return text, names
+
+
 class Ledger:
     def __init__(self, table: TableClient, clock: Callable[[], datetime] = utcnow) -> None:
         self.table = table
@@ -132,12 +158,12 @@ class Ledger:
         """Create the row; ``LedgerConflict`` if it already exists."""
         now = iso(self.clock())
         entity = {"PartitionKey": partition, "RowKey": key, "CreatedAt": now, "UpdatedAt": now}
-        entity.update({name: _encode(value) for name, value in fields.items() if value is not None})
+        entity.update({name: _encode(value, name) for name, value in fields.items() if value is not None})
+        self._index(partition, key, None, parse_iso(entity.get("NextPollAt")))  # entry before row
         try:
             metadata = self.table.create_entity(entity)
         except ResourceExistsError as exc:
             raise LedgerConflict(f"{partition}/{key} exists") from exc
-        self._index(partition, key, None, parse_iso(entity.get("NextPollAt")))
         return LedgerEntry(partition, key, entity, metadata.get("etag"))
 
     def update(self, entry: LedgerEntry, **changes: Any) -> LedgerEntry:
@@ -148,7 +174,7 @@ class Ledger:
         old_due = entry.next_poll
         fields = dict(entry.fields)
         for name, value in changes.items():
-            fields[name] = _encode(value) if value is not None else ""
+            fields[name] = _encode(value, name) if value is not None else ""
         fields["UpdatedAt"] = iso(self.clock())
         new_due = parse_iso(fields.get("NextPollAt") or None)
         if new_due is not None and new_due != old_due:
@@ -167,8 +193,10 @@ class Ledger:
     def claim_upload(self, partition: str, key: str, fields: dict[str, Any], claim_seconds: float) -> LedgerEntry | None:
         """Take the right to upload this blob version, or return None when there is nothing to do.
 
-        Nothing to do: already sent or settled, or another worker holds a live claim.
-        A claim that expired (a worker crashed mid-upload) or a failed attempt is taken over.
+        Nothing to do: already sent or settled, being quarantined, or another worker holds a live
+        claim. A claim that expired (a worker crashed mid-upload) or a failed attempt is taken over.
+        Each claim gets the next ``Attempts`` number, its fence: a worker whose claim was taken over
+        still records what it sent (``record_sent``), so nothing it sent goes unnamed.
         The claim's expiry is also the row's next due time in the pending index: if the worker
         dies, the poller finds the row and drives the upload again.
         """
@@ -181,7 +209,7 @@ class Ledger:
                 entry = self.get(partition, key)
             if entry is None:
                 continue
-            if entry.state in SENT_STATES or entry.state in FINAL_STATES:
+            if entry.state not in (UPLOADING, FAILED):
                 return None
             if entry.state == UPLOADING and (parse_iso(entry.get("ClaimUntil")) or self.clock()) > self.clock():
                 return None
@@ -190,6 +218,43 @@ class Ledger:
                                    ClaimUntil=iso(claim_until), NextPollAt=claim_until)
             except LedgerConflict:
                 continue
+
+    def renew_claim(self, claimed: LedgerEntry, claim_seconds: float) -> LedgerEntry | None:
+        """Extend a live upload claim; None when it is no longer ours (taken over, or settled)."""
+        entry: LedgerEntry | None = claimed
+        while entry is not None:
+            if entry.state != UPLOADING or entry.get("Attempts") != claimed.get("Attempts"):
+                return None
+            claim_until = self.clock() + timedelta(seconds=claim_seconds)
+            try:
+                return self.update(entry, ClaimUntil=iso(claim_until), NextPollAt=claim_until)
+            except LedgerConflict:
+                entry = self.get(claimed.partition, claimed.key)
+        return None
+
+    def record_sent(self, claimed: LedgerEntry, inqom_id: int, **outcome: Any) -> LedgerEntry:
+        """Record the Inqom document an upload created, whatever happened to the claim meanwhile.
+
+        The row still waiting for its upload takes ``outcome`` (state, id, first poll). A row that
+        already names another Inqom document, or was settled meanwhile, keeps its state and lists
+        this one in ``ExtraInqomIds``: a second upload is linked, never orphaned.
+        """
+        entry: LedgerEntry | None = claimed
+        while True:
+            if entry is None:
+                raise LedgerConflict(f"{claimed.partition}/{claimed.key} disappeared while uploading")
+            known = entry.get("InqomId")
+            try:
+                if entry.state in (UPLOADING, FAILED) and known in (None, ""):
+                    return self.update(entry, InqomId=inqom_id, **outcome)
+                if known not in (None, "") and int(known) == inqom_id:
+                    return entry
+                extras = [part for part in str(entry.get("ExtraInqomIds") or "").split(",") if part]
+                if str(inqom_id) in extras:
+                    return entry
+                return self.update(entry, ExtraInqomIds=",".join([*extras, str(inqom_id)]))
+            except LedgerConflict:
+                entry = self.get(claimed.partition, claimed.key)
 
     def due(self, now: datetime, limit: int) -> list[DueItem]:
         """Oldest ``limit`` index entries due at ``now`` (reads only the pending partition's head)."""
@@ -212,14 +277,35 @@ class Ledger:
         except ResourceNotFoundError:
             pass
 
+    def has_index(self, entry: LedgerEntry) -> bool:
+        """Whether the row's due time has its pending-index entry (the repair sweep's check)."""
+        due = entry.next_poll
+        if due is None:
+            return False
+        try:
+            self.table.get_entity(PENDING_PARTITION, _pending_row_key(due, entry.partition, entry.key))
+        except ResourceNotFoundError:
+            return False
+        return True
+
+    def reindex(self, entry: LedgerEntry) -> None:
+        """Write the pending-index entry of the row's current due time (idempotent)."""
+        self._index(entry.partition, entry.key, None, entry.next_poll)
+
     def scan(self, query_filter: str | None = None, **parameters: Any) -> Iterator[LedgerEntry]:
         """Document rows (not index rows), optionally filtered; for operators' tools."""
-        text = "PartitionKey ne @pending and PartitionKey ne @webhook and PartitionKey ne @enfact"
-        if query_filter:
-            text += f" and ( {query_filter} )"  # the SDK finds @names between spaces
-        system = {"pending": PENDING_PARTITION, "webhook": WEBHOOK_PARTITION, "enfact": ENFACT_PARTITION}
+        text, system = _document_filter(query_filter)
         for entity in self.table.query_entities(text, parameters={**system, **parameters}):
             yield self._entry(entity)
+
+    def scan_page(self, query_filter: str | None, page_size: int, token: Any = None,
+                  **parameters: Any) -> tuple[list[LedgerEntry], Any]:
+        """One page of document rows and the continuation token of the next (None at the end)."""
+        text, system = _document_filter(query_filter)
+        pages = self.table.query_entities(text, parameters={**system, **parameters},
+                                          results_per_page=page_size).by_page(continuation_token=token)
+        rows = [self._entry(entity) for entity in next(pages, [])]
+        return rows, pages.continuation_token
 
     def _index(self, partition: str, key: str, remove: datetime | None, add: datetime | None) -> None:
         if add is not None:
@@ -237,3 +323,46 @@ class Ledger:
     def _entry(entity: Any) -> LedgerEntry:
         fields = {k: v for k, v in entity.items() if k not in ("PartitionKey", "RowKey")}
         return LedgerEntry(entity["PartitionKey"], entity["RowKey"], fields, entity.metadata.get("etag"))
+
+
+class ClaimKeeper:
+    """Renews an upload claim in the background while the upload runs, so no watchdog takes it over.
+
+        with ClaimKeeper(ledger, claimed, claim_seconds=900) as keeper:
+            send()
+        ledger.record_sent(keeper.entry, document_id, ...)     # the latest version of the row
+
+    Renewals happen every third of the claim. A claim found taken over stops the renewals; the
+    final write (``record_sent``) still names what was sent.
+    """
+
+    def __init__(self, ledger: Ledger, claimed: LedgerEntry, claim_seconds: float) -> None:
+        self._ledger = ledger
+        self._claim_seconds = claim_seconds
+        self._entry = claimed
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"claim-{claimed.key[:8]}", daemon=True)
+
+    @property
+    def entry(self) -> LedgerEntry:
+        return self._entry
+
+    def __enter__(self) -> "ClaimKeeper":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._claim_seconds / 3):
+            try:
+                renewed = self._ledger.renew_claim(self._entry, self._claim_seconds)
+            except Exception as exc:  # a storage hiccup: the claim still holds until its expiry
+                log.warning("renewing the upload claim of ledger %s failed: %s", self._entry.key, type(exc).__name__)
+                continue
+            if renewed is None:
+                log.warning("upload claim of ledger %s was taken over; no more renewals", self._entry.key)
+                return
+            self._entry = renewed

@@ -26,6 +26,7 @@ EXPENSE = "expense"
 KINDS = (*KIND_TYPE_SCAN, EXPENSE)
 MAX_NAME_LENGTH = 255
 MAX_FIELD_LENGTH = 255
+MAX_FOLDER_ID = 2**63 - 1  # Inqom ids are 64-bit; a larger one cannot be stored or sent
 
 
 class RoutingError(ValueError):
@@ -84,6 +85,22 @@ def _bool_field(value: str | None) -> bool:
     return lowered == "true"
 
 
+def unaddressable(blob_name: str) -> str | None:
+    """Why no storage client can address this blob by its name safely, or None.
+
+    HTTP clients rewrite ``\\`` to ``/`` and collapse ``.``/``..`` path segments before the request
+    leaves, so such a name reaches another URL than its own: with a signed request it fails, with a
+    token it may name another blob. Such a blob is never read, moved or deleted by path.
+    """
+    if "\\" in blob_name:
+        return "blob name contains a backslash, which storage clients turn into '/'"
+    if any(segment in (".", "..") for segment in blob_name.split("/")):
+        return "blob name contains a '.' or '..' segment, which HTTP clients collapse"
+    if blob_name.endswith("."):
+        return "blob name ends with a dot, which Azure Storage does not keep"
+    return None
+
+
 def route(blob_name: str, metadata: Mapping[str, str], size: int, rules: RoutingRules) -> UploadInstruction:
     """Decide what to send for inbox blob ``blob_name`` (relative to the container), or raise ``RoutingError``."""
     parts = blob_name.split("/")
@@ -92,8 +109,8 @@ def route(blob_name: str, metadata: Mapping[str, str], size: int, rules: Routing
             f"path {blob_name!r} does not match '{{folderId}}/{{{'|'.join(KINDS)}}}/[beneficiary/]{{file}}'"
         )
     folder_text, kind = parts[0], parts[1].lower()
-    if not folder_text.isascii() or not folder_text.isdigit() or int(folder_text) <= 0:
-        raise RoutingError(f"accounting folder id {folder_text!r} is not a positive integer")
+    if not folder_text.isascii() or not folder_text.isdigit() or not 0 < int(folder_text) <= MAX_FOLDER_ID:
+        raise RoutingError(f"accounting folder id {folder_text[:40]!r} is not a positive integer below 2^63")
     folder_id = int(folder_text)
     if rules.allowed_folder_ids and folder_id not in rules.allowed_folder_ids:
         raise RoutingError(f"accounting folder {folder_id} is not in ALLOWED_FOLDER_IDS")

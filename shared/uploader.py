@@ -2,13 +2,17 @@
 
     outcome = upload_inbox_blob(services, blob_client)   # blob_client: the trigger's BlobClient
 
-Order of work: read properties → route (pure checks) → claim the ledger row (ETag) → stream the
-blob to Inqom → record the Inqom id and schedule the first status poll. Permanent failures
-(routing, Inqom 400/404) quarantine the blob; others are recorded and re-raised so the Functions
-host retries, until ``UPLOAD_MAX_ATTEMPTS``, when the blob is quarantined instead of being left to
-the poison queue — except refused Inqom credentials, retried until someone fixes them. Every
-claimed or failed row has a due time in the pending index, so the poller re-drives an upload the
-host did not finish. The inbox blob itself stays until the poller archives it.
+Order of work: check the name (pure) → read properties → route (pure checks) → claim the ledger row
+(ETag; the claim's number is its fence) → stream the blob to Inqom while a keeper renews the claim →
+record the Inqom id and schedule the first status poll. The id is recorded even when the claim was
+taken over meanwhile (then it is linked as an extra upload): Inqom never holds a document the ledger
+cannot name. Permanent failures (routing, Inqom 400/404) quarantine the blob; others are recorded and
+re-raised so the Functions host retries, until ``UPLOAD_MAX_ATTEMPTS``, when the blob is quarantined
+instead of being left to the poison queue — except refused Inqom credentials, retried until someone
+fixes them. Throttling (a 429, a long ``Retry-After``) is no failed attempt: the upload is handed
+back to the poller, due when Inqom said, and the host is not asked to retry. Every claimed or
+failed row has a due time in the pending index, so the poller re-drives an upload the host did not
+finish. The inbox blob itself stays until the poller archives it.
 """
 
 from __future__ import annotations
@@ -20,16 +24,17 @@ from datetime import timedelta
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobClient
 
-from .blobmove import BlobReplaced, move_blob
 from .auth import AuthenticationError
-from .http import ApiError
+from .http import ApiError, ThrottledError
 from .inqom import InqomDocument
 from .ledger import (
-    DUPLICATE, FAILED, QUARANTINED, UPLOADED, Ledger, LedgerConflict, LedgerEntry, iso, ledger_key, partition_for,
+    DUPLICATE, FAILED, REFUSED, SUPERSEDED, UPLOADED, ClaimKeeper, Ledger, LedgerConflict, LedgerEntry,
+    iso, ledger_key, partition_for,
 )
-from .observability import bind
+from .observability import bind, error_text
 from .polling import PollPolicy
-from .routing import RoutingError, UploadInstruction, route
+from .quarantine import quarantine_document
+from .routing import RoutingError, UploadInstruction, route, unaddressable
 from .services import Services
 from .storage import BlobRangeReader
 
@@ -47,6 +52,9 @@ class UploadOutcome:
 def upload_inbox_blob(services: Services, blob: BlobClient) -> UploadOutcome:
     settings = services.settings
     container = blob.container_name
+    problem = unaddressable(blob.blob_name)
+    if problem:
+        return _refuse(services, container, blob.blob_name, problem)
     try:
         props = blob.get_blob_properties()
     except ResourceNotFoundError:
@@ -65,7 +73,7 @@ def upload_inbox_blob(services: Services, blob: BlobClient) -> UploadOutcome:
     try:
         instruction = route(name, metadata, size, services.routing_rules)
     except RoutingError as exc:
-        return _quarantine(services, ledger, partition, key, base_fields, name, str(exc), entry=None)
+        return _outcome(quarantine_document(services, partition, key, base_fields, str(exc)), reason=str(exc))
 
     fields = {**base_fields, "Kind": instruction.kind, "FolderId": instruction.folder_id}
     entry = ledger.claim_upload(partition, key, fields, settings.upload_claim_seconds)
@@ -80,49 +88,108 @@ def upload_inbox_blob(services: Services, blob: BlobClient) -> UploadOutcome:
         readers.append(BlobRangeReader(blob, size, etag))
         return readers[-1]
 
+    keeper = ClaimKeeper(ledger, entry, settings.upload_claim_seconds)
     try:
-        document = _send(services, instruction, key, open_blob)
+        with keeper:
+            document = _send(services, instruction, key, open_blob)
     except ResourceModifiedError:
-        ledger.update(entry, State=FAILED, LastError="blob was replaced during upload; the new version is handled by its own trigger",
-                      ClaimUntil=None, NextPollAt=None)
-        return UploadOutcome(key, FAILED, reason="replaced during upload")
+        _settle(ledger, keeper.entry, State=SUPERSEDED, ClaimUntil=None, NextPollAt=None,
+                LastError="blob was replaced during upload; the new version is handled by its own trigger")
+        return UploadOutcome(key, SUPERSEDED, reason="replaced during upload")
+    except ThrottledError as exc:
+        return _hand_back(services, keeper.entry, exc)
     except ApiError as exc:
-        attempts = int(entry.get("Attempts") or 1)
+        claimed = keeper.entry
+        failures = _failed_attempts(claimed)
         if exc.permanent:
-            return _quarantine(services, ledger, partition, key, fields, name, str(exc), entry=entry)
+            return _outcome(quarantine_document(services, partition, key, fields, str(exc), entry=claimed),
+                            reason=str(exc))
         # Refused credentials are retried until fixed, however long: no document is to blame.
-        if attempts >= settings.upload_max_attempts and not isinstance(exc, AuthenticationError):
-            reason = f"gave up after {attempts} attempts: {exc}"
-            return _quarantine(services, ledger, partition, key, fields, name, reason, entry=entry)
-        _record_failure(ledger, entry, str(exc), settings.upload_claim_seconds)
+        if failures >= settings.upload_max_attempts and not isinstance(exc, AuthenticationError):
+            reason = f"gave up after {failures} attempts: {exc}"
+            return _outcome(quarantine_document(services, partition, key, fields, reason, entry=claimed),
+                            reason=reason)
+        _record_failure(ledger, claimed, str(exc), settings.upload_claim_seconds)
         log.warning("upload of %s (ledger %s) failed, attempt %d of %d: %s",
-                    name, key, attempts, settings.upload_max_attempts, exc)
+                    name, key, failures, settings.upload_max_attempts, exc)
         raise
     except Exception as exc:  # storage hiccup mid-read, a bug: never leave the row claimed and unseen
-        _record_failure(ledger, entry, f"{type(exc).__name__}: {exc}", settings.upload_claim_seconds)
+        _record_failure(ledger, keeper.entry, error_text(exc), settings.upload_claim_seconds)
         raise
 
     bind(inqom_id=document.id)
     now = ledger.clock()
     sha1 = readers[-1].sha1.hexdigest().upper()
     state = DUPLICATE if document.status == "Duplicate" else UPLOADED
-    ledger.update(
-        entry, State=state, InqomId=document.id, InqomStatus=document.status, OriginId=document.origin_id,
+    recorded = ledger.record_sent(
+        keeper.entry, document.id, State=state, InqomStatus=document.status, OriginId=document.origin_id,
         Sha1=sha1, InqomChecksum=document.checksum, UploadedAt=iso(now), ClaimUntil=None, LastError=None,
         NextPollAt=now + PollPolicy.from_settings(settings).first_poll(), Polls=0,
     )
+    if recorded.get("InqomId") != document.id:
+        log.error("blob %s (ledger %s) was sent to Inqom twice (its claim was taken over): document %s is linked "
+                  "to the row as an extra upload of document %s", name, key, document.id, recorded.get("InqomId"))
+        return UploadOutcome(key, recorded.state or "", document.id, reason="sent twice; linked")
     log.info("uploaded %s (ledger %s) to Inqom folder %s as document %s (%s)",
              name, key, instruction.folder_id, document.id, document.status or "accepted")
     return UploadOutcome(key, state, document.id)
 
 
+def _failed_attempts(entry: LedgerEntry) -> int:
+    """Claims that ended in failure or a crash: throttled hand-backs are not failures."""
+    return int(entry.get("Attempts") or 1) - int(entry.get("Throttled") or 0)
+
+
+def _outcome(entry: LedgerEntry, reason: str) -> UploadOutcome:
+    return UploadOutcome(entry.key, entry.state or "", reason=reason)
+
+
+def _settle(ledger: Ledger, entry: LedgerEntry, **changes) -> None:
+    try:
+        ledger.update(entry, **changes)
+    except LedgerConflict:
+        log.warning("ledger %s changed meanwhile; its own due time stays", entry.key)
+
+
 def _record_failure(ledger: Ledger, entry: LedgerEntry, error: str, retry_after_seconds: float) -> None:
     """Failed, to be retried by the host; the pending-index entry is a watchdog in case it is not."""
+    _settle(ledger, entry, State=FAILED, LastError=error, ClaimUntil=None,
+            NextPollAt=ledger.clock() + timedelta(seconds=retry_after_seconds))
+
+
+def _hand_back(services: Services, entry: LedgerEntry, exc: ThrottledError) -> UploadOutcome:
+    """Inqom asked us to slow down: not a failed attempt; the poller drives it again when Inqom said."""
+    ledger = services.ledger
+    wait = exc.retry_after if exc.retry_after is not None else services.settings.http_backoff_cap
+    due = ledger.clock() + timedelta(seconds=wait)
+    _settle(ledger, entry, State=FAILED, Throttled=int(entry.get("Throttled") or 0) + 1, ClaimUntil=None,
+            LastError=f"throttled by Inqom; handed back until {iso(due)}: {exc}", NextPollAt=due)
+    log.warning("upload of ledger %s throttled by Inqom; handed back to the poller until %s (not a failed attempt)",
+                entry.key, iso(due))
+    return UploadOutcome(entry.key, FAILED, reason="throttled")
+
+
+def _refuse(services: Services, container: str, name: str, problem: str) -> UploadOutcome:
+    """A name no client can address is found by listing (a query parameter, never a path)."""
+    listed = next((b for b in services.stores.container(container).list_blobs(name_starts_with=name)
+                   if b.name == name), None)
+    if listed is None:
+        return UploadOutcome("", "Gone")
+    return record_refused(services, container, name, listed.etag, listed.size, problem)
+
+
+def record_refused(services: Services, container: str, name: str, etag: str, size: int, problem: str) -> UploadOutcome:
+    """Recorded with the reason and left in place, never read, moved or deleted by path."""
+    key = ledger_key(container, name, etag)
+    reason = f"{problem}; the file is left in the inbox untouched: rename it to send it"
+    fields = {"Source": "drop", "Container": container, "BlobPath": name, "BlobETag": etag.strip('"'),
+              "Size": size, "State": REFUSED, "QuarantineReason": reason, "LastError": reason}
     try:
-        ledger.update(entry, State=FAILED, LastError=error, ClaimUntil=None,
-                      NextPollAt=ledger.clock() + timedelta(seconds=retry_after_seconds))
+        services.ledger.insert(partition_for(name), key, fields)
+        log.error("refused inbox blob %r (ledger %s): %s", name[:300], key, reason)
     except LedgerConflict:
-        log.warning("ledger %s changed while recording a failure; the claim's watchdog stays", entry.key)
+        log.info("inbox blob %r (ledger %s) was already refused", name[:300], key)
+    return UploadOutcome(key, REFUSED, reason=reason)
 
 
 def _send(services: Services, instruction: UploadInstruction, key: str, open_blob) -> InqomDocument:
@@ -137,33 +204,3 @@ def _send(services: Services, instruction: UploadInstruction, key: str, open_blo
         file_name=instruction.file_name, doc_ref=instruction.doc_ref, source_id=instruction.source_id or key,
         without_workflow=instruction.without_workflow, document_name=instruction.document_name,
     )
-
-
-def _quarantine(services: Services, ledger: Ledger, partition: str, key: str, fields: dict, name: str,
-                reason: str, entry: LedgerEntry | None) -> UploadOutcome:
-    """Move the blob to quarantine (same relative path, reason in metadata) and record it."""
-    settings = services.settings
-    record = {"QuarantineReason": reason, "LastError": reason, "ClaimUntil": None, "NextPollAt": None}
-    try:
-        moved_to = move_blob(services.stores, settings.inbox_container, name, settings.quarantine_container,
-                             extra_metadata={"reason": reason, "ledgerkey": key}, expected_etag=fields["BlobETag"])
-        changes = {**record, "State": QUARANTINED, "QuarantinePath": f"{settings.quarantine_container}/{moved_to}"}
-    except BlobReplaced:
-        changes = {**record, "State": FAILED,
-                   "LastError": f"{reason} — not quarantined: the file was replaced meanwhile; the new version has its own row"}
-    except ResourceNotFoundError:
-        if not services.stores.container(settings.quarantine_container).get_blob_client(name).exists():
-            raise
-        log.info("blob %s was already quarantined by a concurrent delivery", name)
-        changes = {**record, "State": QUARANTINED, "QuarantinePath": f"{settings.quarantine_container}/{name}"}
-    while True:
-        try:
-            if entry is None:
-                ledger.insert(partition, key, {**fields, **changes})
-            else:
-                ledger.update(entry, **changes)
-            break
-        except LedgerConflict:
-            entry = ledger.get(partition, key)
-    log.warning("%s %s (ledger %s): %s", changes["State"].lower(), name, key, changes["LastError"])
-    return UploadOutcome(key, changes["State"], reason=reason)

@@ -82,7 +82,7 @@ def test_human_review_backs_off_to_the_slow_cadence(services, host, inqom):
     assert polled.state == UPLOADED
 
 
-def test_duplicate_is_linked_and_archived_under_the_original(services, host, inqom):
+def test_duplicate_is_linked_to_the_original_and_archived_under_its_own_id(services, host, inqom):
     first = upload(services, host, "7/supplier/a.pdf")
     second = upload(services, host, "7/supplier/a-copy.pdf")
     assert second.get("OriginId") == first.get("InqomId")
@@ -90,7 +90,10 @@ def test_duplicate_is_linked_and_archived_under_the_original(services, host, inq
     host.fire_timer("poll_documents")
     dup = row(services, "7/supplier/a-copy.pdf")
     assert dup.state == ARCHIVED and dup.get("OriginId") == first.get("InqomId")
-    assert f"/{first.get('InqomId')}-a-copy.pdf" in dup.get("ArchivePath")
+    assert f"/{second.get('InqomId')}-a-copy.pdf" in dup.get("ArchivePath")  # unique per document
+    copy = services.stores.container(services.settings.archive_container).get_blob_client(
+        dup.get("ArchivePath").split("/", 1)[1]).get_blob_properties()
+    assert copy.metadata["originid"] == str(first.get("InqomId"))
     later(services, seconds=200)
     host.fire_timer("poll_documents")
     assert row(services, "7/supplier/a.pdf").state == ARCHIVED
@@ -341,6 +344,8 @@ def test_same_file_dropped_twice_under_one_name_keeps_the_originals_archive(serv
     rows = list(services.ledger.scan("BlobPath eq @p", p=name))
     assert sorted(r.state for r in rows) == [ARCHIVED, ARCHIVED]
     archive = services.stores.container(services.settings.archive_container)
-    (blob,) = list(archive.list_blobs(include=["metadata"]))
-    assert blob.metadata["inqomid"] == str(first.get("InqomId"))  # the original's, not overwritten
-    assert {r.get("ArchivePath") for r in rows} == {f"{services.settings.archive_container}/{blob.name}"}
+    blobs = {b.name: b for b in archive.list_blobs(include=["metadata"])}
+    assert len(blobs) == 2  # one copy per document: the original's is never overwritten
+    assert {r.get("ArchivePath") for r in rows} == {f"{services.settings.archive_container}/{n}" for n in blobs}
+    original = next(b for b in blobs.values() if b.metadata["inqomid"] == str(first.get("InqomId")))
+    assert "originid" not in original.metadata

@@ -80,7 +80,7 @@ def test_move_keeps_bytes_and_adds_reason(services):
     inbox = services.stores.container(settings.inbox_container)
     inbox.upload_blob("3/supplier/été.pdf", b"abc", metadata={"docref": "X"})
     move_blob(services.stores, settings.inbox_container, "3/supplier/été.pdf", settings.quarantine_container,
-              extra_metadata={"reason": "file type '.pdf' refusé"})
+              owner="k1", extra_metadata={"reason": "file type '.pdf' refusé"})
     moved = services.stores.container(settings.quarantine_container).get_blob_client("3/supplier/été.pdf")
     assert moved.download_blob().readall() == b"abc"
     meta = moved.get_blob_properties().metadata

@@ -110,7 +110,7 @@ param maxUploadBytes string = '104857600'
 @description('ALLOWED_EXTENSIONS: file extensions accepted from the inbox.')
 param allowedExtensions string = 'pdf,jpg,jpeg,png,tif,tiff,heic,heif,gif,bmp,webp,xml'
 
-@description('UPLOAD_CLAIM_SECONDS.')
+@description('UPLOAD_CLAIM_SECONDS: upload claim length, renewed while the upload runs; at least host.json functionTimeout.')
 param uploadClaimSeconds string = '900'
 
 @description('UPLOAD_MAX_ATTEMPTS: upload attempts before a blob is quarantined (keep <= host.json poisonBlobThreshold).')
@@ -124,6 +124,12 @@ param pollBatchSize string = '100'
 
 @description('POLL_TICK_BUDGET_SECONDS.')
 param pollTickBudgetSeconds string = '240'
+
+@description('REPAIR_SWEEP_BATCH: ledger rows and inbox blobs the repair sweep examines per poll tick.')
+param repairSweepBatch string = '100'
+
+@description('REPAIR_GRACE_MINUTES: an inbox blob this old with no ledger row is adopted by the repair sweep.')
+param repairGraceMinutes string = '30'
 
 @description('POLL_FIRST_DELAY_SECONDS: wait between an upload and its first status poll.')
 param pollFirstDelaySeconds string = '60'
@@ -195,6 +201,8 @@ var appSettings = {
   POLL_SCHEDULE: pollSchedule
   POLL_BATCH_SIZE: pollBatchSize
   POLL_TICK_BUDGET_SECONDS: pollTickBudgetSeconds
+  REPAIR_SWEEP_BATCH: repairSweepBatch
+  REPAIR_GRACE_MINUTES: repairGraceMinutes
   POLL_FIRST_DELAY_SECONDS: pollFirstDelaySeconds
   POLL_MAX_INTERVAL_SECONDS: pollMaxIntervalSeconds
   POLL_REVIEW_INTERVAL_SECONDS: pollReviewIntervalSeconds

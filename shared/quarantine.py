@@ -1,0 +1,78 @@
+"""Setting a document aside: its blob moves to the quarantine container, the reason to its metadata and ledger row.
+
+    entry = quarantine_document(services, partition, key, fields, "file type '.exe' is not accepted")
+    entry = finish_quarantine(services, entry)      # the poller, for a row left ``Quarantining``
+
+The row records the intent first (``Quarantining``, with the reason and a due time in the pending
+index), then the blob moves, then the row takes its final state (``Quarantined``, or ``Deleted``
+for a document Inqom deleted) and the quarantine path. A crash between two of these steps leaves a
+due row, and the poller finishes the move: the move recognises a copy it already made.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from .blobmove import BlobGone, BlobReplaced, move_blob
+from .ledger import FINAL_STATES, QUARANTINED, QUARANTINING, SUPERSEDED, LedgerConflict, LedgerEntry
+from .services import Services
+
+log = logging.getLogger(__name__)
+
+#: When the poller finishes a quarantine whose worker died before moving the blob.
+FINISH_AFTER = timedelta(minutes=5)
+
+
+def quarantine_document(services: Services, partition: str, key: str, fields: dict[str, Any], reason: str,
+                        entry: LedgerEntry | None = None, final_state: str = QUARANTINED,
+                        **extra: Any) -> LedgerEntry:
+    """Record the intent on the row (created from ``fields`` when ``entry`` is None), then move the blob."""
+    ledger = services.ledger
+    intent = {"State": QUARANTINING, "FinalState": final_state, "QuarantineReason": reason, "LastError": reason,
+              "ClaimUntil": None, "NextPollAt": ledger.clock() + FINISH_AFTER, **extra}
+    while True:
+        try:
+            if entry is None:
+                entry = ledger.insert(partition, key, {**fields, **{k: v for k, v in intent.items() if v is not None}})
+            elif entry.state in FINAL_STATES or entry.state == QUARANTINING:
+                break  # a concurrent delivery got here first: finish what it started
+            else:
+                entry = ledger.update(entry, **intent)
+            break
+        except LedgerConflict:
+            entry = ledger.get(partition, key)
+    if entry.state in FINAL_STATES:
+        return entry
+    return finish_quarantine(services, entry)
+
+
+def finish_quarantine(services: Services, entry: LedgerEntry) -> LedgerEntry:
+    """Move the blob (if still there) and give the row its final state; safe to repeat."""
+    settings = services.settings
+    ledger = services.ledger
+    reason = entry.get("QuarantineReason") or "quarantined"
+    final_state = entry.get("FinalState") or QUARANTINED
+    changes: dict[str, Any] = {"NextPollAt": None, "ClaimUntil": None}
+    try:
+        moved_to = move_blob(services.stores, entry.get("Container") or settings.inbox_container, entry.get("BlobPath"),
+                             settings.quarantine_container, owner=entry.key,
+                             extra_metadata={"reason": reason, "ledgerkey": entry.key},
+                             expected_etag=entry.get("BlobETag"))
+        changes.update(State=final_state, QuarantinePath=f"{settings.quarantine_container}/{moved_to}")
+    except (BlobReplaced, BlobGone) as exc:
+        # That version is no longer in the inbox (replaced or removed by someone): nothing to move.
+        changes.update(State=final_state if final_state != QUARANTINED else SUPERSEDED,
+                       LastError=f"{reason} — not quarantined: {exc}")
+    while True:
+        try:
+            entry = ledger.update(entry, **changes)
+            break
+        except LedgerConflict:
+            current = ledger.get(entry.partition, entry.key)
+            if current is None or current.state != QUARANTINING:
+                return current or entry
+            entry = current
+    log.warning("%s %s (ledger %s): %s", entry.state.lower(), entry.get("BlobPath"), entry.key, entry.get("LastError"))
+    return entry
