@@ -5,16 +5,19 @@
     response = client.request("GET", url)
 
 Every call has a timeout. Transient failures (connection errors, timeouts, 429, 500/502/503/504)
-are retried with capped exponential backoff and full jitter, honouring ``Retry-After``; other
-4xx are raised at once as typed errors carrying the server's message. A 403 with an ``auth``
+are retried with capped exponential backoff and full jitter, honouring ``Retry-After``; a
+``Retry-After`` beyond the cap is not waited out in-call: ``ThrottledError`` hands the work back.
+Other 4xx are raised at once as typed errors carrying the server's message. A 403 with an ``auth``
 layer refreshes the credential once and retries once. Request bodies that are streams are
 passed as a *factory* (``body=lambda: ...``) so each attempt starts from a fresh stream.
+No exception leaving this module quotes a URL's query string (signed URLs carry their signature there).
 """
 
 from __future__ import annotations
 
 import email.utils
 import logging
+import math
 import random
 import threading
 import time
@@ -23,6 +26,7 @@ from typing import Any, Callable, Mapping, Protocol
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import LocationValueError
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +80,19 @@ class TransientError(ApiError):
     permanent = False
 
 
+class ThrottledError(TransientError):
+    """The server asked us to wait (429, or a ``Retry-After`` longer than the retry cap).
+
+    ``retry_after``: the seconds it asked for, None when it did not say. Not a failed attempt:
+    the work is handed back for later.
+    """
+
+    def __init__(self, service: str, message: str, status: int | None = None, detail: str = "",
+                 *, retry_after: float | None = None) -> None:
+        super().__init__(service, message, status, detail)
+        self.retry_after = retry_after
+
+
 _ERRORS_BY_STATUS: dict[int, type[ApiError]] = {400: BadRequestError, 403: ForbiddenError, 404: NotFoundError}
 
 _DETAIL_LIMIT = 500
@@ -94,12 +111,15 @@ def error_detail(response: requests.Response) -> str:
     return str(payload)[:_DETAIL_LIMIT]
 
 
-def error_for(service: str, response: requests.Response) -> ApiError:
+def error_for(service: str, response: requests.Response, retry_after: float | None = None) -> ApiError:
     status = response.status_code
+    message = f"{response.request.method} {_path_of(response.url)} failed"
+    if status == 429:
+        return ThrottledError(service, message, status, error_detail(response), retry_after=retry_after)
     cls = _ERRORS_BY_STATUS.get(status)
     if cls is None:
         cls = TransientError if status in TRANSIENT_STATUSES else ClientError
-    return cls(service, f"{response.request.method} {_path_of(response.url)} failed", status, error_detail(response))
+    return cls(service, message, status, error_detail(response))
 
 
 def _path_of(url: str) -> str:
@@ -123,20 +143,27 @@ class RetryPolicy:
         return (rng or random).uniform(0, ceiling)
 
 
+MAX_RETRY_AFTER = 86400.0  # a longer wait is a broken header; it would also overflow sleep()
+
+
 def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -> float | None:
-    """``Retry-After`` as seconds: either delta-seconds or an HTTP date."""
+    """``Retry-After`` as seconds in [0, ``MAX_RETRY_AFTER``]: delta-seconds or an HTTP date.
+
+    None when absent or unreadable, ``nan`` and ``inf`` included.
+    """
     if not value:
         return None
     value = value.strip()
     try:
-        return max(float(value), 0.0)
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - now()
+        except (TypeError, ValueError, OverflowError):
+            return None
+    if not math.isfinite(seconds):
         return None
-    return max(when.timestamp() - now(), 0.0)
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
 class RateLimiter:
@@ -150,6 +177,7 @@ class RateLimiter:
         self._sleep = sleep
         self._lock = threading.Lock()
         self._next_free = clock()
+        self._held_until = self._next_free
 
     def acquire(self) -> None:
         with self._lock:
@@ -161,9 +189,15 @@ class RateLimiter:
             self._sleep(wait)
 
     def hold_off(self, seconds: float) -> None:
-        """A 429 told us to wait: delay every caller, not only the one that was refused."""
+        """The server told us to wait (``Retry-After``): delay every caller, not only the one refused."""
         with self._lock:
-            self._next_free = max(self._next_free, self._clock() + seconds)
+            self._held_until = max(self._held_until, self._clock() + seconds)
+            self._next_free = max(self._next_free, self._held_until)
+
+    def held_off(self) -> float:
+        """Seconds left of the longest ``hold_off`` (0 when none is running)."""
+        with self._lock:
+            return max(self._held_until - self._clock(), 0.0)
 
 
 class AuthLayer(Protocol):
@@ -227,6 +261,10 @@ class HttpClient:
         attempt = 0
         while True:
             attempt += 1
+            held = self.throttle.held_off() if self.throttle is not None else 0.0
+            if held > self.retry.backoff_cap:
+                raise ThrottledError(self.service, f"{method} {_path_of(url)} not sent: the server asked us to wait",
+                                     retry_after=held)
             call_headers = dict(headers or {})
             if self.auth is not None:
                 call_headers.update(self.auth.headers())
@@ -239,9 +277,14 @@ class HttpClient:
                     method, url, headers=call_headers, timeout=self.timeout, stream=stream,
                     allow_redirects=allow_redirects, **extra, **kwargs,
                 )
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
                 failure: ApiError = TransientError(self.service, f"{method} {_path_of(url)} failed",
                                                    None, type(exc).__name__)
+                retry_after = None
+            except (requests.RequestException, LocationValueError) as exc:
+                # InvalidURL & co. quote the whole URL, signature included: keep only the type, and
+                # raise outside this block so that nothing chains the original.
+                failure = ApiError(self.service, f"{method} {_path_of(url)} failed", None, type(exc).__name__)
                 retry_after = None
             else:
                 if response.status_code < 400:
@@ -253,11 +296,15 @@ class HttpClient:
                     self.auth.refresh(call_headers)
                     attempt -= 1
                     continue
-                failure = error_for(self.service, response)
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                if response.status_code == 429 and retry_after is not None and self.throttle is not None:
-                    self.throttle.hold_off(min(retry_after, self.retry.backoff_cap))
+                failure = error_for(self.service, response, retry_after)
                 response.close()
+                if failure.transient and retry_after is not None:
+                    if self.throttle is not None:
+                        self.throttle.hold_off(retry_after)
+                    if retry_after > self.retry.backoff_cap:  # retrying sooner would defy the server's word
+                        raise ThrottledError(self.service, f"{method} {_path_of(url)} failed", failure.status,
+                                             failure.detail, retry_after=retry_after)
             if not failure.transient or attempt >= self.retry.max_attempts:
                 raise failure
             wait = self.retry.delay(attempt, retry_after)

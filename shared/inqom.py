@@ -9,16 +9,19 @@
 Uploads stream: the multipart body is produced by requests-toolbelt's ``MultipartEncoder``
 reading from the file object ``open_file()`` returns (opened anew for each attempt), so a
 file is never held whole in memory. Responses are parsed tolerantly: an object or a
-one-element array, ``OriginId`` or ``OrigineId``.
+one-element array, ``OriginId`` or ``OrigineId``. A download URL is parsed once by
+``safe_download_url`` and fetched as rebuilt from its checked parts.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Callable, Iterator
-from urllib.parse import urlparse
+from typing import Any, BinaryIO, Callable, Iterable, Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 from requests_toolbelt.multipart.encoder import MultipartEncoder
+from urllib3.util import parse_url
 
 from .http import ApiError, HttpClient
 
@@ -30,6 +33,10 @@ STATUSES = ("Received", "ToReview", "Processing", "Duplicate", "Done", "ManualPr
 
 DOWNLOAD_CHUNK = 1024 * 1024
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})  # as config's _https_or_loopback_url
+# Parsers disagree on these (a backslash ends urllib3's authority, not urllib.parse's).
+_UNSAFE_URL_CHARS = re.compile(r"[\\\s\x00-\x1f\x7f-\x9f]")
+
 
 class ResponseFormatError(ApiError):
     """Inqom answered 2xx with a body this client cannot read (the request may well have worked)."""
@@ -38,7 +45,7 @@ class ResponseFormatError(ApiError):
 
 
 class DownloadRefused(ApiError):
-    """A download URL points at a host that is not allowed, or redirects elsewhere."""
+    """A download URL fails ``safe_download_url``'s checks, or redirects."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,44 @@ class InqomDocument:
 
 def _optional_int(value: Any) -> int | None:
     return None if value in (None, "") else int(value)
+
+
+def safe_download_url(url: str, allowed_hosts: Iterable[str]) -> str:
+    """``url`` rebuilt from its parts once they pass, else ``DownloadRefused``.
+
+    Only https on the default port from exactly an allowed host (plain http and any port only
+    on a loopback host, for the emulator); no userinfo, backslash, whitespace or control
+    character. No message quotes the URL: its query holds the signature.
+    """
+    if _UNSAFE_URL_CHARS.search(url):
+        raise _refused("it holds a backslash, whitespace or a control character")
+    parts = urlsplit(url)
+    if "@" in parts.netloc:
+        raise _refused("it carries userinfo")
+    try:
+        port = parts.port
+    except ValueError:
+        raise _refused("its port is not a number in range") from None
+    host = parts.hostname or ""
+    if host not in {h.lower() for h in allowed_hosts}:
+        raise DownloadRefused("inqom", f"download host {host!r} is not in ARCHIVE_ALLOWED_HOSTS")
+    loopback = host in LOOPBACK_HOSTS
+    if parts.scheme != "https" and not (loopback and parts.scheme == "http"):
+        raise _refused(f"scheme {parts.scheme!r} is not https")
+    if not loopback:
+        if port not in (None, 443):
+            raise _refused(f"port {port} is not the default one")
+        port = None
+    netloc = (f"[{host}]" if ":" in host else host) + ("" if port is None else f":{port}")
+    rebuilt = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+    seen = parse_url(rebuilt)  # what requests will connect to
+    if (seen.scheme, (seen.host or "").strip("[]"), seen.port, seen.auth) != (parts.scheme, host, port, None):
+        raise _refused("it does not parse the same way twice")
+    return rebuilt
+
+
+def _refused(reason: str) -> DownloadRefused:
+    return DownloadRefused("inqom", f"download URL refused: {reason}")
 
 
 class InqomClient:
@@ -147,15 +192,14 @@ class InqomClient:
             raise ResponseFormatError("inqom", "public-url response holds no URL")
         return payload
 
-    def download(self, url: str, allowed_hosts: tuple[str, ...] | frozenset[str]) -> Iterator[bytes]:
+    def download(self, url: str, allowed_hosts: Iterable[str]) -> Iterator[bytes]:
         """Stream a temporary public URL in chunks; only from ``allowed_hosts``, never redirected.
 
-        The download carries no Inqom token: the URL is its own credential.
+        The URL is checked and rebuilt by ``safe_download_url``. The download carries no Inqom
+        token: the URL is its own credential.
         """
-        host = (urlparse(url).hostname or "").lower()
-        if host not in {h.lower() for h in allowed_hosts}:
-            raise DownloadRefused("inqom", f"download host {host!r} is not in ARCHIVE_ALLOWED_HOSTS")
-        response = self._http.with_auth(None).request("GET", url, stream=True, allow_redirects=False)
+        safe_url = safe_download_url(url, allowed_hosts)
+        response = self._http.with_auth(None).request("GET", safe_url, stream=True, allow_redirects=False)
         if response.is_redirect:
             response.close()
             raise DownloadRefused("inqom", "download URL redirects; redirects are not followed", response.status_code)

@@ -6,7 +6,9 @@
 
 ``ContextFilter`` copies the current context onto every record (as attributes, which the Azure
 Monitor exporter turns into custom dimensions) and masks credentials that might slip into a
-message: bearer tokens, ``sig=``/``code=``/``password=``-style query values, and ``whsec_`` keys.
+message or a traceback: bearer tokens, ``sig=``/``code=``/``password=``-style query values, and
+``whsec_`` keys. ``error_text(exc)`` is an exception's text, masked the same way, for ledger
+columns and command-line output.
 ``configure_telemetry()`` exports to Application Insights only when
 ``APPLICATIONINSIGHTS_CONNECTION_STRING`` is set; otherwise it does nothing.
 """
@@ -17,6 +19,7 @@ import contextvars
 import logging
 import os
 import re
+import traceback
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -25,7 +28,9 @@ _context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("inqom
 
 _REDACTIONS = (
     (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9\-._~+/]+=*"), r"\1***"),
-    (re.compile(r"(?i)\b(sig|code|access_token|client_secret|password|token|key)=([^&\s\"']+)"), r"\1=***"),
+    # also percent-encoded (a signed URL quoted inside another URL's query: ...%3Fsv%3D1%26sig%3D...)
+    (re.compile(r"(?i)(?:\b|(?<=%3F)|(?<=%26))(sig|code|access_token|client_secret|password|token|key)(=|%3D)"
+                r"[^&\s\"']+"), r"\1\2***"),
     (re.compile(r"whsec_[A-Za-z0-9+/=]+"), "whsec_***"),
 )
 
@@ -34,6 +39,11 @@ def redact(text: str) -> str:
     for pattern, replacement in _REDACTIONS:
         text = pattern.sub(replacement, text)
     return text
+
+
+def error_text(exc: BaseException) -> str:
+    """``str(exc)`` with credentials masked; the type's name when that is empty."""
+    return redact(str(exc)) or type(exc).__name__
 
 
 @contextmanager
@@ -59,6 +69,14 @@ class ContextFilter(logging.Filter):
         if record.args:
             record.msg, record.args = record.getMessage(), ()
         record.msg = redact(str(record.msg))
+        if record.exc_info:
+            # Formatters print exc_text when exc_info is gone; the exception itself may quote a signed URL.
+            record.exc_text = redact("".join(traceback.format_exception(*record.exc_info)).rstrip("\n"))
+            record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
 
 

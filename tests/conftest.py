@@ -70,3 +70,12 @@ def host(app_env):
     from devtools.host import LocalHost
 
     return LocalHost(function_app.app)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    from tests.support.simulation import STATS
+
+    if STATS.crash_runs or STATS.schedules:
+        terminalreporter.write_line(STATS.summary())
+        for scenario, points in sorted(STATS.crash_points.items()):
+            terminalreporter.write_line(f"  {scenario}: {len(points)} crash points × (before, after)")

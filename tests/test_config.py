@@ -47,6 +47,18 @@ def test_lists_and_mappings_parse():
     assert settings.enfact_company_folders == {"abc-1": 11287, "def-2": 42}
 
 
+@pytest.mark.parametrize("entry", ["https://store.example.com", "store.example.com:443", "store.example.com/x",
+                                   "user@store.example.com", "[::1]"])
+def test_archive_allowed_hosts_are_bare_host_names(entry):
+    with pytest.raises(SettingsError, match="ARCHIVE_ALLOWED_HOSTS"):
+        load_settings({**BASE, "ARCHIVE_ALLOWED_HOSTS": f"ok.example.com, {entry}"})
+
+
+def test_archive_allowed_hosts_parse_lower_case():
+    settings = load_settings({**BASE, "ARCHIVE_ALLOWED_HOSTS": "Store.Blob.core.windows.net, 127.0.0.1, ::1"})
+    assert settings.archive_allowed_hosts == ("store.blob.core.windows.net", "127.0.0.1", "::1")
+
+
 def test_settings_table_has_unique_names():
     names = [s.env for s in SETTINGS]
     assert len(names) == len(set(names))

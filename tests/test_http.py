@@ -1,10 +1,13 @@
-"""Pure parts of the HTTP layer: throttle, backoff, Retry-After."""
+"""Pure parts of the HTTP layer: throttle, backoff, Retry-After, and URLs it cannot even send."""
 
 import random
+import traceback
 from email.utils import format_datetime
 from datetime import datetime, timedelta, timezone
 
-from shared.http import RateLimiter, RetryPolicy, parse_retry_after
+import pytest
+
+from shared.http import ApiError, HttpClient, MAX_RETRY_AFTER, RateLimiter, RetryPolicy, parse_retry_after
 
 
 class FakeTime:
@@ -65,3 +68,43 @@ def test_retry_after_seconds_and_http_date():
     now = datetime(2026, 11, 23, 8, 0, tzinfo=timezone.utc)
     header = format_datetime(now + timedelta(seconds=30), usegmt=True)
     assert parse_retry_after(header, now=lambda: now.timestamp()) == 30
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "Infinity", "1e400"])
+def test_retry_after_that_is_not_a_finite_number_counts_as_absent(value):
+    assert parse_retry_after(value) is None
+
+
+def test_retry_after_is_clamped_to_a_day_and_to_zero():
+    assert parse_retry_after("1e300") == MAX_RETRY_AFTER == 86400
+    assert parse_retry_after("-5") == 0
+    assert parse_retry_after("Fri, 01 Jan 9999 00:00:00 GMT") == MAX_RETRY_AFTER
+
+
+def test_hold_off_is_reported_apart_from_rate_spacing():
+    time = FakeTime()
+    limiter = RateLimiter(1, clock=time.clock, sleep=time.sleep)
+    limiter.acquire()
+    limiter.acquire()  # plain rate spacing is not a hold-off
+    assert limiter.held_off() == 0
+    limiter.hold_off(3600)
+    assert limiter.held_off() == 3600
+    time.now += 3000
+    assert limiter.held_off() == 600
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:99999/blob?sv=1&sig=SECRETSIG",  # InvalidURL quoting the whole URL
+    "htp://127.0.0.1/blob?sig=SECRETSIG",  # InvalidSchema
+    "127.0.0.1/blob?sig=SECRETSIG",  # MissingSchema
+    "http://a..b/blob?sig=SECRETSIG",  # urllib3's LocationParseError, unwrapped by requests
+])
+def test_an_unsendable_url_is_a_permanent_error_without_its_query(url):
+    client = HttpClient("store", timeout=(1, 1), retry=RetryPolicy(max_attempts=3), sleep=lambda s: None)
+    with pytest.raises(ApiError) as caught:
+        client.request("GET", url)
+    error = caught.value
+    assert type(error) is ApiError and error.permanent and not error.transient
+    assert error.__cause__ is None and error.__context__ is None
+    text = "".join(traceback.format_exception(error))
+    assert "/blob" in text and "SECRETSIG" not in text and "sig=" not in text

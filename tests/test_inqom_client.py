@@ -12,8 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from shared.auth import AuthenticationError, InqomTokenProvider
-from shared.http import BadRequestError, HttpClient, NotFoundError, RateLimiter, RetryPolicy, TransientError
-from shared.inqom import DownloadRefused, InqomClient, InqomDocument
+from shared.http import (BadRequestError, HttpClient, NotFoundError, RateLimiter, RetryPolicy, ThrottledError,
+                         TransientError)
+from shared.inqom import DownloadRefused, InqomClient, InqomDocument, safe_download_url
 from shared.secrets import EnvironmentSecrets
 from tests.conftest import INQOM_CREDENTIALS
 
@@ -23,14 +24,14 @@ FOLDER = 11287
 class Client:
     """Client stack as the app builds it, with the retry waits recorded instead of slept."""
 
-    def __init__(self, emulator, *, max_attempts=4, secrets=None, rps=1000.0):
+    def __init__(self, emulator, *, max_attempts=4, secrets=None, rps=1000.0, backoff_cap=5.0):
         self.sleeps: list[float] = []
         self.now = 1000.0
         secrets = secrets or EnvironmentSecrets({
             "INQOM_USERNAME": INQOM_CREDENTIALS["username"], "INQOM_PASSWORD": INQOM_CREDENTIALS["password"],
             "INQOM_CLIENT_ID": INQOM_CREDENTIALS["client_id"], "INQOM_CLIENT_SECRET": INQOM_CREDENTIALS["client_secret"],
         })
-        self.http = HttpClient("inqom", timeout=(5, 5), retry=RetryPolicy(max_attempts=max_attempts, backoff_cap=5),
+        self.http = HttpClient("inqom", timeout=(5, 5), retry=RetryPolicy(max_attempts=max_attempts, backoff_cap=backoff_cap),
                                throttle=RateLimiter(rps), sleep=self.sleeps.append)
         self.tokens = InqomTokenProvider(secrets, emulator.token_url, self.http, clock=lambda: self.now)
         self.inqom = InqomClient(emulator.base_url, self.http.with_auth(self.tokens))
@@ -146,6 +147,49 @@ def test_retries_are_capped(inqom):
     assert len(inqom.calls("POST", "/Documents")) == 3
 
 
+def test_retry_after_that_is_not_a_number_is_retried_as_if_absent(inqom):
+    client = Client(inqom)
+    inqom.inject("429", times=2, path_contains="/Documents", retry_after="nan")
+    assert upload(client).id
+    assert len(inqom.calls("POST", "/Documents")) == 3
+    assert len(client.sleeps) == 2 and all(0 <= s <= 5 for s in client.sleeps)
+
+
+def test_retry_after_beyond_the_cap_hands_back_at_once(inqom):
+    client = Client(inqom, backoff_cap=0.05)
+    upload(client, b"warm-up", "w.pdf")  # token fetched
+    inqom.reset_requests()
+    inqom.inject("429", times=1, path_contains="/Documents", retry_after=3600)
+    with pytest.raises(ThrottledError) as error:
+        upload(client)
+    assert error.value.retry_after == 3600 and error.value.status == 429
+    assert error.value.transient and not error.value.permanent
+    assert len(inqom.calls("POST", "/Documents")) == 1 and client.sleeps == []
+    with pytest.raises(ThrottledError) as held:  # the other callers of the process hold off too, unsent
+        client.inqom.get_document(FOLDER, 1)
+    assert 3500 < held.value.retry_after <= 3600
+    assert len(inqom.requests) == 1
+
+
+def test_503_with_retry_after_beyond_the_cap_is_throttled_too(inqom):
+    client = Client(inqom, backoff_cap=0.05)
+    inqom.inject("503", times=1, path_contains="/Documents", retry_after=120)
+    with pytest.raises(ThrottledError) as error:
+        upload(client)
+    assert error.value.retry_after == 120 and error.value.status == 503
+    assert len(inqom.calls("POST", "/Documents")) == 1
+
+
+@pytest.mark.parametrize("retry_after", [0.01, None])
+def test_429_through_every_attempt_is_throttled_not_failed(inqom, retry_after):
+    client = Client(inqom, max_attempts=3)
+    inqom.inject("429", times=10, path_contains="/Documents", retry_after=retry_after)
+    with pytest.raises(ThrottledError) as error:
+        upload(client)
+    assert error.value.retry_after == retry_after and error.value.status == 429
+    assert len(inqom.calls("POST", "/Documents")) == 3
+
+
 def test_bad_request_is_not_retried_and_carries_inqom_message(inqom):
     client = Client(inqom)
     with pytest.raises(BadRequestError) as error:
@@ -206,6 +250,60 @@ def test_public_url_download_is_streamed_and_host_checked(inqom):
     inqom.redirect_public_to = f"http://127.0.0.2:{inqom.port}/elsewhere"
     with pytest.raises(DownloadRefused):
         client.inqom.download(client.inqom.get_public_url(FOLDER, document.id), (inqom.host,))
+
+
+def _signed_url(client: Client, inqom) -> tuple[str, str]:
+    """A fresh temporary URL of a new document, and the path-and-query part after its authority."""
+    url = client.inqom.get_public_url(FOLDER, upload(client).id)
+    return url, url.split(f"{inqom.host}:{inqom.port}", 1)[1]
+
+
+ALLOWED = "fredprodstorage.blob.core.windows.net"
+
+
+def test_a_backslash_before_at_cannot_send_the_download_elsewhere(inqom):
+    client = Client(inqom)
+    _, rest = _signed_url(client, inqom)
+    # urllib.parse reads the host as ALLOWED; urllib3 would connect to the emulator.
+    url = f"http://{inqom.host}:{inqom.port}\\@{ALLOWED}{rest}"
+    inqom.reset_requests()
+    with pytest.raises(DownloadRefused) as error:
+        client.inqom.download(url, (ALLOWED,))
+    assert "sig" not in str(error.value)
+    assert inqom.requests == []
+
+
+def test_userinfo_in_a_download_url_is_refused(inqom):
+    client = Client(inqom)
+    _, rest = _signed_url(client, inqom)
+    inqom.reset_requests()
+    with pytest.raises(DownloadRefused) as error:
+        client.inqom.download(f"http://user:pw@{inqom.host}:{inqom.port}{rest}", (inqom.host,))
+    assert "sig" not in str(error.value) and "pw" not in str(error.value)
+    assert inqom.requests == []
+
+
+@pytest.mark.parametrize("url, reason", [
+    (f"http://{ALLOWED}/c/b.pdf?sv=1&sig=SECRETSIG", "scheme"),
+    (f"https://{ALLOWED}:8443/c/b.pdf?sv=1&sig=SECRETSIG", "port"),
+    ("https://evil.example.com/c/b.pdf?sv=1&sig=SECRETSIG", "ARCHIVE_ALLOWED_HOSTS"),
+    (f"https://{ALLOWED}.evil.example.com/c/b.pdf?sig=SECRETSIG", "ARCHIVE_ALLOWED_HOSTS"),
+    (f"https://evil.example.com\\@{ALLOWED}/c/b.pdf?sig=SECRETSIG", "backslash"),
+    (f"https://x@{ALLOWED}/c/b.pdf?sig=SECRETSIG", "userinfo"),
+    (f"https://{ALLOWED}/c/b c.pdf?sig=SECRETSIG", "whitespace"),
+    (f"https://{ALLOWED}/c/b.pdf\t?sig=SECRETSIG", "control"),
+])
+def test_download_urls_outside_the_rule_are_refused_without_their_query(url, reason):
+    with pytest.raises(DownloadRefused) as error:
+        safe_download_url(url, (ALLOWED, "127.0.0.1"))
+    assert reason in str(error.value) and "SECRETSIG" not in str(error.value)
+
+
+def test_a_download_url_is_rebuilt_from_its_checked_parts():
+    assert safe_download_url(f"HTTPS://{ALLOWED.upper()}:443/c/b.pdf?sv=1&sig=a%2Bb#frag", (ALLOWED,)) == \
+        f"https://{ALLOWED}/c/b.pdf?sv=1&sig=a%2Bb"
+    assert safe_download_url("http://localhost:7000/x?sig=s", ("localhost",)) == "http://localhost:7000/x?sig=s"
+    assert safe_download_url("http://[::1]:7000/x", ("::1",)) == "http://[::1]:7000/x"
 
 
 def _rss_kib() -> int:

@@ -1,5 +1,6 @@
 """Structured log context on a document's path, redaction, and the OpenTelemetry export switch."""
 
+import io
 import json
 import logging
 import subprocess
@@ -7,7 +8,7 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
-from shared.observability import ContextFilter, configure_telemetry, redact
+from shared.observability import ContextFilter, configure_telemetry, error_text, redact
 from tests.support.documents import drop
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,6 +52,62 @@ def test_redaction_masks_credentials():
     for secret in ("abc.DEF-123", "Zm9v%2B", "k3y", "p4ss", "c2VjcmV0"):
         assert secret not in text
     assert "sv=1" in text
+
+
+def test_redaction_masks_a_signature_anywhere_in_a_query():
+    for text in ("GET https://h/x?sv=1&se=2026-01-01&sig=abc%2Fdef%3D&sp=r failed",
+                 "GET https://h/x?sig=abc%2Fdef%3D&sv=1", "Location: https://h/x?SIG=abc%2Fdef%3D",
+                 "next=https%3A%2F%2Fh%2Fx%3Fsv%3D1%26sig%3Dabc%252Fdef%26sp%3Dr"):
+        masked = redact(text)
+        assert "abc" not in masked, masked
+
+
+def _format_through_a_handler(emit) -> str:
+    """What a plain StreamHandler with a Formatter and the filter writes for ``emit(logger)``."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    handler.addFilter(ContextFilter())
+    logger = logging.getLogger("tests.redaction")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    try:
+        emit(logger)
+    finally:
+        logger.removeHandler(handler)
+    return stream.getvalue()
+
+
+def test_tracebacks_are_redacted_chained_causes_included():
+    def emit(logger):
+        try:
+            try:
+                raise OSError("Failed to parse: https://h/x?sv=1&sig=CAUSESIG&se=2026")
+            except OSError as cause:
+                raise ValueError("GET https://h/x?se=2026&sig=SECRETSIG failed") from cause
+        except ValueError:
+            logger.exception("download failed")
+
+    output = _format_through_a_handler(emit)
+    assert "download failed" in output and "Traceback" in output
+    assert "ValueError: GET https://h/x?se=2026&sig=*** failed" in output
+    assert "OSError" in output and "direct cause" in output
+    assert "SECRETSIG" not in output and "CAUSESIG" not in output
+
+
+def test_stack_info_is_redacted():
+    output = _format_through_a_handler(
+        lambda logger: logger.warning("here %s", "https://h/x?sig=ARGSIG", stack_info=True))  # sig=STACKSIG
+    assert "Stack (most recent call last)" in output and "sig=***" in output
+    assert "ARGSIG" not in output and "STACKSIG" not in output
+
+
+def test_error_text_masks_credentials():
+    assert error_text(ValueError("GET https://h/x?sv=1&sig=SECRETSIG failed")) == \
+        "GET https://h/x?sv=1&sig=*** failed"
+    assert error_text(RuntimeError("token Bearer abc.def")) == "token Bearer ***"
+    assert error_text(TimeoutError()) == "TimeoutError"
 
 
 def test_no_telemetry_without_connection_string(monkeypatch):
