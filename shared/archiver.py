@@ -42,7 +42,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
 from .blobmove import BlobGone, BlobReplaced, metadata_text, move_blob
-from .http import ForbiddenError
+from .http import ForbiddenError, ThrottledError
 from .inqom import InqomDocument
 from .ledger import (
     ARCHIVED, DELETED, DUPLICATE, FAILED, QUARANTINING, STALE, SUPERSEDED, UPLOADED, UPLOADING, Ledger, LedgerConflict,
@@ -81,6 +81,7 @@ class TickReport:
     stale_index: int = 0
     errors: list[str] = field(default_factory=list)
     out_of_time: bool = False
+    throttled: bool = False
     sweep: SweepReport | None = None
 
 
@@ -121,6 +122,10 @@ def poll_tick(services: Services, now: datetime | None = None) -> TickReport:
         with log_context(ledger_key=entry.key, inqom_id=entry.get("InqomId"), enfact_id=entry.get("EnfactId")):
             try:
                 _follow(services, ledger, policy, entry, now, report)
+            except ThrottledError as exc:  # not this row's fault: due again when Inqom said, the tick stops
+                _record_throttled(ledger, entry, exc, now)
+                report.throttled = True
+                break
             except Exception as exc:  # one bad row must not stop the tick; its claim lapses with the lease
                 log.exception("poll of ledger %s failed", entry.key)
                 report.errors.append(f"{entry.key}: {error_text(exc)}")
@@ -190,6 +195,16 @@ def _retry_upload(services: Services, ledger: Ledger, entry: LedgerEntry) -> Non
 def _reschedule(ledger: Ledger, entry: LedgerEntry, observed: dict, due: datetime, error: str) -> None:
     log.warning("ledger %s: %s", entry.key, error)
     ledger.update(entry, **observed, LastError=error, NextPollAt=due)
+
+
+def _record_throttled(ledger: Ledger, entry: LedgerEntry, exc: ThrottledError, now: datetime) -> None:
+    """Throttling is no error: no ``Errors`` count, no backoff growth; due again once Inqom allows."""
+    due = now + timedelta(seconds=exc.retry_after or 60)
+    log.warning("Inqom throttles the poller; ledger %s and the rest of this tick wait until %s", entry.key, iso(due))
+    try:
+        ledger.update(entry, NextPollAt=due, LastError=f"throttled by Inqom until {iso(due)}")
+    except LedgerConflict:
+        pass
 
 
 def _record_error(ledger: Ledger, policy: PollPolicy, entry: LedgerEntry, exc: Exception, now: datetime) -> None:

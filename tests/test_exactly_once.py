@@ -12,13 +12,14 @@ from datetime import timedelta
 
 import pytest
 
-from shared.archiver import _record_error
+from shared.archiver import _record_error, poll_tick
 from shared.blobmove import MOVE_ID, candidate_names
 from shared.config import SettingsError, load_settings
 from shared.ledger import (
     ARCHIVED, DELETED, FAILED, QUARANTINED, QUARANTINING, REFUSED, UPLOADED, UPLOADING, ClaimKeeper, ledger_key,
 )
 from shared.polling import PollPolicy
+from shared.services import get_services
 from tests.support.appsettings import app_settings
 from tests.support.documents import drop
 from tests.support.simulation import World, crash_points, pdf
@@ -250,3 +251,37 @@ def test_claim_keeper_stops_when_the_claim_is_taken_over(services):
         time.sleep(0.5)
     assert not any(t.name.startswith("claim-") and t.is_alive() for t in threading.enumerate())
     assert ledger.get("7", "k11").state == FAILED
+
+
+# 16 (with the HTTP layer's tests): a long Retry-After while polling is no error and stops the tick.
+def test_a_throttled_poll_is_due_when_inqom_says_and_counts_no_error(services, host, inqom):
+    for name in ("7/supplier/t1.pdf", "7/supplier/t2.pdf"):
+        drop(services, name, pdf(name))
+        host.deliver_blob("upload_document", name)
+    services.ledger.clock = lambda base=services.ledger.clock: base() + timedelta(minutes=5)
+    inqom.inject("429", times=1, path_contains="/Documents/", retry_after="3600")
+    report = poll_tick(services)
+    assert report.throttled and report.polled == 0
+    rows = list(services.ledger.scan())
+    throttled = [r for r in rows if "throttled" in (r.get("LastError") or "")]
+    assert len(throttled) == 1 and not throttled[0].get("Errors")
+    assert throttled[0].next_poll - services.ledger.clock() > timedelta(minutes=59)
+    assert len(inqom.calls("GET", "/Documents/")) == 1  # the rest of the tick waited
+
+
+def test_a_throttled_upload_is_handed_back_and_never_counts_as_an_attempt(services, host, inqom):
+    name = "7/supplier/busy.pdf"
+    drop(services, name, PDF)
+    inqom.inject("429", times=1, path_contains="/Documents", retry_after="3600")
+    for _ in range(6):  # more deliveries than UPLOAD_MAX_ATTEMPTS, all throttled: still never quarantined
+        host.deliver_blob("upload_document", name)  # returns: the host does not retry it towards poison
+        (row,) = services.ledger.scan("BlobPath eq @p", p=name)
+        assert row.state == FAILED and row.next_poll - services.ledger.clock() > timedelta(minutes=59)
+    assert row.get("Throttled") == 6 and row.get("Attempts") == 6
+    assert len(inqom.calls("POST", "/Documents")) == 1  # the others waited in-process, sending nothing
+    get_services.cache_clear()  # an hour later: the process's in-memory hold-off has passed
+    later = get_services()
+    later.ledger.clock = lambda base=services.ledger.clock: base() + timedelta(minutes=61)
+    host.fire_timer("poll_documents")  # the watchdog sends it once Inqom allows
+    (row,) = later.ledger.scan("BlobPath eq @p", p=name)
+    assert row.state == UPLOADED and len(inqom.documents) == 1
