@@ -7,7 +7,10 @@
 
 The extension picks the format (``.json``, ``.pdf``). The list's paging shape is not in enFact's
 public page (it shows ``{ // Response }``): we read ``items`` plus ``page``/``pages`` and also
-accept a bare list, and stop on an empty page.
+accept a bare list, and stop on an empty page; an answer this client cannot read raises
+``EnfactResponseError``. ``valid_invoice_id`` (``invoice_id_of`` for a JSON value) is the one rule
+for an invoice id, wherever it comes from (a push, a queue message, the list): no other id becomes
+a URL, a blob name or a ledger key.
 """
 
 from __future__ import annotations
@@ -23,6 +26,18 @@ MAX_PAGES = 1000
 _INVOICE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
+def valid_invoice_id(value: object) -> bool:
+    """Whether ``value`` is an enFact invoice id: 1–64 letters, digits, ``-`` or ``_``."""
+    return isinstance(value, str) and _INVOICE_ID.fullmatch(value) is not None
+
+
+def invoice_id_of(value: Any) -> str | None:
+    """``value`` (from JSON, where an id may be a number) as an enFact invoice id; None when it is not one."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    return value if valid_invoice_id(value) else None
+
+
 class EnfactResponseError(ApiError):
     """enFact answered 2xx with something this client cannot read."""
 
@@ -33,7 +48,7 @@ class EnfactClient:
         self._http = http
 
     def _url(self, invoice_id: str, extension: str) -> str:
-        if not _INVOICE_ID.fullmatch(invoice_id):
+        if not valid_invoice_id(invoice_id):
             raise ValueError(f"not an enFact invoice id: {invoice_id!r}")
         return f"{self._base}/v1/invoices/{invoice_id}.{extension}"
 
@@ -62,13 +77,21 @@ class EnfactClient:
         params: dict[str, Any] = {"page": page, "limit": limit}
         if date_from:
             params["date_from"] = date_from.isoformat()
-        payload = self._http.request("GET", f"{self._base}/v1/invoices.json", params=params).json()
+        response = self._http.request("GET", f"{self._base}/v1/invoices.json", params=params)
+        try:
+            payload = response.json()
+        except ValueError as exc:
+            raise EnfactResponseError("enfact", "invoice list is not JSON", response.status_code) from exc
         if isinstance(payload, list):  # no paging info: a full page may have a successor
             return payload, page + 1 if len(payload) >= limit else page
         if not isinstance(payload, dict):
-            raise EnfactResponseError("enfact", "invoice list is neither an object nor a list")
+            raise EnfactResponseError("enfact", "invoice list is neither an object nor a list", response.status_code)
         items = payload.get("items") or payload.get("data") or []
-        return list(items), int(payload.get("pages") or page)
+        pages = payload.get("pages") or page
+        if not isinstance(items, list) or not re.fullmatch(r"[0-9]{1,6}", str(pages)):
+            raise EnfactResponseError("enfact", "invoice list has no readable items or page count",
+                                      response.status_code)
+        return items, int(pages)
 
     def iter_invoices(self, date_from: date | None = None, limit: int = 100) -> Iterator[dict]:
         page = 1

@@ -6,39 +6,61 @@
 The PDF is streamed from enFact into ``{folderId}/client/enfact-{invoiceId}.pdf`` in the inbox
 with metadata ``source=enfact``, ``sourceid`` = enFact id, ``docref`` = invoice number. One
 ``enfact`` ledger row per invoice makes pushes, retries and reconcile idempotent: an invoice
-already written to the inbox is never fetched again. Transient enFact errors raise (the queue
-retries, then moves the message to ``<queue>-poison``); an invoice enFact does not know is
-recorded ``Rejected`` with the reason instead.
+already written to the inbox is never fetched again. The row says ``Writing`` and names its
+``InboxPath`` before the blob is written, ``InInbox`` after. A retry (or a re-queue by reconcile)
+that finds a row naming an ``InboxPath`` but not ``InInbox`` writes nothing when the blob is still
+in the inbox or the upload path already has a ledger row for it (it may have been sent, archived
+and removed meanwhile): an invoice reaches Inqom once.
+Transient enFact errors raise (the queue retries, then moves the message to ``<queue>-poison``);
+an invoice enFact does not know, or an id that is not an enFact invoice id, is recorded
+``Rejected`` with the reason instead (no URL is built from such an id).
+
+Reconcile reads each mapped company's recent invoices from enFact's list and queues those never
+queued, those ``Queued`` or ``Writing`` for over ``REQUEUE_AFTER`` (the message went to the
+poison queue), and those once ``Rejected`` (enFact lists them, so they exist now). Ids in the
+list are checked like a push's; an odd one is logged and skipped. A company whose list fails is
+logged and skipped too; after every company was tried, ``ReconcileError`` marks the run failed.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
 
 from .auth import EnfactApiKey
 from .blobmove import metadata_text
-from .enfact import EnfactClient
+from .enfact import EnfactClient, invoice_id_of
 from .enfact_push import QUEUED, enfact_row_key
-from .http import NotFoundError
-from .ledger import ENFACT_PARTITION, LedgerConflict, LedgerEntry, iso, parse_iso
+from .http import ApiError, NotFoundError
+from .ledger import ENFACT_PARTITION, Ledger, LedgerConflict, LedgerEntry, iso, parse_iso, partition_for
 from .observability import bind
 from .services import Services
 
 log = logging.getLogger(__name__)
 
+WRITING = "Writing"  # the inbox blob may be written (at ``InboxPath``): a retry checks before writing again
 IN_INBOX = "InInbox"
 REJECTED = "Rejected"
 REQUEUE_AFTER = timedelta(hours=1)
+_SHOWN_ID = 80  # characters of an odd id quoted in a log line
+
+
+class ReconcileError(RuntimeError):
+    """enFact could not be read for some companies (the others were reconciled)."""
 
 
 def enfact_client(services: Services, company_uuid: str) -> EnfactClient:
     http = services.enfact_http.with_auth(EnfactApiKey(services.secrets, company_uuid))
     return EnfactClient(services.settings.enfact_api_base_url, http)
+
+
+def _shown(value: Any) -> str:
+    """An id from outside, quoted and escaped for a log line, and short."""
+    return repr(str(value)[:_SHOWN_ID])
 
 
 def _record(services: Services, company: str, invoice_id: str, **fields: Any) -> None:
@@ -56,31 +78,72 @@ def _record(services: Services, company: str, invoice_id: str, **fields: Any) ->
             continue
 
 
+def _mark_writing(ledger: Ledger, entry: LedgerEntry | None, company: str, invoice_id: str, blob_name: str) -> None:
+    """Intent before the write, conditional on the row as read (``LedgerConflict``: it changed meanwhile)."""
+    if entry is None:
+        ledger.insert(ENFACT_PARTITION, enfact_row_key(company, invoice_id),
+                      {"InvoiceId": invoice_id, "CompanyUuid": company, "State": WRITING, "InboxPath": blob_name})
+    else:
+        ledger.update(entry, State=WRITING, InboxPath=blob_name)
+
+
+def _written(services: Services, blob_name: str) -> bool:
+    """Whether an earlier attempt's blob reached the inbox: still there, or known to the upload path.
+
+    The blob is checked first: once it is gone from the inbox, its document row already exists.
+    """
+    inbox = services.stores.container(services.settings.inbox_container)
+    if inbox.get_blob_client(blob_name).exists():
+        return True
+    rows = services.ledger.scan("PartitionKey eq @f and BlobPath eq @p", f=partition_for(blob_name), p=blob_name)
+    return next(rows, None) is not None
+
+
 def fetch_invoice(services: Services, message: dict[str, Any]) -> str:
     """Handle one queue message; returns the state the invoice ends in."""
     company = str(message.get("company_uuid", "")).lower()
-    invoice_id = str(message.get("invoice_id", ""))
+    invoice_id = invoice_id_of(message.get("invoice_id"))
+    if invoice_id is None:
+        given = str(message.get("invoice_id"))
+        reason = "not an enFact invoice id (letters, digits, - or _)"
+        _record(services, company, given, State=REJECTED, Reason=reason)
+        log.error("enFact invoice %s of %s rejected: %s", _shown(given), _shown(company), reason)
+        return REJECTED
     bind(enfact_id=invoice_id)
+    while True:
+        try:
+            return _fetch(services, company, invoice_id, message.get("source"))
+        except LedgerConflict:  # another delivery of this invoice moved its row: decide again
+            log.info("enFact invoice %s: its ledger row changed meanwhile; looking again", invoice_id)
+
+
+def _fetch(services: Services, company: str, invoice_id: str, source: str | None) -> str:
     folder = services.settings.enfact_company_folders.get(company)
-    existing: LedgerEntry | None = services.ledger.get(ENFACT_PARTITION, enfact_row_key(company, invoice_id))
+    existing = services.ledger.get(ENFACT_PARTITION, enfact_row_key(company, invoice_id))
     if existing is not None and existing.state == IN_INBOX:
         log.info("enFact invoice %s of %s is already in the inbox (%s)", invoice_id, company, existing.get("InboxPath"))
+        return IN_INBOX
+    if existing is not None and existing.get("InboxPath") and _written(services, existing.get("InboxPath")):
+        services.ledger.update(existing, State=IN_INBOX)
+        log.info("enFact invoice %s of %s was written before (%s); not written again",
+                 invoice_id, company, existing.get("InboxPath"))
         return IN_INBOX
     if folder is None:
         reason = "company is not mapped to an Inqom folder (ENFACT_COMPANY_FOLDERS)"
         _record(services, company, invoice_id, State=REJECTED, Reason=reason)
-        log.error("enFact invoice %s of %s rejected: %s", invoice_id, company, reason)
+        log.error("enFact invoice %s of %s rejected: %s", invoice_id, _shown(company), reason)
         return REJECTED
     enfact = enfact_client(services, company)
+    blob_name = f"{folder}/client/enfact-{invoice_id}.pdf"
     try:
         detail = enfact.get_invoice(invoice_id)
+        _mark_writing(services.ledger, existing, company, invoice_id, blob_name)
         pdf = enfact.invoice_pdf(invoice_id)
     except NotFoundError as exc:
         _record(services, company, invoice_id, State=REJECTED, Reason=str(exc))
         log.error("enFact invoice %s of %s rejected: %s", invoice_id, company, exc)
         return REJECTED
     number = str(detail.get("number") or detail.get("invoice_number") or "").strip()
-    blob_name = f"{folder}/client/enfact-{invoice_id}.pdf"
     metadata = {"source": "enfact", "sourceid": invoice_id, "enfactid": invoice_id, "enfactcompany": company}
     if number:
         metadata["docref"] = metadata_text(number)  # blob metadata is ASCII; routing decodes it
@@ -90,17 +153,18 @@ def fetch_invoice(services: Services, message: dict[str, Any]) -> str:
     except ResourceExistsError:
         log.info("enFact invoice %s already has its inbox blob %s", invoice_id, blob_name)
     _record(services, company, invoice_id, State=IN_INBOX, InboxPath=blob_name, Number=number or None,
-            InvoiceDate=str(detail.get("date") or "") or None, Source=message.get("source"))
+            InvoiceDate=str(detail.get("date") or "") or None, Source=source)
     log.info("enFact invoice %s (%s) of %s written to inbox as %s", invoice_id, number, company, blob_name)
     return IN_INBOX
 
 
-def _needs_queueing(entry: LedgerEntry | None, now) -> bool:
-    """Never seen, or queued long ago and still not in the inbox (its message went to the poison queue)."""
-    if entry is None:
+def _needs_queueing(entry: LedgerEntry | None, now: datetime) -> bool:
+    """Never seen; ``Rejected`` once (enFact lists it now, so it exists); or queued (or being written)
+    long ago and still not in the inbox (its message went to the poison queue)."""
+    if entry is None or entry.state == REJECTED:
         return True
-    queued_at = parse_iso(entry.get("UpdatedAt"))
-    return entry.state == QUEUED and queued_at is not None and now - queued_at > REQUEUE_AFTER
+    since = parse_iso(entry.get("UpdatedAt"))
+    return entry.state in (QUEUED, WRITING) and since is not None and now - since > REQUEUE_AFTER
 
 
 def _invoice_date(summary: dict[str, Any]) -> date | None:
@@ -110,28 +174,50 @@ def _invoice_date(summary: dict[str, Any]) -> date | None:
         return None
 
 
+def _reconcile_company(services: Services, company: str, since: date, now: datetime) -> int:
+    queued = 0
+    for summary in enfact_client(services, company).iter_invoices(date_from=since):
+        if not isinstance(summary, dict):
+            log.warning("reconcile: enFact listed a non-object for %s; skipped", company)
+            continue
+        invoice_id = invoice_id_of(summary.get("id"))
+        if invoice_id is None:
+            log.warning("reconcile: enFact listed invoice id %s for %s, not an enFact invoice id; skipped",
+                        _shown(summary.get("id")), company)
+            continue
+        invoice_date = _invoice_date(summary)
+        if invoice_date is None or invoice_date < since:
+            continue
+        if not _needs_queueing(services.ledger.get(ENFACT_PARTITION, enfact_row_key(company, invoice_id)), now):
+            continue
+        message = {"company_uuid": company, "invoice_id": invoice_id, "event": "reconcile",
+                   "received_at": iso(now), "source": "reconcile"}
+        services.enfact_queue.send_message(json.dumps(message))
+        _record(services, company, invoice_id, State=QUEUED, Source="reconcile")
+        queued += 1
+        log.info("reconcile: enFact invoice %s of %s is not in the inbox; queued", invoice_id, company)
+    return queued
+
+
 def reconcile(services: Services, days: int | None = None) -> int:
     """Queue every recent invoice that never reached the inbox (a missed push); returns how many.
 
     The window is also applied to each invoice's own ``date``: the list's ``date_from`` filter is not
     in enFact's public documentation, and an API ignoring it must not send years of history to Inqom.
+    ``ReconcileError`` after all companies were tried, when enFact failed for some of them.
     """
     settings = services.settings
     now = services.ledger.clock()
     since = (now - timedelta(days=days or settings.enfact_reconcile_days)).date()
     queued = 0
+    failed: list[str] = []
     for company in settings.enfact_company_folders:
-        for summary in enfact_client(services, company).iter_invoices(date_from=since):
-            invoice_id = str(summary.get("id", ""))
-            invoice_date = _invoice_date(summary)
-            if not invoice_id or invoice_date is None or invoice_date < since:
-                continue
-            if not _needs_queueing(services.ledger.get(ENFACT_PARTITION, enfact_row_key(company, invoice_id)), now):
-                continue
-            message = {"company_uuid": company, "invoice_id": invoice_id, "event": "reconcile",
-                       "received_at": iso(now), "source": "reconcile"}
-            services.enfact_queue.send_message(json.dumps(message))
-            _record(services, company, invoice_id, State=QUEUED, Source="reconcile")
-            queued += 1
-            log.info("reconcile: enFact invoice %s of %s is not in the inbox; queued", invoice_id, company)
+        try:
+            queued += _reconcile_company(services, company, since, now)
+        except ApiError as exc:
+            failed.append(company)
+            log.error("reconcile: enFact invoices of %s could not be read: %s", company, exc)
+    if failed:
+        raise ReconcileError(f"enFact could not be read for {len(failed)} of {len(settings.enfact_company_folders)} "
+                             f"companies ({', '.join(failed)}); {queued} invoice(s) of the others queued")
     return queued

@@ -4,15 +4,20 @@
     result.status, result.body          # 202 {"status": "accepted", ...} or 4xx {"error": ..., "reason": ...}
 
 The push contract (README "enFact push contract"): ``POST /api/enfact/invoices`` with the
-function key, ``Content-Type: application/json``, Standard Webhooks headers, and a body
+function key, ``Content-Type: application/json``, Standard Webhooks headers, and a UTF-8 body
 
     {"type": "invoice.created", "data": {"invoice_id": "5001", "company_uuid": "0b6a…"}}
 
-Nothing in the body is fetched: the invoice is read later from enFact's own API by its id.
-A repeated ``webhook-id`` is answered 200 ``{"status": "duplicate"}`` and not enqueued again
-(so a sender's retry stops, and a captured request replayed within 5 minutes does nothing) —
-unless the first attempt never reached the queue, which the absence of the invoice's ``enfact``
-ledger row (written after the queue hand-off) shows: then it is queued now.
+nested at most ``MAX_JSON_DEPTH`` levels (deeper is refused 400 before it is parsed). Nothing in
+the body is fetched: the invoice is read later from enFact's own API by its id.
+
+Each push has its own ``webhook`` ledger row, keyed by ``safe_key(webhook-id)`` (the id itself,
+which a sender may fill with ``/``, ``#`` or ``?``, is kept in ``WebhookId``): written ``Received``
+before the queue hand-off, set ``Queued`` after it. A repeated ``webhook-id`` whose row is
+``Queued`` is answered 200 ``{"status": "duplicate"}`` and not enqueued again (so a sender's retry
+stops, and a captured request replayed within 5 minutes does nothing); any other state means the
+first attempt never reached the queue (503, crash), so it is queued now. After the hand-off the
+invoice's ``enfact`` row is created ``Queued`` when it does not exist yet (reconcile's view).
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ from typing import Any, Mapping
 
 from azure.core.exceptions import AzureError
 
-from .ledger import ENFACT_PARTITION, WEBHOOK_PARTITION, LedgerConflict, iso
+from .enfact import invoice_id_of
+from .keys import key_of, safe_key
+from .ledger import ENFACT_PARTITION, WEBHOOK_PARTITION, Ledger, LedgerConflict, LedgerEntry, iso
 from .observability import bind
 from .secrets import ENFACT_WEBHOOK_SECRET
 from .services import Services
@@ -34,9 +41,12 @@ from .webhook import SignatureError, verify_signature
 log = logging.getLogger(__name__)
 
 EVENT_TYPES = frozenset({"invoice.created", "invoice.updated"})
-QUEUED = "Queued"  # state of an invoice's ``enfact`` ledger row once it is handed to the queue
-_INVOICE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+RECEIVED = "Received"  # a push's ``webhook`` row before its queue hand-off
+QUEUED = "Queued"  # a ``webhook`` or ``enfact`` row once the push or invoice is handed to the queue
+MAX_JSON_DEPTH = 16  # the contract's body is two levels deep
 _COMPANY_UUID = re.compile(r"[0-9a-fA-F-]{8,64}")
+#: A string (an unterminated one runs to the end: never rescanned, so linear time) or a bracket.
+_JSON_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*+(?:"|\\?\Z)|[\[{]|[\]}]', re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -58,10 +68,8 @@ def _validate(payload: Any, company_folders: Mapping[str, int]) -> tuple[str, st
     data = payload.get("data")
     if not isinstance(data, dict):
         return _error(400, "invalid_payload", "data must be an object")
-    invoice_id = data.get("invoice_id")
-    if isinstance(invoice_id, int) and not isinstance(invoice_id, bool):
-        invoice_id = str(invoice_id)
-    if not isinstance(invoice_id, str) or not _INVOICE_ID.fullmatch(invoice_id):
+    invoice_id = invoice_id_of(data.get("invoice_id"))
+    if invoice_id is None:
         return _error(400, "invalid_payload", "data.invoice_id must be an enFact invoice id (letters, digits, - or _)")
     company = data.get("company_uuid")
     if not isinstance(company, str) or not _COMPANY_UUID.fullmatch(company):
@@ -69,6 +77,48 @@ def _validate(payload: Any, company_folders: Mapping[str, int]) -> tuple[str, st
     if company.lower() not in company_folders:
         return _error(400, "unknown_company", "this enFact company is not mapped to an Inqom folder (ENFACT_COMPANY_FOLDERS)")
     return event, invoice_id, company.lower()
+
+
+def _nesting(text: str) -> int:
+    """How deep arrays and objects nest in ``text`` (brackets inside strings do not count)."""
+    depth = deepest = 0
+    for token in _JSON_TOKENS.finditer(text):
+        bracket = token.group()
+        if bracket in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif bracket in "]}":
+            depth -= 1
+    return deepest
+
+
+def _parse(body: bytes) -> Any | PushResult:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return _error(400, "invalid_json", "body is not valid UTF-8 JSON")
+    if _nesting(text) > MAX_JSON_DEPTH:
+        return _error(400, "invalid_json", f"JSON nesting is too deep (more than {MAX_JSON_DEPTH} levels)")
+    try:
+        return json.loads(text)
+    except RecursionError:
+        return _error(400, "invalid_json", "JSON nesting is too deep")
+    except ValueError:
+        return _error(400, "invalid_json", "body is not valid UTF-8 JSON")
+
+
+def _receive(ledger: Ledger, webhook_id: str, fields: dict[str, Any]) -> LedgerEntry:
+    """The push's ``webhook`` row: created ``Received``, or as an earlier delivery of this id left it."""
+    key = safe_key(webhook_id)
+    while True:
+        try:
+            return ledger.insert(WEBHOOK_PARTITION, key, {"WebhookId": webhook_id, "State": RECEIVED, **fields})
+        except LedgerConflict:
+            entry = ledger.get(WEBHOOK_PARTITION, key)
+        if entry is not None:
+            if entry.state != QUEUED:
+                log.warning("enFact push %s was received before but never queued; queuing it now", webhook_id)
+            return entry
 
 
 def accept_push(services: Services, headers: Mapping[str, str], body: bytes) -> PushResult:
@@ -85,10 +135,10 @@ def accept_push(services: Services, headers: Mapping[str, str], body: bytes) -> 
     except SignatureError as exc:
         log.warning("enFact push refused: %s", exc)
         return _error(401, "invalid_signature", str(exc))
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return _error(400, "invalid_json", "body is not valid UTF-8 JSON")
+    payload = _parse(body)
+    if isinstance(payload, PushResult):
+        log.warning("enFact push %s refused: %s", webhook_id, payload.body["reason"])
+        return payload
     checked = _validate(payload, settings.enfact_company_folders)
     if isinstance(checked, PushResult):
         log.warning("enFact push %s refused: %s", webhook_id, checked.body["reason"])
@@ -97,18 +147,15 @@ def accept_push(services: Services, headers: Mapping[str, str], body: bytes) -> 
     bind(enfact_id=invoice_id)
 
     ledger = services.ledger
-    try:
-        ledger.insert(WEBHOOK_PARTITION, webhook_id, {"InvoiceId": invoice_id, "CompanyUuid": company, "Event": event})
-    except LedgerConflict:
-        if ledger.get(ENFACT_PARTITION, enfact_row_key(company, invoice_id)) is not None:
-            log.info("enFact push %s already received; not enqueued again", webhook_id)
-            return PushResult(200, {"status": "duplicate", "webhook_id": webhook_id, "invoice_id": invoice_id})
-        log.warning("enFact push %s was received before but never queued (crash?); queuing it now", webhook_id)
+    received = _receive(ledger, webhook_id, {"InvoiceId": invoice_id, "CompanyUuid": company, "Event": event})
+    if received.state == QUEUED:
+        log.info("enFact push %s already queued; not enqueued again", webhook_id)
+        return PushResult(200, {"status": "duplicate", "webhook_id": webhook_id, "invoice_id": invoice_id})
     message = {"company_uuid": company, "invoice_id": invoice_id, "event": event, "webhook_id": webhook_id,
                "received_at": iso(ledger.clock()), "source": "push"}
     try:
         services.enfact_queue.send_message(json.dumps(message))
-    except AzureError as exc:  # the sender's retry gets through: no enfact row was written
+    except AzureError as exc:  # the row stays Received: the sender's retry queues it
         log.error("enFact push %s could not be queued: %s", webhook_id, type(exc).__name__)
         return _error(503, "unavailable", "could not queue the push; retry later")
     try:
@@ -116,9 +163,14 @@ def accept_push(services: Services, headers: Mapping[str, str], body: bytes) -> 
                       {"State": QUEUED, "InvoiceId": invoice_id, "CompanyUuid": company})
     except LedgerConflict:
         pass  # known invoice: the fetch step decides whether anything is left to do
+    try:
+        ledger.update(received, State=QUEUED)
+    except LedgerConflict:
+        pass  # a concurrent delivery of the same id changed the row: it queued this push too
     log.info("enFact push %s accepted: invoice %s of company %s queued", webhook_id, invoice_id, company)
     return PushResult(202, {"status": "accepted", "webhook_id": webhook_id, "invoice_id": invoice_id})
 
 
 def enfact_row_key(company_uuid: str, invoice_id: str) -> str:
-    return f"{company_uuid.lower()}|{invoice_id}"
+    """Key of an invoice's ``enfact`` row (``company|id`` for the plain ids enFact uses)."""
+    return key_of(company_uuid.lower(), invoice_id)

@@ -113,11 +113,15 @@ def _seeds() -> list[int]:
 @pytest.mark.parametrize("seed", _seeds())
 def test_interleaved_upload_workers_and_poll_tick(azurite, seed):
     """Two deliveries of one blob and a poll tick, their calls ordered by ``seed``; the clock jumps
-    past the upload claim at a random moment (so the tick's watchdog can take it over), and in half
-    the schedules one actor dies at a random call."""
+    past the upload claim at a random moment (so the tick's watchdog can take it over), Inqom
+    fails some uploads (so the error paths race too), and in half the schedules one actor dies
+    at a random call."""
     with World.create(azurite, UPLOAD_CLAIM_SECONDS="900") as world:
         name = "11287/supplier/race.pdf"
         world.drop(name, pdf(f"race-{seed}"), event=False)
+        failing_posts = (0, 0, 1, 2, 3)[seed % 5]  # HTTP_MAX_ATTEMPTS=2: 2 failures fail one upload call
+        if failing_posts:
+            world.inqom.inject("500", times=failing_posts, path_contains="/Documents")
         world.services().tokens.headers()  # warm the token: the token lock is not what is under test
         scheduler = Scheduler(seed, crash_probability=0.5 if seed % 2 else 0.0)
         world.interceptor.scheduler = scheduler

@@ -156,7 +156,7 @@ def minimal_pdf(lines: Sequence[str]) -> bytes:
 
 @dataclass
 class _Invoice:
-    id: int
+    id: int | str  # a str only when a test asks for an odd id (see ``add_invoice``)
     company: str  # normalised (lower-case) company UUID
     number: str
     date: str
@@ -289,7 +289,7 @@ class EnfactEmulator(EmulatorServer):
         self.date_filters = True
 
         self._companies: dict[str, str] = {}  # normalised key -> UUID as given
-        self._invoices: dict[int, _Invoice] = {}
+        self._invoices: dict[int | str, _Invoice] = {}
         self._numbers: dict[str, itertools.count[int]] = {}
         self._ids = itertools.count(FIRST_ID)
         self._routes = (
@@ -326,7 +326,7 @@ class EnfactEmulator(EmulatorServer):
         self,
         company_uuid: str,
         *,
-        invoice_id: int | None = None,
+        invoice_id: int | str | None = None,
         number: str | None = None,
         date: str | date | None = None,  # noqa: A002 -- the field's name
         customer: str = "Client SA",
@@ -339,7 +339,9 @@ class EnfactEmulator(EmulatorServer):
         """Add an invoice to a known company; returns its detail (as ``.json`` answers it).
 
         ``invoice_id``: default the next free integer from 5001 (ids are unique across
-        companies). ``number``: default "F{year}-{n:04d}", n counting the company's
+        companies); a non-empty string is taken as it is, so that the list shows the odd ids a
+        real API might (``"1/2"``, ``"a#b"``), though only integer ids are served by the detail
+        and document URLs. ``number``: default "F{year}-{n:04d}", n counting the company's
         invoices. ``date``: ISO "YYYY-MM-DD", default today. ``total`` includes VAT;
         ``lines`` default to one 21 % line. ``pdf``: default a one-page PDF generated here
         (see ``pdf_for``). ``modified`` is set to the current UTC time.
@@ -353,8 +355,9 @@ class EnfactEmulator(EmulatorServer):
                 invoice_id = next(self._ids)
                 while invoice_id in self._invoices:
                     invoice_id = next(self._ids)
-            elif isinstance(invoice_id, bool) or not isinstance(invoice_id, int) or invoice_id < 1:
-                raise ValueError(f"invoice_id must be a positive integer, got {invoice_id!r}")
+            elif not (isinstance(invoice_id, str) and invoice_id
+                      or isinstance(invoice_id, int) and not isinstance(invoice_id, bool) and invoice_id >= 1):
+                raise ValueError(f"invoice_id must be a positive integer or a non-empty string, got {invoice_id!r}")
             elif invoice_id in self._invoices:
                 raise ValueError(f"invoice {invoice_id} already exists")
             if number is None:
@@ -454,7 +457,8 @@ class EnfactEmulator(EmulatorServer):
 
     def _sorted(self, company: str) -> list[_Invoice]:
         return sorted((invoice for invoice in self._invoices.values() if invoice.company == company),
-                      key=lambda invoice: (invoice.date, invoice.id), reverse=True)
+                      key=lambda invoice: (invoice.date, isinstance(invoice.id, str), invoice.id),
+                      reverse=True)  # ids of one type compare among themselves
 
     # ---------------------------------------------------------------- endpoints
 

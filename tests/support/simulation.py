@@ -133,6 +133,12 @@ class Interceptor:
         finally:
             self._local.quiet = previous
 
+    def told(self) -> list[int]:
+        """Inqom document ids answered to the app's uploads in this thread (``World.invoke`` takes them)."""
+        if not hasattr(self._local, "told"):
+            self._local.told = []
+        return self._local.told
+
     def arm(self, index: int, mode: str) -> None:
         self._crash = (index, mode)
 
@@ -154,6 +160,8 @@ class Interceptor:
             raise SimulatedCrash(call.name)
         response = original(session, request, **kwargs)
         self._watch_writes(call, request, response)
+        if call.service == "inqom" and call.op.startswith("upload") and response.status_code < 300 and crash_mode is None:
+            self.told().append(_document_id(response))
         if crash_mode == "after":
             response.close()
             raise SimulatedCrash(call.name)
@@ -228,6 +236,12 @@ class Interceptor:
         return Call(service, method, url.netloc, caller)
 
 
+def _document_id(response: requests.Response) -> int:
+    payload = response.json()
+    payload = payload[0] if isinstance(payload, list) else payload
+    return int(payload.get("Id") or payload.get("DocumentId"))
+
+
 def _posted_partition(request: requests.PreparedRequest) -> str:
     try:
         partition = json.loads(request.body or b"{}").get("PartitionKey", "")
@@ -289,7 +303,7 @@ class Scheduler:
             while self._go != actor:
                 self._cond.wait()
             self._go = None
-            self._parked.discard(actor)
+            self._cond.notify_all()
         self.steps.append(f"{actor}: {call.name}")
 
     def take_crash(self) -> bool:
@@ -333,8 +347,11 @@ class Scheduler:
                 if not self._crashed and self.rng.random() < self._crash_probability:
                     self._crashed = True
                     self._crash_next = choice
+                self._parked.discard(choice)
                 self._go = choice
                 self._cond.notify_all()
+                while self._go is not None:  # the chosen actor has taken its turn before the next choice
+                    self._cond.wait()
         for thread in threads:
             thread.join(timeout=30)
         return self.steps
@@ -365,6 +382,7 @@ class World:
         self.step_problems: list[str] = []
         self.log_lines: list[str] = []
         self.reconcile_rounds: set[int] = set()
+        self.must_name: set[int] = set()
         import function_app
         from devtools.host import LocalHost
 
@@ -441,6 +459,8 @@ class World:
     # ----------------------------------------------------------------- recovery, as Azure would
     def invoke(self, label: str, fn: Callable[[], Any]) -> str:
         self.services()
+        told = self.interceptor.told()
+        told.clear()
         try:
             fn()
             outcome = "ok"
@@ -451,6 +471,8 @@ class World:
         except Exception as exc:  # the host logs it and retries as its trigger says
             self.failures.append(f"{label}: {type(exc).__name__}: {exc}")
             outcome = "failed"
+        if outcome != "crashed":  # a live worker that was told an id must have recorded it
+            self.must_name.update(told)
         self.step_problems.extend(self.stranded_rows())
         return outcome
 
@@ -607,19 +629,24 @@ class World:
 
     def _inqom_documents_named(self) -> list[str]:
         """Invariant 2: at most one Inqom document per blob version that the ledger cannot name."""
-        named: set[int] = set()
+        recorded: set[int] = set()
+        linked: set[int] = set()
         for entry in self.services().ledger.scan():
-            for column in ("InqomId", "OriginId"):
-                if entry.get(column) not in (None, ""):
-                    named.add(int(entry.get(column)))
-            named.update(int(x) for x in str(entry.get("ExtraInqomIds") or "").split(",") if x)
+            if entry.get("InqomId") not in (None, ""):
+                recorded.add(int(entry.get("InqomId")))
+            if entry.get("OriginId") not in (None, ""):
+                linked.add(int(entry.get("OriginId")))
+            recorded.update(int(x) for x in str(entry.get("ExtraInqomIds") or "").split(",") if x)
+        named = recorded | linked
+        problems = [f"forgotten: Inqom answered document {doc_id} to a worker that lived on, and no row records it"
+                    for doc_id in sorted(self.must_name - recorded)]
         unnamed: dict[str, int] = {}
         for doc_id, document in self.inqom.documents.items():
             if doc_id not in named:
                 source = document.get("SourceId") or f"#{doc_id}"
                 unnamed[source] = unnamed.get(source, 0) + 1
-        return [f"orphaned: {count} Inqom documents of blob version {source} are named by no ledger row"
-                for source, count in unnamed.items() if count > 1]
+        return problems + [f"orphaned: {count} Inqom documents of blob version {source} are named by no ledger row"
+                           for source, count in unnamed.items() if count > 1]
 
     def _no_secrets(self) -> list[str]:
         """Invariant 6: no secret in a log record (tracebacks included) or a ledger column."""
