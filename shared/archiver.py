@@ -28,12 +28,15 @@ too, and a bounded repair sweep (``shared.repair``) ends each tick.
 from __future__ import annotations
 
 import base64
+import contextvars
 import hashlib
 import logging
 import re
+import threading
 import time
 import unicodedata
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Iterator
@@ -42,11 +45,11 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
 from .blobmove import BlobGone, BlobReplaced, metadata_text, move_blob
-from .http import ForbiddenError, ThrottledError
+from .http import DeadlineExceeded, ForbiddenError, ThrottledError, deadline, time_left
 from .inqom import InqomDocument
 from .ledger import (
-    ARCHIVED, DELETED, DUPLICATE, FAILED, QUARANTINING, STALE, SUPERSEDED, UPLOADED, UPLOADING, Ledger, LedgerConflict,
-    LedgerEntry, iso, parse_iso,
+    ARCHIVED, DELETED, DUPLICATE, FAILED, QUARANTINING, STALE, SUPERSEDED, UPLOADED, UPLOADING, DueItem, Ledger,
+    LedgerConflict, LedgerEntry, iso, parse_iso,
 )
 from .observability import error_text, log_context
 from .polling import PollPolicy
@@ -58,6 +61,7 @@ log = logging.getLogger(__name__)
 
 POLLABLE_STATES = frozenset({UPLOADED, DUPLICATE, STALE, FAILED, UPLOADING, QUARANTINING})
 ARCHIVE_BLOCK = 4 * 1024 * 1024
+WATCHDOG_UPLOAD_BYTES_PER_SECOND = 2 * 1024 * 1024
 CLAIM_LEASE = timedelta(minutes=10)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -79,10 +83,16 @@ class TickReport:
     archived: int = 0
     skipped: int = 0
     stale_index: int = 0
+    cut_short: int = 0
     errors: list[str] = field(default_factory=list)
     out_of_time: bool = False
     throttled: bool = False
     sweep: SweepReport | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, counter: str, amount: int = 1) -> None:
+        with self._lock:
+            setattr(self, counter, getattr(self, counter) + amount)
 
 
 class ChecksumMismatch(Exception):
@@ -94,44 +104,90 @@ class ArchivePathTaken(Exception):
 
 
 def poll_tick(services: Services, now: datetime | None = None) -> TickReport:
+    """One timer tick: ``POLL_WORKERS`` threads work through the due rows until the tick's budget is spent.
+
+    Every Inqom call in the tick runs under a deadline (what is left of ``POLL_TICK_BUDGET_SECONDS``,
+    reads capped at ``POLL_TICK_GRACE_SECONDS``); a row cut short is released, its due time intact,
+    for the next tick. Rows not reached stay due. The repair sweep ends the tick if time is left.
+    """
     settings = services.settings
     ledger = services.ledger
     policy = PollPolicy.from_settings(settings)
-    started = time.monotonic()
+    ends = time.monotonic() + settings.poll_tick_budget
     now = now or ledger.clock()
     report = TickReport()
-    for item in ledger.due(now, settings.poll_batch_size):
-        if time.monotonic() - started > settings.poll_tick_budget:
-            report.out_of_time = True
-            log.warning("poll tick used its %.0fs budget; the rest waits for the next tick", settings.poll_tick_budget)
-            break
-        report.examined += 1
-        entry = ledger.get(item.partition, item.key)
-        if entry is None or entry.next_poll != item.due or entry.state not in POLLABLE_STATES:
-            ledger.drop_index(item)
-            report.stale_index += 1
-            continue
-        if entry.get("PollClaimFor") == entry.get("NextPollAt") and (parse_iso(entry.get("PollClaimUntil")) or now) > now:
-            report.skipped += 1  # another tick is working on it
-            continue
-        try:
-            entry = ledger.update(entry, PollClaimFor=entry.get("NextPollAt"), PollClaimUntil=iso(now + CLAIM_LEASE))
-        except LedgerConflict:
-            report.skipped += 1  # another tick claimed it first
-            continue
-        with log_context(ledger_key=entry.key, inqom_id=entry.get("InqomId"), enfact_id=entry.get("EnfactId")):
-            try:
-                _follow(services, ledger, policy, entry, now, report)
-            except ThrottledError as exc:  # not this row's fault: due again when Inqom said, the tick stops
-                _record_throttled(ledger, entry, exc, now)
-                report.throttled = True
-                break
-            except Exception as exc:  # one bad row must not stop the tick; its claim lapses with the lease
-                log.exception("poll of ledger %s failed", entry.key)
-                report.errors.append(f"{entry.key}: {error_text(exc)}")
-                _record_error(ledger, policy, entry, exc, now)
-    report.sweep = repair_sweep(services, now)
+    items = iter(ledger.due(now, settings.poll_batch_size))
+    items_lock = threading.Lock()
+    stop = threading.Event()
+
+    def worker() -> None:
+        while not stop.is_set():
+            if time.monotonic() >= ends:
+                report.out_of_time = True
+                return
+            with items_lock:
+                item = next(items, None)
+            if item is None:
+                return
+            with deadline(ends, read_cap=settings.poll_tick_grace):
+                if _handle(services, ledger, policy, item, now, report) == "throttled":
+                    stop.set()  # Inqom asked the whole client to wait: the rest of the tick waits too
+
+    with ThreadPoolExecutor(settings.poll_workers, thread_name_prefix="poll") as pool:
+        # Each worker runs in a copy of this context: the invocation id reaches its log lines.
+        for future in [pool.submit(contextvars.copy_context().run, worker) for _ in range(settings.poll_workers)]:
+            future.result()
+    if report.out_of_time:
+        log.warning("poll tick used its %.0fs budget; the rest waits for the next tick", settings.poll_tick_budget)
+    if time.monotonic() < ends:
+        report.sweep = repair_sweep(services, now)
     return report
+
+
+def _handle(services: Services, ledger: Ledger, policy: PollPolicy, item: DueItem, now: datetime,
+            report: TickReport) -> str:
+    """Claim one due row and follow it; returns what happened (for the tick's control, not for counting)."""
+    report.add("examined")
+    entry = ledger.get(item.partition, item.key)
+    if entry is None or entry.next_poll != item.due or entry.state not in POLLABLE_STATES:
+        ledger.drop_index(item)
+        report.add("stale_index")
+        return "stale"
+    if entry.get("PollClaimFor") == entry.get("NextPollAt") and (parse_iso(entry.get("PollClaimUntil")) or now) > now:
+        report.add("skipped")  # another tick is working on it
+        return "skipped"
+    try:
+        entry = ledger.update(entry, PollClaimFor=entry.get("NextPollAt"), PollClaimUntil=iso(now + CLAIM_LEASE))
+    except LedgerConflict:
+        report.add("skipped")  # another tick claimed it first
+        return "skipped"
+    with log_context(ledger_key=entry.key, inqom_id=entry.get("InqomId"), enfact_id=entry.get("EnfactId")):
+        try:
+            _follow(services, ledger, policy, entry, now, report)
+        except DeadlineExceeded:
+            _release(ledger, entry, now)
+            report.add("cut_short")
+            return "cut short"
+        except ThrottledError as exc:  # not this row's fault: due again when Inqom said
+            _record_throttled(ledger, entry, exc, now)
+            report.throttled = True
+            return "throttled"
+        except Exception as exc:  # one bad row must not stop the tick; its claim lapses with the lease
+            log.exception("poll of ledger %s failed", entry.key)
+            with report._lock:
+                report.errors.append(f"{entry.key}: {error_text(exc)}")
+            _record_error(ledger, policy, entry, exc, now)
+            return "error"
+    return "done"
+
+
+def _release(ledger: Ledger, entry: LedgerEntry, now: datetime) -> None:
+    """The tick ran out of time on this row: its poll claim ends now, its due time stays."""
+    log.info("ledger %s: cut short by the tick's deadline; released for the next tick", entry.key)
+    try:
+        ledger.update(entry, PollClaimUntil=iso(now))
+    except LedgerConflict:
+        pass  # changed meanwhile (e.g. the watchdog's upload recorded its own outcome)
 
 
 def _follow(services: Services, ledger: Ledger, policy: PollPolicy, entry: LedgerEntry, now: datetime,
@@ -145,7 +201,7 @@ def _follow(services: Services, ledger: Ledger, policy: PollPolicy, entry: Ledge
     folder = int(entry.get("FolderId") or entry.partition)
     inqom_id = int(entry.get("InqomId"))
     document = services.inqom.get_document(folder, inqom_id)
-    report.polled += 1
+    report.add("polled")
     polls = int(entry.get("Polls") or 0) + 1
     reasons = ",".join(document.status_reasons)
     if reasons:
@@ -187,9 +243,17 @@ def _retry_upload(services: Services, ledger: Ledger, entry: LedgerEntry) -> Non
                       LastError=f"{entry.get('LastError') or ''} — superseded: the inbox blob was replaced or "
                       "removed before it was sent; any new version has its own row".lstrip(" —"))
         return
+    left = time_left()
+    if left is not None and left < _upload_seconds(int(entry.get("Size") or 0)):
+        raise DeadlineExceeded("inqom", "not enough of the tick left to send the file; the next tick will")
     log.warning("ledger %s: upload left %s by the host; retrying it from the poller", entry.key, entry.state)
     # The row keeps its due time until the upload's claim moves it: a crash here loses nothing.
     upload_inbox_blob(services, blob)
+
+
+def _upload_seconds(size: int) -> float:
+    """A cautious guess of an upload's duration: a watchdog upload starts only if the tick has that left."""
+    return 5.0 + size / WATCHDOG_UPLOAD_BYTES_PER_SECOND
 
 
 def _reschedule(ledger: Ledger, entry: LedgerEntry, observed: dict, due: datetime, error: str) -> None:
@@ -246,7 +310,7 @@ def _archive(services: Services, ledger: Ledger, policy: PollPolicy, entry: Ledg
     note = _release_inbox_blob(services, entry, sha1)
     ledger.update(entry, **observed, State=ARCHIVED, ArchivePath=f"{settings.archive_container}/{archive_path}",
                   ArchivedSha1=sha1, ArchivedAt=iso(ledger.clock()), NextPollAt=None, LastError=note)
-    report.archived += 1
+    report.add("archived")
     log.info("archived ledger %s (Inqom %s) to %s", entry.key, document.id, archive_path)
 
 

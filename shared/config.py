@@ -162,9 +162,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("UPLOAD_MAX_ATTEMPTS", "upload_max_attempts", _positive_int, "5",
             "Upload attempts for transient failures before the blob is quarantined; keep <= host.json poisonBlobThreshold."),
     Setting("POLL_SCHEDULE", "poll_schedule", str, "0 */5 * * * *", "NCRONTAB schedule of the status poll."),
-    Setting("POLL_BATCH_SIZE", "poll_batch_size", _positive_int, "100", "Documents polled per tick at most."),
+    Setting("POLL_BATCH_SIZE", "poll_batch_size", _positive_int, "1000",
+            "Due documents a tick takes at most (its budget usually ends it first)."),
     Setting("POLL_TICK_BUDGET_SECONDS", "poll_tick_budget", _positive_float, "240",
             "A tick stops taking new work after this long; the rest waits for the next tick."),
+    Setting("POLL_WORKERS", "poll_workers", _positive_int, "8",
+            "Rows a tick works on at once (threads), all under the Inqom rate budget."),
+    Setting("POLL_TICK_GRACE_SECONDS", "poll_tick_grace", _positive_float, "10",
+            "Longest wait for one read inside a tick: the most a tick may overrun its budget."),
     Setting("REPAIR_SWEEP_BATCH", "repair_sweep_batch", _positive_int, "100",
             "Ledger rows and inbox blobs the repair sweep examines per poll tick."),
     Setting("REPAIR_GRACE_MINUTES", "repair_grace_minutes", _positive_float, "30",
@@ -218,6 +223,8 @@ class Settings:
     poll_schedule: str
     poll_batch_size: int
     poll_tick_budget: float
+    poll_workers: int
+    poll_tick_grace: float
     repair_sweep_batch: int
     repair_grace_minutes: float
     poll_first_delay: float

@@ -15,14 +15,16 @@ No exception leaving this module quotes a URL's query string (signed URLs carry 
 
 from __future__ import annotations
 
+import contextvars
 import email.utils
 import logging
 import math
 import random
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Iterator, Mapping, Protocol
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -166,6 +168,59 @@ def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
+class DeadlineExceeded(TransientError):
+    """The caller's deadline (a poll tick's budget) ran out: the work is to be released, not failed."""
+
+
+@dataclass(frozen=True)
+class _Deadline:
+    at: float  # time.monotonic()
+    read_cap: float
+
+
+_deadline: contextvars.ContextVar[_Deadline | None] = contextvars.ContextVar("http_deadline", default=None)
+
+
+@contextmanager
+def deadline(at: float, read_cap: float) -> Iterator[None]:
+    """Every call in the block ends by ``at`` (monotonic), its reads waiting at most ``read_cap`` s.
+
+        with deadline(time.monotonic() + 30, read_cap=10):
+            inqom.get_document(folder, doc_id)     # DeadlineExceeded once the 30 s are spent
+
+    Connect and read timeouts shrink to what is left, retries stop at the deadline, and a streamed
+    body checks it between chunks (``check_deadline``). A read already waiting when the deadline
+    passes finishes within ``read_cap``: that is the most a deadline is overrun.
+    """
+    token = _deadline.set(_Deadline(at, read_cap))
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def time_left() -> float | None:
+    """Seconds left before the current deadline; None without one."""
+    current = _deadline.get()
+    return None if current is None else current.at - time.monotonic()
+
+
+def check_deadline(service: str, what: str) -> None:
+    left = time_left()
+    if left is not None and left <= 0:
+        raise DeadlineExceeded(service, f"{what} stopped: the caller's deadline passed")
+
+
+def _within_deadline(timeout: tuple[float, float], service: str, method: str, url: str) -> tuple[float, float]:
+    """The call's (connect, read) timeouts, shrunk to the current deadline; DeadlineExceeded when none is left."""
+    current = _deadline.get()
+    if current is None:
+        return timeout
+    check_deadline(service, f"{method} {_path_of(url)}")
+    left = current.at - time.monotonic()
+    return (min(timeout[0], left), min(timeout[1], left, current.read_cap))
+
+
 class RateLimiter:
     """Token bucket shared by threads: at most ``rate`` calls per second, bursts up to ``burst``."""
 
@@ -261,6 +316,7 @@ class HttpClient:
         attempt = 0
         while True:
             attempt += 1
+            timeout = _within_deadline(self.timeout, self.service, method, url)
             held = self.throttle.held_off() if self.throttle is not None else 0.0
             if held > self.retry.backoff_cap:
                 raise ThrottledError(self.service, f"{method} {_path_of(url)} not sent: the server asked us to wait",
@@ -274,13 +330,15 @@ class HttpClient:
                 self.throttle.acquire()
             try:
                 response = self.session.request(
-                    method, url, headers=call_headers, timeout=self.timeout, stream=stream,
+                    method, url, headers=call_headers, timeout=timeout, stream=stream,
                     allow_redirects=allow_redirects, **extra, **kwargs,
                 )
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
                 failure: ApiError = TransientError(self.service, f"{method} {_path_of(url)} failed",
                                                    None, type(exc).__name__)
                 retry_after = None
+                if isinstance(exc, requests.Timeout) and timeout != self.timeout:  # cut by the deadline
+                    _within_deadline(self.timeout, self.service, method, url)
             except (requests.RequestException, LocationValueError) as exc:
                 # InvalidURL & co. quote the whole URL, signature included: keep only the type, and
                 # raise outside this block so that nothing chains the original.
@@ -308,5 +366,9 @@ class HttpClient:
             if not failure.transient or attempt >= self.retry.max_attempts:
                 raise failure
             wait = self.retry.delay(attempt, retry_after)
+            left = time_left()
+            if left is not None and wait >= left:
+                raise DeadlineExceeded(self.service, f"{method} {_path_of(url)} not retried: the caller's deadline "
+                                       f"comes first ({failure})")
             log.warning("%s; attempt %d of %d, retrying in %.2fs", failure, attempt, self.retry.max_attempts, wait)
             self._sleep(wait)

@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable, Iterable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
+import requests
 from requests_toolbelt.multipart.encoder import MultipartEncoder
 from urllib3.util import parse_url
 
-from .http import ApiError, HttpClient
+from .http import ApiError, HttpClient, TransientError, check_deadline
 
 DOCUMENTS_PATH = "/api/accounting-documents/accounting-folders/{folder}/Documents"
 EXPENSE_BILLS_PATH = "/api/v1/accounting-folders/{folder}/expense-bills"
@@ -126,9 +127,12 @@ def _refused(reason: str) -> DownloadRefused:
 
 
 class InqomClient:
-    def __init__(self, base_url: str, http: HttpClient) -> None:
+    def __init__(self, base_url: str, http: HttpClient, downloads: HttpClient | None = None) -> None:
+        """``downloads``: the client for temporary URLs (Inqom's storage host, not its API): its own
+        connection pool and no API rate budget. Default: ``http`` without its auth layer."""
         self._base = base_url.rstrip("/")
         self._http = http
+        self._downloads = downloads or http.with_auth(None)
 
     def upload_document(
         self,
@@ -196,10 +200,10 @@ class InqomClient:
         """Stream a temporary public URL in chunks; only from ``allowed_hosts``, never redirected.
 
         The URL is checked and rebuilt by ``safe_download_url``. The download carries no Inqom
-        token: the URL is its own credential.
+        token: the URL is its own credential. Under a ``deadline`` the stream stops when it passes.
         """
         safe_url = safe_download_url(url, allowed_hosts)
-        response = self._http.with_auth(None).request("GET", safe_url, stream=True, allow_redirects=False)
+        response = self._downloads.request("GET", safe_url, stream=True, allow_redirects=False)
         if response.is_redirect:
             response.close()
             raise DownloadRefused("inqom", "download URL redirects; redirects are not followed", response.status_code)
@@ -225,7 +229,13 @@ class InqomClient:
 
 def _chunks(response) -> Iterator[bytes]:
     with response:
-        yield from response.iter_content(DOWNLOAD_CHUNK)
+        try:
+            for chunk in response.iter_content(DOWNLOAD_CHUNK):
+                check_deadline("inqom", "download of a temporary URL")
+                yield chunk
+        except requests.RequestException as exc:  # cut mid-body: the URL stays out of the message
+            check_deadline("inqom", "download of a temporary URL")
+            raise TransientError("inqom", "download of a temporary URL was cut", None, type(exc).__name__) from None
 
 
 def _json(response) -> Any:

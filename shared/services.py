@@ -51,7 +51,13 @@ class Services:
 
     @cached_property
     def inqom(self) -> InqomClient:
-        return InqomClient(self.settings.inqom_api_base_url, self.inqom_http.with_auth(self.tokens))
+        return InqomClient(self.settings.inqom_api_base_url, self.inqom_http.with_auth(self.tokens),
+                           downloads=self.download_http)
+
+    @cached_property
+    def download_http(self) -> HttpClient:
+        """Temporary public URLs point at Inqom's storage, not its API: own pool, outside the API budget."""
+        return HttpClient("inqom-storage", timeout=self.settings.http_timeout, retry=self.retry)
 
     @cached_property
     def enfact_http(self) -> HttpClient:

@@ -25,7 +25,7 @@ from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobClient
 
 from .auth import AuthenticationError
-from .http import ApiError, ThrottledError
+from .http import ApiError, DeadlineExceeded, ThrottledError
 from .inqom import InqomDocument
 from .ledger import (
     DUPLICATE, FAILED, REFUSED, SUPERSEDED, UPLOADED, ClaimKeeper, Ledger, LedgerConflict, LedgerEntry,
@@ -98,6 +98,10 @@ def upload_inbox_blob(services: Services, blob: BlobClient) -> UploadOutcome:
         return UploadOutcome(key, SUPERSEDED, reason="replaced during upload")
     except ThrottledError as exc:
         return _hand_back(services, keeper.entry, exc)
+    except DeadlineExceeded:  # the poll tick driving this watchdog upload ran out of time: not an attempt
+        _settle(ledger, keeper.entry, State=FAILED, CutShort=int(keeper.entry.get("CutShort") or 0) + 1,
+                ClaimUntil=None, NextPollAt=ledger.clock(), LastError="upload cut short by the poll tick's deadline")
+        raise
     except ApiError as exc:
         claimed = keeper.entry
         failures = _failed_attempts(claimed)
@@ -136,8 +140,8 @@ def upload_inbox_blob(services: Services, blob: BlobClient) -> UploadOutcome:
 
 
 def _failed_attempts(entry: LedgerEntry) -> int:
-    """Claims that ended in failure or a crash: throttled hand-backs are not failures."""
-    return int(entry.get("Attempts") or 1) - int(entry.get("Throttled") or 0)
+    """Claims that ended in failure or a crash: throttled or deadline-cut hand-backs are not failures."""
+    return int(entry.get("Attempts") or 1) - int(entry.get("Throttled") or 0) - int(entry.get("CutShort") or 0)
 
 
 def _outcome(entry: LedgerEntry, reason: str) -> UploadOutcome:

@@ -137,6 +137,8 @@ Endpoint = Callable[..., Reply]
 Route = tuple[str, re.Pattern[str], Endpoint]
 
 
+HANG_SECONDS = 24 * 3600.0
+
 # ---------------------------------------------------------------------- HTTP plumbing
 
 
@@ -217,7 +219,9 @@ class EmulatorServer:
 
     Settings that tests may change at any time (plain attributes): ``error_rate``
     (probability of a random fault on each request ``_random_fault_applies`` to),
-    ``error_kinds`` (drawn uniformly; default "500", "429"), ``seed``.
+    ``error_kinds`` (drawn uniformly; default "500", "429"), ``seed``, ``latency`` (seconds
+    every answer waits, like a distant server), ``hang_rate`` (probability that such a request
+    is read and then never answered: the socket stays open until the emulator stops).
     """
 
     host = "127.0.0.1"
@@ -232,6 +236,8 @@ class EmulatorServer:
 
     def __init__(self, *, port: int = 0) -> None:
         self.error_rate = 0.0
+        self.latency = 0.0
+        self.hang_rate = 0.0
         self._error_kinds: tuple[str, ...] = ("500", "429")
         self.internal_errors: list[str] = []  # tracebacks of emulator bugs (answered 500)
 
@@ -411,6 +417,8 @@ class EmulatorServer:
                     if fault.remaining == 0:
                         self._faults.remove(fault)
                     return fault
+            if self.hang_rate > 0 and self._random_fault_applies(path) and self._rng.random() < self.hang_rate:
+                return Fault("drop", 1, None, None, None, HANG_SECONDS)  # waits until stop(), then closes
             if self.error_rate > 0 and self._random_fault_applies(path) and self._rng.random() < self.error_rate:
                 return Fault(self._rng.choice(self._error_kinds), 1, None, None, None, 0.0)
         return None
@@ -419,6 +427,8 @@ class EmulatorServer:
         """``dispatch()``'s reply, or what ``fault`` makes of it (after its delay); None closes."""
         if fault is not None and fault.delay > 0:
             self._stopping.wait(fault.delay)
+        if self.latency > 0:
+            self._stopping.wait(self.latency)
         kind = fault.kind if fault else None
         if kind == "drop":
             return None
