@@ -24,6 +24,14 @@ download of the temporary URL (it counts: it is a request to the host Inqom name
 storage, not the API); the process's single token call is shared by all documents and not
 counted. Baseline in the same run: the same lifecycle with a fixed-interval poller, i.e. the same
 code with POLL_MAX_INTERVAL_SECONDS = POLL_FIRST_DELAY_SECONDS (backoff disabled).
+
+Part 3, month-end. ``--month-end-docs`` documents, each its own emulator document already
+``Done``, all due at once; the emulator answers every call after ``--latency`` and never answers
+``--hang-share`` of API calls. Ticks are fired back to back until all are archived. Printed:
+documents archived per second against the bound the API budget allows (``--rate`` ÷ API calls per
+document; the download of the temporary URL is outside the budget), tick durations (max, p99)
+against the tick budget plus its grace, hung calls cut by the deadline, rows lost or left claimed.
+Baseline in the same run: the sequential tick (``POLL_WORKERS=1``) for ``--baseline-seconds``.
 """
 
 from __future__ import annotations
@@ -40,10 +48,10 @@ from typing import Any
 from urllib.parse import quote
 
 from bench._setup import (
-    Bench, FunctionalFailure, Goals, bench_environment, count_kinds, header, run_main, table,
+    Bench, FunctionalFailure, Goals, bench_environment, count_kinds, header, quantile, run_main, table,
 )
 from shared.archiver import TickReport
-from shared.ledger import ARCHIVED, UPLOADED, iso
+from shared.ledger import ARCHIVED, UPLOADED, iso, parse_iso
 from shared.repair import repair_sweep
 
 TICK_FOLDER = 11287
@@ -65,8 +73,18 @@ def parse_args() -> argparse.Namespace:
                         help="POLL_MAX_INTERVAL_SECONDS of the backoff run (default 3600, the app default)")
     parser.add_argument("--tick-seconds", type=float, default=None,
                         help="simulated time between ticks in part 2 (default: POLL_FIRST_DELAY_SECONDS)")
-    parser.add_argument("--skip-ticks", action="store_true", help="run part 2 only")
-    parser.add_argument("--skip-lifecycle", action="store_true", help="run part 1 only")
+    parser.add_argument("--month-end-docs", type=int, default=3000,
+                        help="part 3: documents due at once (the issue's month-end is 10000; ~17 min at --rate 20)")
+    parser.add_argument("--rate", type=float, default=20.0, help="part 3: Inqom API budget, requests/s (default 20)")
+    parser.add_argument("--latency", type=float, default=0.08, help="part 3: emulator latency per call, s (default 0.08)")
+    parser.add_argument("--hang-share", type=float, default=0.002,
+                        help="part 3: share of API calls the emulator never answers (default 0.002)")
+    parser.add_argument("--tick-budget", type=float, default=20.0, help="part 3: POLL_TICK_BUDGET_SECONDS (default 20)")
+    parser.add_argument("--baseline-seconds", type=float, default=30.0,
+                        help="part 3: how long the sequential baseline runs (default 30 s)")
+    parser.add_argument("--skip-ticks", action="store_true", help="skip part 1")
+    parser.add_argument("--skip-lifecycle", action="store_true", help="skip part 2")
+    parser.add_argument("--skip-month-end", action="store_true", help="skip part 3")
     args = parser.parse_args()
     args.ks = sorted({int(k) for k in args.ks.split(",") if k.strip()})
     if args.rows < 1 or not 0 <= args.due_share <= 1 or args.documents < 1 or any(k < 1 for k in args.ks):
@@ -319,6 +337,105 @@ def part_lifecycle(bench: Bench, args: argparse.Namespace, tick_log: TickLog, go
                 ", ".join(f"k={r[0]}: {r[5]}/{r[6]}" for r in rows))
 
 
+# ---------------------------------------------------------------------------------- part 3
+
+
+def month_end_rows(bench: Bench, count: int, folder: int) -> list[str]:
+    """``count`` rows ``Uploaded`` and due now, each with its own emulator document, finished (``Done``)."""
+    services = bench.services
+    ledger, settings = services.ledger, services.settings
+
+    def one(i: int) -> str:
+        content = f"month-end {folder} {i} ".encode() + os.urandom(1024)
+        document = services.inqom.upload_document(folder, type_scan="Supplier", open_file=lambda: io.BytesIO(content),
+                                                  file_name=f"m{i}.pdf", source_id=f"bench-m{folder}-{i}")
+        bench.inqom.set_status(document.id, "Done")
+        key = f"m{folder}x{i:06d}"
+        ledger.insert(str(folder), key, {
+            "Source": "bench", "Container": settings.inbox_container, "BlobPath": f"{folder}/supplier/m{i}.pdf",
+            "BlobETag": "0x8DBENCH", "Size": len(content), "Kind": "supplier", "FolderId": folder, "State": UPLOADED,
+            "InqomId": document.id, "Sha1": document.checksum, "UploadedAt": iso(ledger.clock()),
+            "NextPollAt": ledger.clock() - timedelta(seconds=1), "Polls": 0,
+        })
+        return key
+
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def drain(bench: Bench, tick_log: "TickLog", keys: list[str], folder: int, seconds: float | None) -> dict[str, Any]:
+    """Fire ticks back to back until every row is archived (or ``seconds`` pass); what it took."""
+    services = bench.services
+    calls_before = len(bench.inqom.requests)
+    durations, cut, started = [], 0, time.perf_counter()
+    while seconds is None or time.perf_counter() - started < seconds:
+        tick_started = time.perf_counter()
+        before = len(tick_log.reports)
+        bench.host.fire_timer("poll_documents")
+        durations.append(time.perf_counter() - tick_started)
+        report = tick_log.reports[before]
+        cut += report.cut_short
+        if report.examined == 0:
+            break
+    elapsed = time.perf_counter() - started
+    rows = [services.ledger.get(str(folder), key) for key in keys]
+    archived = sum(1 for r in rows if r.state == ARCHIVED)
+    now = services.ledger.clock()
+    claimed = sum(1 for r in rows if r.state != ARCHIVED and (parse_iso(r.get("PollClaimUntil")) or now) > now)
+    unindexed = sum(1 for r in rows if r.state != ARCHIVED and not services.ledger.has_index(r))
+    api = [c for c in bench.inqom.requests[calls_before:] if "/api/" in c.path]
+    return {"archived": archived, "seconds": elapsed, "durations": durations, "cut": cut, "claimed": claimed,
+            "unindexed": unindexed, "api_calls": len(api), "per_doc": len(api) / max(archived, 1)}
+
+
+def part_month_end(bench: Bench, args: argparse.Namespace, goals: Goals) -> None:
+    tick_log = TickLog()
+    grace = 10.0
+    common = {"INQOM_MAX_REQUESTS_PER_SECOND": str(args.rate), "INQOM_RATE_LIMIT": str(args.rate),
+              "POLL_TICK_BUDGET_SECONDS": str(args.tick_budget), "POLL_TICK_GRACE_SECONDS": str(grace),
+              "POLL_BATCH_SIZE": "1000", "HTTP_READ_TIMEOUT_SECONDS": "120"}
+    inqom = bench.inqom
+    print(f"\npart 3: month-end, {args.month_end_docs} documents due at once; emulator latency "
+          f"{args.latency * 1000:.0f} ms per call, {args.hang_share:.1%} of API calls hang; API budget {args.rate:g}/s; "
+          f"tick budget {args.tick_budget:g} s + grace {grace:g} s", flush=True)
+
+    results = {}
+    for label, workers, seconds, folder, count in (
+            ("baseline: sequential tick (POLL_WORKERS=1)", 1, args.baseline_seconds, 11401,
+             max(50, int(args.baseline_seconds * 10))),
+            ("concurrent tick (POLL_WORKERS=8)", 8, None, 11402, args.month_end_docs)):
+        bench.reconfigure(fresh_names=True, POLL_WORKERS=str(workers), **common)
+        inqom.latency, inqom.hang_rate = 0.0, 0.0
+        started = time.perf_counter()
+        keys = month_end_rows(bench, count, folder)
+        print(f"  {label}: {count} rows set up in {time.perf_counter() - started:.0f} s; draining…", flush=True)
+        inqom.latency, inqom.hang_rate = args.latency, args.hang_share
+        results[label] = drain(bench, tick_log, keys, folder, seconds)
+        results[label]["count"] = count
+    inqom.latency, inqom.hang_rate = 0.0, 0.0
+
+    rows = []
+    for label, r in results.items():
+        durations = r["durations"]
+        rows.append([label, r["archived"], r["count"], r["seconds"], r["archived"] / r["seconds"], r["per_doc"],
+                     max(durations), quantile(durations, 0.99), r["cut"], r["claimed"] + r["unindexed"]])
+    table(["poller", "archived", "due", "wall s", "docs/s", "API calls/doc", "tick max s", "tick p99 s",
+           "hung calls cut", "lost or left claimed"], rows)
+    concurrent = results["concurrent tick (POLL_WORKERS=8)"]
+    bound = args.rate / concurrent["per_doc"]
+    rate = concurrent["archived"] / concurrent["seconds"]
+    print(f"bound the budget allows: {args.rate:g} calls/s ÷ {concurrent['per_doc']:.2f} API calls per document "
+          f"= {bound:.1f} documents/s (the download goes to Inqom's storage, outside the budget)")
+    goals.check("month-end throughput ≥ 85 % of the budget's bound", rate >= 0.85 * bound,
+                f"{rate:.1f} documents/s = {rate / bound:.0%} of {bound:.1f}")
+    goals.check("no tick longer than its budget plus the grace", max(concurrent["durations"]) <= args.tick_budget + grace,
+                f"longest tick {max(concurrent['durations']):.1f} s for {args.tick_budget:g} + {grace:g} s")
+    goals.check("0 rows lost or left claimed", concurrent["archived"] == concurrent["count"]
+                and concurrent["claimed"] + concurrent["unindexed"] == 0,
+                f"{concurrent['archived']} of {concurrent['count']} archived, {concurrent['claimed']} claimed, "
+                f"{concurrent['unindexed']} without a due entry")
+
+
 def main() -> None:
     args = parse_args()
     header("bench.poll: poll_documents over the ledger, against the Inqom emulator",
@@ -332,6 +449,8 @@ def main() -> None:
             part_ticks(bench, args, tick_log, goals)
         if not args.skip_lifecycle:
             part_lifecycle(bench, args, tick_log, goals)
+        if not args.skip_month_end:
+            part_month_end(bench, args, goals)
 
 
 if __name__ == "__main__":

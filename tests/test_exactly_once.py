@@ -260,6 +260,7 @@ def test_a_throttled_poll_is_due_when_inqom_says_and_counts_no_error(services, h
         host.deliver_blob("upload_document", name)
     services.ledger.clock = lambda base=services.ledger.clock: base() + timedelta(minutes=5)
     inqom.inject("429", times=1, path_contains="/Documents/", retry_after="3600")
+    object.__setattr__(services.settings, "poll_workers", 1)  # one worker: the order is known
     report = poll_tick(services)
     assert report.throttled and report.polled == 0
     rows = list(services.ledger.scan())
