@@ -351,9 +351,10 @@ def month_end_rows(bench: Bench, count: int, folder: int) -> list[str]:
                                                   file_name=f"m{i}.pdf", source_id=f"bench-m{folder}-{i}")
         bench.inqom.set_status(document.id, "Done")
         key = f"m{folder}x{i:06d}"
+        inbox_blob = services.stores.container(settings.inbox_container).upload_blob(f"{folder}/supplier/m{i}.pdf", content)
         ledger.insert(str(folder), key, {
             "Source": "bench", "Container": settings.inbox_container, "BlobPath": f"{folder}/supplier/m{i}.pdf",
-            "BlobETag": "0x8DBENCH", "Size": len(content), "Kind": "supplier", "FolderId": folder, "State": UPLOADED,
+            "BlobETag": inbox_blob.get_blob_properties().etag.strip('"'), "Size": len(content), "Kind": "supplier", "FolderId": folder, "State": UPLOADED,
             "InqomId": document.id, "Sha1": document.checksum, "UploadedAt": iso(ledger.clock()),
             "NextPollAt": ledger.clock() - timedelta(seconds=1), "Polls": 0,
         })
@@ -375,6 +376,8 @@ def drain(bench: Bench, tick_log: "TickLog", keys: list[str], folder: int, secon
         durations.append(time.perf_counter() - tick_started)
         report = tick_log.reports[before]
         cut += report.cut_short
+        print(f"    tick: {durations[-1]:.1f} s, examined {report.examined}, archived {report.archived}, "
+              f"cut short {report.cut_short}, errors {len(report.errors)}", flush=True)
         if report.examined == 0:
             break
     elapsed = time.perf_counter() - started
@@ -420,7 +423,7 @@ def part_month_end(bench: Bench, args: argparse.Namespace, goals: Goals) -> None
         rows.append([label, r["archived"], r["count"], r["seconds"], r["archived"] / r["seconds"], r["per_doc"],
                      max(durations), quantile(durations, 0.99), r["cut"], r["claimed"] + r["unindexed"]])
     table(["poller", "archived", "due", "wall s", "docs/s", "API calls/doc", "tick max s", "tick p99 s",
-           "hung calls cut", "lost or left claimed"], rows)
+           "rows cut by the deadline", "lost or left claimed"], rows)
     concurrent = results["concurrent tick (POLL_WORKERS=8)"]
     bound = args.rate / concurrent["per_doc"]
     rate = concurrent["archived"] / concurrent["seconds"]

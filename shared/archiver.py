@@ -130,8 +130,12 @@ def poll_tick(services: Services, now: datetime | None = None) -> TickReport:
             if item is None:
                 return
             with deadline(ends, read_cap=settings.poll_tick_grace):
-                if _handle(services, ledger, policy, item, now, report) == "throttled":
-                    stop.set()  # Inqom asked the whole client to wait: the rest of the tick waits too
+                outcome = _handle(services, ledger, policy, item, now, report)
+            if outcome == "throttled":
+                stop.set()  # Inqom asked the whole client to wait: the rest of the tick waits too
+            if outcome == "cut short":
+                report.out_of_time = True
+                return  # what is left of the tick cannot finish a row: claiming more would only churn
 
     with ThreadPoolExecutor(settings.poll_workers, thread_name_prefix="poll") as pool:
         # Each worker runs in a copy of this context: the invocation id reaches its log lines.
