@@ -178,15 +178,19 @@ def test_a_duplicate_with_other_bytes_never_touches_the_originals_archive(servic
     assert archive.get_blob_client(original_copy).download_blob().readall() == PDF
 
 
-# 9. The quarantine fallback name was never checked and the copy was not create-only.
-def test_quarantine_never_overwrites_what_is_already_there(services, host):
+def dropped_with_quarantine_names(services, name):
+    """Drop ``name``; its two possible quarantine names and the quarantine container."""
     settings = services.settings
-    quarantine = services.stores.container(settings.quarantine_container)
-    name = "7/supplier/virus.exe"
     drop(services, name, PDF)
     etag = services.stores.container(settings.inbox_container).get_blob_client(name).get_blob_properties().etag
-    key = ledger_key(settings.inbox_container, name, etag)
-    first, unique = candidate_names(name, key)
+    names = candidate_names(name, ledger_key(settings.inbox_container, name, etag))
+    return names, services.stores.container(settings.quarantine_container)
+
+
+# 9. The quarantine fallback name was never checked and the copy was not create-only.
+def test_quarantine_never_overwrites_what_is_already_there(services, host):
+    name = "7/supplier/virus.exe"
+    (first, unique), quarantine = dropped_with_quarantine_names(services, name)
     quarantine.upload_blob(first, b"an earlier file", metadata={MOVE_ID: "someone-else"})
     host.deliver_blob("upload_document", name)
     (row,) = services.ledger.scan("BlobPath eq @p", p=name)
@@ -196,12 +200,9 @@ def test_quarantine_never_overwrites_what_is_already_there(services, host):
 
 
 def test_quarantine_with_both_names_taken_waits_visibly_instead_of_overwriting(services, host):
-    settings = services.settings
-    quarantine = services.stores.container(settings.quarantine_container)
     name = "7/supplier/virus2.exe"
-    drop(services, name, PDF)
-    etag = services.stores.container(settings.inbox_container).get_blob_client(name).get_blob_properties().etag
-    for taken in candidate_names(name, ledger_key(settings.inbox_container, name, etag)):
+    names, quarantine = dropped_with_quarantine_names(services, name)
+    for taken in names:
         quarantine.upload_blob(taken, b"not ours", metadata={MOVE_ID: "someone-else"})
     with pytest.raises(Exception, match="already holds"):
         host.deliver_blob("upload_document", name)
