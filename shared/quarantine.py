@@ -32,20 +32,28 @@ def quarantine_document(services: Services, partition: str, key: str, fields: di
     ledger = services.ledger
     intent = {"State": QUARANTINING, "FinalState": final_state, "QuarantineReason": reason, "LastError": reason,
               "ClaimUntil": None, "NextPollAt": ledger.clock() + FINISH_AFTER, **extra}
+    decided_on = _version(entry)
     while True:
         try:
             if entry is None:
                 entry = ledger.insert(partition, key, {**fields, **{k: v for k, v in intent.items() if v is not None}})
-            elif entry.state in FINAL_STATES or entry.state == QUARANTINING:
-                break  # a concurrent delivery got here first: finish what it started
             else:
                 entry = ledger.update(entry, **intent)
             break
         except LedgerConflict:
             entry = ledger.get(partition, key)
-    if entry.state in FINAL_STATES:
-        return entry
+            if entry is not None and _version(entry) != decided_on:
+                # Someone moved the row on meanwhile (a concurrent delivery quarantining it too, or another
+                # worker's upload that succeeded): their state stands, ours was decided on an old one.
+                if entry.state != QUARANTINING:
+                    return entry
+                break
     return finish_quarantine(services, entry)
+
+
+def _version(entry: LedgerEntry | None) -> tuple[Any, Any] | None:
+    """What the decision to quarantine was based on: the row's state and its claim number."""
+    return None if entry is None else (entry.state, entry.get("Attempts"))
 
 
 def finish_quarantine(services: Services, entry: LedgerEntry) -> LedgerEntry:
