@@ -2,11 +2,14 @@
 //
 //   modules/identity.bicep     user-assigned managed identity of the app
 //   modules/monitoring.bicep   Log Analytics + Application Insights (local auth off)
-//   modules/storage.bicep      storage account, containers, ledger table, enFact queues
+//   modules/storage.bicep      documents account: containers (archive WORM), ledger, queues, resource logs
+//   modules/hoststorage.bicep  host account: AzureWebJobsStorage and the Flex deployment package
 //   modules/keyvault.bicep     RBAC Key Vault and the secrets the code reads
 //   modules/functionapp.bicep  Flex Consumption plan + Python 3.11 function app, all app settings
 //   modules/roles.bicep        least-privilege role assignments
-//   modules/eventgrid.bicep    Event Grid system topic on the storage account
+//   modules/eventgrid.bicep    Event Grid system topic on the documents account
+//   modules/alerts.bicep       action group (e-mail) + the operator's alerts
+//   modules/workbook.bicep     the operator's workbook (workbook.json)
 //
 // The Event Grid *subscription* (inbox BlobCreated → blob trigger webhook) is the second stage,
 // infra/eventgrid-subscription.bicep, deployed after the code by scripts/azd-postdeploy.sh.
@@ -42,10 +45,10 @@ param resourceGroupName string = ''
 ])
 param storageSkuName string = 'Standard_ZRS'
 
-@description('Upper bound of Flex instances; each instance applies INQOM_MAX_REQUESTS_PER_SECOND on its own.')
+@description('Flex maximumInstanceCount. The Inqom rate is bounded by INQOM_RATE_LIMIT across all instances, not by this; see infra/README.md (Scale and the Inqom budget) before changing it.')
 @minValue(1)
 @maxValue(1000)
-param maximumInstanceCount int = 40
+param maximumInstanceCount int = 10
 
 // ---- settings an operator chooses per environment (defaults = production / the code's) ----
 
@@ -55,14 +58,21 @@ param inqomTokenUrl string = 'https://auth.inqom.com/identity/connect/token'
 @description('INQOM_API_BASE_URL.')
 param inqomApiBaseUrl string = 'https://wa-fred-accounting-documents-prod.azurewebsites.net'
 
-@description('INQOM_MAX_REQUESTS_PER_SECOND per instance (Inqom answers 429 above about 15/s per client and user).')
+@description('INQOM_RATE_LIMIT: Inqom requests per second for the whole fleet, per Inqom credential (Inqom answers 429 above about 15/s per client and user). Raise it when Inqom grants more.')
+param inqomRateLimit string = '12'
+
+@description('INQOM_POLL_SHARE: share of INQOM_RATE_LIMIT reserved for the poller, so archiving never waits behind a flood of uploads.')
+param inqomPollShare string = '0.3'
+
+@description('INQOM_MAX_REQUESTS_PER_SECOND: one process\'s rate when the budget coordination store is unreachable.')
 param inqomMaxRequestsPerSecond string = '10'
 
 @description('ALLOWED_FOLDER_IDS: comma-separated Inqom accounting folder ids accepted from the inbox; empty = any.')
 param allowedFolderIds string = ''
 
+// Built from environment(): a literal storage suffix is what the no-hardcoded-env-urls linter rule flags.
 @description('ARCHIVE_ALLOWED_HOSTS: hosts Inqom\'s temporary download URLs may point to.')
-param archiveAllowedHosts string = 'fredprodstorage.blob.core.windows.net'
+param archiveAllowedHosts string = 'fredprodstorage.blob.${environment().suffixes.storage}'
 
 @description('POLL_SCHEDULE: NCRONTAB (UTC) of the status poll.')
 param pollSchedule string = '0 */5 * * * *'
@@ -75,6 +85,34 @@ param enfactCompanyFolders string = ''
 
 @description('ENFACT_RECONCILE_SCHEDULE: NCRONTAB (UTC) of the daily enFact reconcile.')
 param enfactReconcileSchedule string = '0 30 2 * * *'
+
+// ---- the archive, alerts, operator access ----
+
+@description('Years the archive container\'s WORM policy keeps each archived document (Code de commerce L123-22: ten years).')
+@minValue(1)
+@maxValue(100)
+param archiveRetentionYears int = 10
+
+@description('Set to true once the archive retention policy has been locked (infra/README.md): ARM can no longer update a locked policy.')
+param archiveRetentionLocked bool = false
+
+@description('E-mail address that receives the alerts; empty = alerts fire with no one notified.')
+param alertEmail string = ''
+
+@description('Hours after which the oldest pending document raises an alert.')
+@minValue(1)
+param oldestPendingAlertHours int = 48
+
+@description('Object id of the user or group who runs the operator CLI; empty = no data role is granted to a person.')
+param operatorPrincipalId string = ''
+
+@description('Type of operatorPrincipalId.')
+@allowed([
+  'User'
+  'Group'
+  'ServicePrincipal'
+])
+param operatorPrincipalType string = 'User'
 
 // ---- secret values: empty = set after deployment with `az keyvault secret set` (recommended) ----
 
@@ -146,6 +184,19 @@ module storage 'modules/storage.bicep' = {
     location: location
     tags: tags
     skuName: storageSkuName
+    archiveRetentionYears: archiveRetentionYears
+    archiveRetentionLocked: archiveRetentionLocked
+    logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
+  }
+}
+
+module hostStorage 'modules/hoststorage.bicep' = {
+  name: 'hoststorage'
+  scope: rg
+  params: {
+    name: 'sth${resourceToken}'
+    location: location
+    tags: tags
   }
 }
 
@@ -174,6 +225,7 @@ module eventGrid 'modules/eventgrid.bicep' = {
     location: location
     tags: tags
     storageAccountId: storage.outputs.id
+    logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
   }
 }
 
@@ -185,9 +237,19 @@ module roles 'modules/roles.bicep' = {
     appPrincipalId: identity.outputs.principalId
     eventGridPrincipalId: eventGrid.outputs.principalId
     storageAccountName: storage.outputs.name
+    hostStorageAccountName: hostStorage.outputs.name
+    inboxContainerName: storage.outputs.inboxContainerName
+    archiveContainerName: storage.outputs.archiveContainerName
+    quarantineContainerName: storage.outputs.quarantineContainerName
     deadLetterContainerName: storage.outputs.deadLetterContainerName
+    enfactQueueName: storage.outputs.enfactQueueName
+    enfactPoisonQueueName: storage.outputs.enfactPoisonQueueName
+    blobTriggerPoisonQueueName: storage.outputs.blobTriggerPoisonQueueName
+    ledgerTableName: storage.outputs.ledgerTableName
     keyVaultName: keyVault.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
+    operatorPrincipalId: operatorPrincipalId
+    operatorPrincipalType: operatorPrincipalType
   }
 }
 
@@ -210,7 +272,11 @@ module functionApp 'modules/functionapp.bicep' = {
     blobEndpoint: storage.outputs.blobEndpoint
     queueEndpoint: storage.outputs.queueEndpoint
     tableEndpoint: storage.outputs.tableEndpoint
-    deploymentContainerName: storage.outputs.deploymentContainerName
+    hostBlobEndpoint: hostStorage.outputs.blobEndpoint
+    hostQueueEndpoint: hostStorage.outputs.queueEndpoint
+    hostTableEndpoint: hostStorage.outputs.tableEndpoint
+    deploymentContainerName: hostStorage.outputs.deploymentContainerName
+    logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
     applicationInsightsConnectionString: monitoring.outputs.connectionString
     keyVaultUri: keyVault.outputs.uri
     maximumInstanceCount: maximumInstanceCount
@@ -221,6 +287,8 @@ module functionApp 'modules/functionapp.bicep' = {
     enfactQueueName: storage.outputs.enfactQueueName
     inqomTokenUrl: inqomTokenUrl
     inqomApiBaseUrl: inqomApiBaseUrl
+    inqomRateLimit: inqomRateLimit
+    inqomPollShare: inqomPollShare
     inqomMaxRequestsPerSecond: inqomMaxRequestsPerSecond
     allowedFolderIds: allowedFolderIds
     archiveAllowedHosts: archiveAllowedHosts
@@ -228,6 +296,31 @@ module functionApp 'modules/functionapp.bicep' = {
     enfactApiBaseUrl: enfactApiBaseUrl
     enfactCompanyFolders: enfactCompanyFolders
     enfactReconcileSchedule: enfactReconcileSchedule
+  }
+}
+
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    namePrefix: 'inqom-bridge-${resourceToken}'
+    alertEmail: alertEmail
+    applicationInsightsId: monitoring.outputs.applicationInsightsId
+    logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
+    eventGridSystemTopicId: eventGrid.outputs.id
+    oldestPendingAlertHours: oldestPendingAlertHours
+  }
+}
+
+module workbook 'modules/workbook.bicep' = {
+  name: 'workbook'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    applicationInsightsId: monitoring.outputs.applicationInsightsId
   }
 }
 
@@ -247,12 +340,17 @@ output STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output INBOX_CONTAINER string = storage.outputs.inboxContainerName
 output ARCHIVE_CONTAINER string = storage.outputs.archiveContainerName
 output QUARANTINE_CONTAINER string = storage.outputs.quarantineContainerName
-output DEPLOYMENT_CONTAINER string = storage.outputs.deploymentContainerName
+output HOST_STORAGE_ACCOUNT_NAME string = hostStorage.outputs.name
+output DEPLOYMENT_CONTAINER string = hostStorage.outputs.deploymentContainerName
 output DEAD_LETTER_CONTAINER string = storage.outputs.deadLetterContainerName
 output LEDGER_TABLE string = storage.outputs.ledgerTableName
 output ENFACT_QUEUE string = storage.outputs.enfactQueueName
 output ENFACT_POISON_QUEUE string = storage.outputs.enfactPoisonQueueName
+output BLOB_TRIGGER_POISON_QUEUE string = storage.outputs.blobTriggerPoisonQueueName
+output ARCHIVE_RETENTION_DAYS int = storage.outputs.archiveRetentionDays
 output KEY_VAULT_NAME string = keyVault.outputs.name
 output KEY_VAULT_URI string = keyVault.outputs.uri
 output EVENTGRID_SYSTEM_TOPIC_NAME string = eventGrid.outputs.name
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
+output ALERT_ACTION_GROUP_ID string = alerts.outputs.actionGroupId
+output WORKBOOK_ID string = workbook.outputs.id

@@ -61,6 +61,13 @@ def _positive_float(value: str) -> float:
     return number
 
 
+def _fraction(value: str) -> float:
+    number = float(value)
+    if not 0 <= number <= 1:
+        raise ValueError("must be a number from 0 to 1")
+    return number
+
+
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
@@ -129,8 +136,16 @@ SETTINGS: tuple[Setting, ...] = (
             "Inqom identity server token endpoint (staging: https://staging-auth.inqom.com/identity/connect/token)."),
     Setting("INQOM_API_BASE_URL", "inqom_api_base_url", _https_or_loopback_url, INQOM_PROD_API_BASE_URL,
             "Inqom accounting-documents API base URL."),
+    Setting("INQOM_RATE_LIMIT", "inqom_rate_limit", _positive_float, "12",
+            "Inqom requests/s for the whole fleet (every instance and process) per Inqom credential, shared "
+            "through the ledger table; Inqom answers 429 above about 15/s per client and user, so leave room "
+            "for the firm's other tools."),
+    Setting("INQOM_POLL_SHARE", "inqom_poll_share", _fraction, "0.3",
+            "Share of INQOM_RATE_LIMIT kept for the status poller while uploads want the rest; "
+            "either side borrows what the other leaves unused."),
     Setting("INQOM_MAX_REQUESTS_PER_SECOND", "inqom_max_rps", _positive_float, "10",
-            "Client-side throttle; Inqom answers 429 above about 15 requests/s per client and user."),
+            "Conservative per-process Inqom rate used only while the shared budget's store (the ledger "
+            "table) cannot be reached."),
     Setting("HTTP_CONNECT_TIMEOUT_SECONDS", "http_connect_timeout", _positive_float, "10",
             "Connect timeout of every outgoing HTTP call."),
     Setting("HTTP_READ_TIMEOUT_SECONDS", "http_read_timeout", _positive_float, "120",
@@ -203,6 +218,8 @@ SETTINGS: tuple[Setting, ...] = (
 class Settings:
     inqom_token_url: str
     inqom_api_base_url: str
+    inqom_rate_limit: float
+    inqom_poll_share: float
     inqom_max_rps: float
     http_connect_timeout: float
     http_read_timeout: float

@@ -269,8 +269,16 @@ def pooled_session(pool_size: int = 16) -> requests.Session:
     return session
 
 
+class CallObserver(Protocol):
+    """Told of every call's outcome and every wait for the throttle (metrics)."""
+
+    def answered(self, status: int | None) -> None: ...
+
+    def waited(self, seconds: float) -> None: ...
+
+
 class HttpClient:
-    """Throttle → auth → send with timeout → classify → retry, around one pooled session."""
+    """Throttle → auth → send with timeout → observe → classify → retry, around one pooled session."""
 
     def __init__(
         self,
@@ -282,6 +290,7 @@ class HttpClient:
         auth: AuthLayer | None = None,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        observer: CallObserver | None = None,
     ) -> None:
         self.service = service
         self.timeout = timeout
@@ -290,11 +299,16 @@ class HttpClient:
         self.auth = auth
         self.session = session or pooled_session()
         self._sleep = sleep
+        self.observer = observer
 
     def with_auth(self, auth: AuthLayer | None) -> "HttpClient":
-        """The same session, throttle and policy, with another auth layer (or none)."""
+        """The same session, throttle, policy and observer, with another auth layer (or none)."""
         return HttpClient(self.service, timeout=self.timeout, retry=self.retry, throttle=self.throttle,
-                          auth=auth, session=self.session, sleep=self._sleep)
+                          auth=auth, session=self.session, sleep=self._sleep, observer=self.observer)
+
+    def _observe(self, status: int | None) -> None:
+        if self.observer is not None:
+            self.observer.answered(status)
 
     def request(
         self,
@@ -327,13 +341,17 @@ class HttpClient:
             extra = dict(body() if body else {})
             call_headers.update(extra.pop("headers", {}))
             if self.throttle is not None:
+                waited = time.monotonic()
                 self.throttle.acquire()
+                if self.observer is not None:
+                    self.observer.waited(time.monotonic() - waited)
             try:
                 response = self.session.request(
                     method, url, headers=call_headers, timeout=timeout, stream=stream,
                     allow_redirects=allow_redirects, **extra, **kwargs,
                 )
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+                self._observe(None)
                 failure: ApiError = TransientError(self.service, f"{method} {_path_of(url)} failed",
                                                    None, type(exc).__name__)
                 retry_after = None
@@ -345,6 +363,7 @@ class HttpClient:
                 failure = ApiError(self.service, f"{method} {_path_of(url)} failed", None, type(exc).__name__)
                 retry_after = None
             else:
+                self._observe(response.status_code)
                 if response.status_code < 400:
                     return response
                 if response.status_code == 403 and self.auth is not None and not refreshed:

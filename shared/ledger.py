@@ -271,6 +271,16 @@ class Ledger:
                 break
         return items
 
+    def pending_stats(self, now: datetime) -> tuple[int, float]:
+        """(entries in the pending index, seconds the most overdue one is past due): the index only, keys only."""
+        count, oldest = 0, None
+        for entity in self.table.query_entities("PartitionKey eq @p", parameters={"p": PENDING_PARTITION},
+                                                select=["RowKey"], results_per_page=1000):
+            count += 1
+            oldest = oldest or entity["RowKey"].split("|", 1)[0]  # row keys sort by due time
+        overdue = (now - parse_iso(oldest)).total_seconds() if oldest else 0.0
+        return count, max(overdue, 0.0)
+
     def drop_index(self, item: DueItem) -> None:
         try:
             self.table.delete_entity(PENDING_PARTITION, item.index_row_key)

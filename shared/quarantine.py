@@ -15,12 +15,14 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+from . import metrics
 from .blobmove import BlobGone, BlobReplaced, move_blob
-from .ledger import FINAL_STATES, QUARANTINED, QUARANTINING, SUPERSEDED, LedgerConflict, LedgerEntry
+from .ledger import DELETED, FINAL_STATES, QUARANTINED, QUARANTINING, SUPERSEDED, LedgerConflict, LedgerEntry
 from .services import Services
 
 log = logging.getLogger(__name__)
 
+_OUTCOMES = {QUARANTINED: metrics.QUARANTINED, DELETED: metrics.DELETED, SUPERSEDED: metrics.SUPERSEDED}
 #: When the poller finishes a quarantine whose worker died before moving the blob.
 FINISH_AFTER = timedelta(minutes=5)
 
@@ -82,5 +84,6 @@ def finish_quarantine(services: Services, entry: LedgerEntry) -> LedgerEntry:
             if current is None or current.state != QUARANTINING:
                 return current or entry
             entry = current
+    metrics.document_outcome(_OUTCOMES.get(entry.state, metrics.QUARANTINED))
     log.warning("%s %s (ledger %s): %s", entry.state.lower(), entry.get("BlobPath"), entry.key, entry.get("LastError"))
     return entry

@@ -31,6 +31,7 @@ from .ledger import (
     DUPLICATE, FAILED, REFUSED, SUPERSEDED, UPLOADED, ClaimKeeper, Ledger, LedgerConflict, LedgerEntry,
     iso, ledger_key, partition_for,
 )
+from . import metrics
 from .observability import bind, error_text
 from .polling import PollPolicy
 from .quarantine import quarantine_document
@@ -95,6 +96,7 @@ def upload_inbox_blob(services: Services, blob: BlobClient) -> UploadOutcome:
     except ResourceModifiedError:
         _settle(ledger, keeper.entry, State=SUPERSEDED, ClaimUntil=None, NextPollAt=None,
                 LastError="blob was replaced during upload; the new version is handled by its own trigger")
+        metrics.document_outcome(metrics.SUPERSEDED)
         return UploadOutcome(key, SUPERSEDED, reason="replaced during upload")
     except ThrottledError as exc:
         return _hand_back(services, keeper.entry, exc)
@@ -134,6 +136,7 @@ def upload_inbox_blob(services: Services, blob: BlobClient) -> UploadOutcome:
         log.error("blob %s (ledger %s) was sent to Inqom twice (its claim was taken over): document %s is linked "
                   "to the row as an extra upload of document %s", name, key, document.id, recorded.get("InqomId"))
         return UploadOutcome(key, recorded.state or "", document.id, reason="sent twice; linked")
+    metrics.document_outcome(metrics.DUPLICATE if state == DUPLICATE else metrics.UPLOADED)
     log.info("uploaded %s (ledger %s) to Inqom folder %s as document %s (%s)",
              name, key, instruction.folder_id, document.id, document.status or "accepted")
     return UploadOutcome(key, state, document.id)
@@ -190,6 +193,7 @@ def record_refused(services: Services, container: str, name: str, etag: str, siz
               "Size": size, "State": REFUSED, "QuarantineReason": reason, "LastError": reason}
     try:
         services.ledger.insert(partition_for(name), key, fields)
+        metrics.document_outcome(metrics.REFUSED)
         log.error("refused inbox blob %r (ledger %s): %s", name[:300], key, reason)
     except LedgerConflict:
         log.info("inbox blob %r (ledger %s) was already refused", name[:300], key)

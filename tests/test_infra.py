@@ -6,8 +6,14 @@
 * every setting ``shared.config.SETTINGS`` reads is an app setting of the function app, and
   every secret ``shared.secrets.SECRET_NAMES`` reads is declared in the Key Vault module;
 * the security properties the deployment promises hold in the parsed templates (no shared key,
-  no public blob access, TLS 1.2, RBAC vault, exactly the listed roles, Event Grid filtered on
-  the inbox), and the azd wiring (azure.yaml, parameters, post-deploy hook) is consistent.
+  no public blob access, TLS 1.2, RBAC vault, exactly the listed roles at their scopes, Event Grid
+  filtered on the inbox, a WORM archive), and the azd wiring (azure.yaml, parameters, post-deploy
+  hook) is consistent;
+* what the Bicep linter would warn about is absent (hard-coded cloud hosts, secret-looking
+  parameter names), and nothing Flex Consumption deprecates is set;
+* every alert rule and workbook query names only what the app really emits: metric names,
+  attribute keys and values from ``shared.metrics``, log lines of ``shared/``, function names of
+  ``functions/``, and documented columns of the platform tables.
 
 pycep returns identifiers and string literals alike as Python strings (``name: foo`` and
 ``name: 'foo'`` both give ``"foo"``); the helpers below resolve a string through the file's
@@ -35,7 +41,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `pytest tests/test_infra.py` without a rootdir conftest
     sys.path.insert(0, str(ROOT))
 
+from shared import metrics  # noqa: E402
 from shared.config import SETTINGS, STORAGE_CONNECTION  # noqa: E402
+from shared.observability import FIELDS as LOG_CONTEXT_FIELDS  # noqa: E402
 from shared.secrets import SECRET_NAMES, env_var_for  # noqa: E402
 
 INFRA = ROOT / "infra"
@@ -47,32 +55,69 @@ EXPECTED_MODULES = {
     "modules/identity.bicep",
     "modules/monitoring.bicep",
     "modules/storage.bicep",
+    "modules/hoststorage.bicep",
     "modules/keyvault.bicep",
     "modules/functionapp.bicep",
     "modules/roles.bicep",
     "modules/eventgrid.bicep",
+    "modules/alerts.bicep",
+    "modules/workbook.bicep",
 }
 SUBSCRIPTION_STAGE = "eventgrid-subscription.bicep"
 
-# Built-in role definition ids.
+# Built-in role definition ids (learn.microsoft.com/azure/role-based-access-control/built-in-roles).
 STORAGE_BLOB_DATA_OWNER = "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"
 STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
+STORAGE_BLOB_DATA_READER = "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1"
 STORAGE_QUEUE_DATA_CONTRIBUTOR = "974c5e8b-45b9-4653-ba55-5f855dd0fb88"
 STORAGE_TABLE_DATA_CONTRIBUTOR = "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"
+STORAGE_ACCOUNT_CONTRIBUTOR = "17d1049b-9a84-46fb-8f53-869881c3d3ab"
 KEY_VAULT_SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
 MONITORING_METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
 STORAGE_ACCOUNT = "Microsoft.Storage/storageAccounts"
 BLOB_CONTAINER = "Microsoft.Storage/storageAccounts/blobServices/containers"
+QUEUE = "Microsoft.Storage/storageAccounts/queueServices/queues"
+TABLE = "Microsoft.Storage/storageAccounts/tableServices/tables"
 
-# (principal parameter, role, type of the resource the assignment is scoped to): exactly these.
+# (principal parameter, role, scope resource in modules/roles.bicep): exactly these. The documents
+# account's blobs and queues are granted per container / queue; only its table service (the app's
+# own tables) at account scope. The host account (AzureWebJobsStorage) gets account scope.
 EXPECTED_ROLE_ASSIGNMENTS = {
-    ("appPrincipalId", STORAGE_BLOB_DATA_OWNER, STORAGE_ACCOUNT),
-    ("appPrincipalId", STORAGE_QUEUE_DATA_CONTRIBUTOR, STORAGE_ACCOUNT),
-    ("appPrincipalId", STORAGE_TABLE_DATA_CONTRIBUTOR, STORAGE_ACCOUNT),
-    ("appPrincipalId", KEY_VAULT_SECRETS_USER, "Microsoft.KeyVault/vaults"),
-    ("appPrincipalId", MONITORING_METRICS_PUBLISHER, "Microsoft.Insights/components"),
+    ("appPrincipalId", STORAGE_BLOB_DATA_OWNER, "inboxContainer"),
+    ("appPrincipalId", STORAGE_BLOB_DATA_CONTRIBUTOR, "archiveContainer"),
+    ("appPrincipalId", STORAGE_BLOB_DATA_CONTRIBUTOR, "quarantineContainer"),
+    ("appPrincipalId", STORAGE_QUEUE_DATA_CONTRIBUTOR, "enfactQueue"),
+    ("appPrincipalId", STORAGE_QUEUE_DATA_CONTRIBUTOR, "enfactPoisonQueue"),
+    ("appPrincipalId", STORAGE_QUEUE_DATA_CONTRIBUTOR, "blobTriggerPoisonQueue"),
+    ("appPrincipalId", STORAGE_TABLE_DATA_CONTRIBUTOR, "storage"),
+    ("appPrincipalId", STORAGE_BLOB_DATA_OWNER, "hostStorage"),
+    ("appPrincipalId", STORAGE_QUEUE_DATA_CONTRIBUTOR, "hostStorage"),
+    ("appPrincipalId", STORAGE_TABLE_DATA_CONTRIBUTOR, "hostStorage"),
+    ("appPrincipalId", STORAGE_ACCOUNT_CONTRIBUTOR, "hostStorage"),
+    ("appPrincipalId", KEY_VAULT_SECRETS_USER, "vault"),
+    ("appPrincipalId", MONITORING_METRICS_PUBLISHER, "appInsights"),
     # Event Grid system topic identity: dead-letter writes, scoped to that one container.
-    ("eventGridPrincipalId", STORAGE_BLOB_DATA_CONTRIBUTOR, BLOB_CONTAINER),
+    ("eventGridPrincipalId", STORAGE_BLOB_DATA_CONTRIBUTOR, "deadLetterContainer"),
+    # Optional operator (operatorPrincipalId non-empty): what the CLI needs, no more.
+    ("operatorPrincipalId", STORAGE_BLOB_DATA_CONTRIBUTOR, "inboxContainer"),
+    ("operatorPrincipalId", STORAGE_BLOB_DATA_CONTRIBUTOR, "quarantineContainer"),
+    ("operatorPrincipalId", STORAGE_BLOB_DATA_READER, "archiveContainer"),
+    ("operatorPrincipalId", STORAGE_TABLE_DATA_CONTRIBUTOR, "ledgerTable"),
+}
+# Each scope: its resource type, the name parameter, and the documents or host account it lives in.
+ROLE_SCOPES = {
+    "inboxContainer": (BLOB_CONTAINER, "inboxContainerName"),
+    "archiveContainer": (BLOB_CONTAINER, "archiveContainerName"),
+    "quarantineContainer": (BLOB_CONTAINER, "quarantineContainerName"),
+    "deadLetterContainer": (BLOB_CONTAINER, "deadLetterContainerName"),
+    "enfactQueue": (QUEUE, "enfactQueueName"),
+    "enfactPoisonQueue": (QUEUE, "enfactPoisonQueueName"),
+    "blobTriggerPoisonQueue": (QUEUE, "blobTriggerPoisonQueueName"),
+    "ledgerTable": (TABLE, "ledgerTableName"),
+    "storage": (STORAGE_ACCOUNT, "storageAccountName"),
+    "hostStorage": (STORAGE_ACCOUNT, "hostStorageAccountName"),
+    "vault": ("Microsoft.KeyVault/vaults", "keyVaultName"),
+    "appInsights": ("Microsoft.Insights/components", "applicationInsightsName"),
 }
 
 # App settings the platform needs besides the code's SETTINGS.
@@ -84,19 +129,62 @@ INFRA_APP_SETTINGS = {
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
 }
-# Rejected by Flex Consumption (functionAppConfig replaces them) or key-based.
+# Deprecated on Flex Consumption (learn.microsoft.com/azure/azure-functions/functions-app-settings
+# #flex-consumption-plan-deprecations; functionAppConfig replaces most), unsupported there
+# (WEBSITE_TIME_ZONE, TZ: flex-consumption-plan#considerations), or key-based.
 FORBIDDEN_APP_SETTINGS = {
+    "ENABLE_ORYX_BUILD",
     "FUNCTIONS_WORKER_RUNTIME",
     "FUNCTIONS_EXTENSION_VERSION",
     "FUNCTIONS_WORKER_RUNTIME_VERSION",
-    "WEBSITE_RUN_FROM_PACKAGE",
-    "WEBSITE_CONTENTSHARE",
-    "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING",
+    "FUNCTIONS_MAX_HTTP_CONCURRENCY",
+    "FUNCTIONS_WORKER_PROCESS_COUNT",
+    "FUNCTIONS_WORKER_DYNAMIC_CONCURRENCY_ENABLED",
     "SCM_DO_BUILD_DURING_DEPLOYMENT",
+    "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING",
+    "WEBSITE_CONTENTOVERVNET",
+    "WEBSITE_CONTENTSHARE",
+    "WEBSITE_DNS_SERVER",
+    "WEBSITE_MAX_DYNAMIC_APPLICATION_SCALE_OUT",
+    "WEBSITE_NODE_DEFAULT_VERSION",
+    "WEBSITE_RUN_FROM_PACKAGE",
+    "WEBSITE_SKIP_CONTENTSHARE_VALIDATION",
+    "WEBSITE_VNET_ROUTE_ALL",
+    "WEBSITE_TIME_ZONE",
+    "TZ",
     "APPINSIGHTS_INSTRUMENTATIONKEY",
     "AzureWebJobsStorage",
     STORAGE_CONNECTION,
 }
+# Site properties the same deprecation list names (siteConfig.* or properties.*): none may be set.
+FLEX_DEPRECATED_SITE_PROPERTIES = {
+    "alwaysOn", "containerSize", "dnsConfiguration", "ftpsState", "isReserved", "IsXenon", "javaVersion",
+    "linuxFxVersion", "LinuxFxVersion", "netFrameworkVersion", "powerShellVersion", "functionAppScaleLimit",
+    "preWarmedInstanceCount", "use32BitWorkerProcess", "vnetBackupRestoreEnabled", "vnetContentShareEnabled",
+    "vnetImagePullEnabled", "vnetRouteAllEnabled", "windowsFxVersion",
+}
+
+# What `environment()` returns in AzureCloud (learn.microsoft.com/azure/azure-resource-manager/bicep/
+# bicep-functions-deployment#environment), for defaults built from it.
+AZURE_CLOUD_ENVIRONMENT = {"${environment().suffixes.storage}": "core.windows.net"}
+# Hosts the no-hardcoded-env-urls linter rule flags by default (learn.microsoft.com/azure/
+# azure-resource-manager/bicep/linter-rule-no-hardcoded-environment-urls).
+LINTER_DISALLOWED_HOSTS = (
+    "gallery.azure.com", "management.core.windows.net", "management.azure.com", "database.windows.net",
+    "core.windows.net", "login.microsoftonline.com", "graph.windows.net", "trafficmanager.net",
+    "datalake.azure.net", "azuredatalakestore.net", "azuredatalakeanalytics.net", "vault.azure.net",
+    "api.loganalytics.io", "asazure.windows.net", "region.asazure.windows.net", "batch.core.windows.net",
+)
+# Keywords of the secure-secrets-in-params linter rule (linter-rule-secure-secrets-in-parameters).
+LINTER_SECRET_KEYWORDS = ("password", "pwd", "secret", "accountkey", "acctkey")
+
+
+def in_azure_cloud(value: Any) -> Any:
+    """A default built from ``environment()``, as AzureCloud evaluates it."""
+    if isinstance(value, str):
+        for expression, result in AZURE_CLOUD_ENVIRONMENT.items():
+            value = value.replace(expression, result)
+    return value
 
 # main.bicep outputs the operator and the post-deploy hook rely on.
 REQUIRED_OUTPUTS = {
@@ -114,9 +202,15 @@ REQUIRED_OUTPUTS = {
     "DEAD_LETTER_CONTAINER",
     "LEDGER_TABLE",
     "ENFACT_QUEUE",
+    "ENFACT_POISON_QUEUE",
+    "BLOB_TRIGGER_POISON_QUEUE",
+    "HOST_STORAGE_ACCOUNT_NAME",
+    "ARCHIVE_RETENTION_DAYS",
     "KEY_VAULT_NAME",
     "KEY_VAULT_URI",
     "EVENTGRID_SYSTEM_TOPIC_NAME",
+    "ALERT_ACTION_GROUP_ID",
+    "WORKBOOK_ID",
 }
 HOOK_INPUTS = {
     "AZURE_RESOURCE_GROUP",
@@ -264,6 +358,21 @@ def roles(templates: dict[str, Template]) -> Template:
 @pytest.fixture(scope="module")
 def subscription_stage(templates: dict[str, Template]) -> Template:
     return templates[SUBSCRIPTION_STAGE]
+
+
+@pytest.fixture(scope="module")
+def hoststorage(templates: dict[str, Template]) -> Template:
+    return templates["modules/hoststorage.bicep"]
+
+
+@pytest.fixture(scope="module")
+def alerts(templates: dict[str, Template]) -> Template:
+    return templates["modules/alerts.bicep"]
+
+
+@pytest.fixture(scope="module")
+def workbook_module(templates: dict[str, Template]) -> Template:
+    return templates["modules/workbook.bicep"]
 
 
 @pytest.fixture(scope="module")
@@ -417,11 +526,14 @@ def test_no_unknown_or_forbidden_app_setting(app_settings: dict[str, Any]) -> No
     assert not {env_var_for(name) for name in SECRET_NAMES} & set(app_settings)
 
 
-def test_storage_connections_are_identity_based(app_settings: dict[str, Any], functionapp: Template) -> None:
-    for prefix in ("AzureWebJobsStorage", STORAGE_CONNECTION):
-        assert app_settings[f"{prefix}__blobServiceUri"] == "blobEndpoint"
-        assert app_settings[f"{prefix}__queueServiceUri"] == "queueEndpoint"
-        assert app_settings[f"{prefix}__tableServiceUri"] == "tableEndpoint"
+def test_storage_connections_are_identity_based(app_settings: dict[str, Any], functionapp: Template, main: Template) -> None:
+    # The host's state lives in its own account, the documents in theirs (roles.bicep explains why).
+    for prefix, endpoint, module in (("AzureWebJobsStorage", "host{}Endpoint", "hostStorage"),
+                                     (STORAGE_CONNECTION, "{}Endpoint", "storage")):
+        for service in ("blob", "queue", "table"):
+            param = endpoint.format(service.capitalize() if prefix == "AzureWebJobsStorage" else service)
+            assert app_settings[f"{prefix}__{service}ServiceUri"] == param
+            assert _main_source_for(main, param) == f"{module}.outputs.{service}Endpoint"
         assert app_settings[f"{prefix}__credential"] == "managedidentity"
         assert app_settings[f"{prefix}__clientId"] == "identityClientId"
     assert app_settings["AZURE_CLIENT_ID"] == "identityClientId"
@@ -429,7 +541,8 @@ def test_storage_connections_are_identity_based(app_settings: dict[str, Any], fu
     assert app_settings["APPLICATIONINSIGHTS_CONNECTION_STRING"] == "applicationInsightsConnectionString"
     assert app_settings["KEY_VAULT_URL"] == "keyVaultUri"
     assert app_settings["SECRETS_FROM_ENVIRONMENT"] == "false"
-    for param in ("blobEndpoint", "queueEndpoint", "tableEndpoint", "identityClientId", "keyVaultUri"):
+    for param in ("blobEndpoint", "queueEndpoint", "tableEndpoint", "hostBlobEndpoint", "hostQueueEndpoint",
+                  "hostTableEndpoint", "identityClientId", "keyVaultUri"):
         assert param in functionapp.params and not functionapp.has_default(param)
 
 
@@ -447,10 +560,10 @@ def test_app_setting_defaults_are_valid_for_the_code(app_settings: dict[str, Any
         candidates = []
         if value in functionapp.params:
             if functionapp.has_default(value):
-                candidates.append(("modules/functionapp.bicep", functionapp.default(value)))
+                candidates.append(("modules/functionapp.bicep", in_azure_cloud(functionapp.default(value))))
             source = _main_source_for(main, value)
             if isinstance(source, str) and main.has_default(source):
-                candidates.append(("main.bicep", main.default(source)))
+                candidates.append(("main.bicep", in_azure_cloud(main.default(source))))
             if not candidates:
                 assert isinstance(source, str) and ".outputs." in source, f"{env}: no value and not wired from a module output"
         else:
@@ -464,13 +577,25 @@ def test_app_setting_defaults_are_valid_for_the_code(app_settings: dict[str, Any
 
 
 def test_operator_defaults_match_the_code_defaults(app_settings: dict[str, Any], functionapp: Template, main: Template) -> None:
-    for env, setting in SETTING_BY_ENV.items():
+    expected = {env: setting.default for env, setting in SETTING_BY_ENV.items()}
+    for env, default in expected.items():
         param = app_settings.get(env)  # a missing one is reported by the test above
         if isinstance(param, str) and functionapp.has_default(param):
-            assert functionapp.params[param]["default"] == setting.default, f"{env}: module default drifted from the code"
+            assert in_azure_cloud(functionapp.params[param]["default"]) == default, f"{env}: module default drifted from the code"
             source = _main_source_for(main, param)
             if isinstance(source, str) and source in main.params:
-                assert main.default(source) == setting.default, f"{env}: main.bicep default drifted from the code"
+                assert in_azure_cloud(main.default(source)) == default, f"{env}: main.bicep default drifted from the code"
+
+
+def test_rate_budget_settings_are_app_settings(app_settings: dict[str, Any], main: Template) -> None:
+    """Issue 11: the fleet-wide Inqom budget, its poller share and the per-process fallback are
+    operator settings (azd env → main.bicep → app setting), so raising the budget is one provision."""
+    for env, param in (("INQOM_RATE_LIMIT", "inqomRateLimit"), ("INQOM_POLL_SHARE", "inqomPollShare"),
+                       ("INQOM_MAX_REQUESTS_PER_SECOND", "inqomMaxRequestsPerSecond")):
+        assert app_settings[env] == param
+        assert _main_source_for(main, param) == param
+    assert float(main.default("inqomRateLimit")) < 15, "the budget must stay below Inqom's ~15 requests/s"
+    assert 0 < float(main.default("inqomPollShare")) < 1
 
 
 def test_storage_names_match_the_code_defaults(storage: Template, main: Template, app_settings: dict[str, Any]) -> None:
@@ -530,8 +655,8 @@ def test_secret_parameters_stay_secret(main: Template, keyvault: Template, templ
 # --------------------------------------------------------------------------------------------
 
 
-def test_storage_account_is_locked_down(storage: Template) -> None:
-    _, account = storage.one(STORAGE_ACCOUNT)
+def _locked_down(template: Template) -> dict:
+    _, account = template.one(STORAGE_ACCOUNT)
     props = body(account)["properties"]
     assert props["allowSharedKeyAccess"] is False
     assert props["allowBlobPublicAccess"] is False
@@ -539,33 +664,143 @@ def test_storage_account_is_locked_down(storage: Template) -> None:
     assert props["supportsHttpsTrafficOnly"] is True
     assert props["defaultToOAuthAuthentication"] is True
     assert props["allowCrossTenantReplication"] is False
-    _, blob_service = storage.one("Microsoft.Storage/storageAccounts/blobServices")
+    _, blob_service = template.one("Microsoft.Storage/storageAccounts/blobServices")
     blob_props = body(blob_service)["properties"]
     for policy in ("deleteRetentionPolicy", "containerDeleteRetentionPolicy"):
-        assert blob_props[policy]["enabled"] is True, f"{policy} (soft delete) must be enabled"
-        assert storage.resolve(blob_props[policy]["days"]) >= 7
+        assert blob_props[policy]["enabled"] is True, f"{template.rel}: {policy} (soft delete) must be enabled"
+        assert template.resolve(blob_props[policy]["days"]) >= 7
+    return blob_props
 
 
-def test_storage_declares_every_container_table_and_queue(storage: Template) -> None:
-    _, containers = storage.one(BLOB_CONTAINER)
-    loop = loop_of(containers)
-    names = {storage.resolve(n) for n in storage.vars[loop["detail"]["array_name"]]["value"]}
+def test_storage_accounts_are_locked_down(storage: Template, hoststorage: Template) -> None:
+    _locked_down(storage)
+    _locked_down(hoststorage)
+
+
+def _containers(template: Template) -> dict[str, dict]:
+    """Declared containers by name (loops expanded through their name variable)."""
+    found = {}
+    for symbol, resource in template.resources_of_type(BLOB_CONTAINER).items():
+        loop = loop_of(resource)
+        names = ([template.resolve(n) for n in template.vars[loop["detail"]["array_name"]]["value"]] if loop
+                 else [template.resolve(body(resource)["name"])])
+        for name in names:
+            found[name] = {"symbol": symbol, **body(resource)}
+    return found
+
+
+def test_storage_declares_every_container_table_and_queue(storage: Template, hoststorage: Template) -> None:
+    containers = _containers(storage)
     assert {
         SETTING_BY_ENV["INBOX_CONTAINER"].default,
         SETTING_BY_ENV["ARCHIVE_CONTAINER"].default,
         SETTING_BY_ENV["QUARANTINE_CONTAINER"].default,
-        storage.default("deploymentContainerName"),
         storage.default("deadLetterContainerName"),
-    } <= names
-    assert body(containers)["properties"]["publicAccess"] == "None"
-    tables = {storage.resolve(body(r)["name"]) for r in storage.resources_of_type("Microsoft.Storage/storageAccounts/tableServices/tables").values()}
+    } == set(containers)
+    assert all(c["properties"]["publicAccess"] == "None" for c in containers.values())
+    # The deployment package is in the host account, with nothing else of ours.
+    assert set(_containers(hoststorage)) == {hoststorage.default("deploymentContainerName")}
+    tables = {storage.resolve(body(r)["name"]) for r in storage.resources_of_type(TABLE).values()}
     assert SETTING_BY_ENV["LEDGER_TABLE"].default in tables
     queues = {
         storage.interpolate(storage.resolve(body(r)["name"]))
-        for r in storage.resources_of_type("Microsoft.Storage/storageAccounts/queueServices/queues").values()
+        for r in storage.resources_of_type(QUEUE).values()
     }
     queue = SETTING_BY_ENV["ENFACT_QUEUE"].default
-    assert {queue, f"{queue}-poison"} <= queues
+    # The blob trigger writes poison messages on its connection's account (Functions docs).
+    assert {queue, f"{queue}-poison", "webjobs-blobtrigger-poison"} <= queues
+    assert "webjobs-blobtrigger-poison" == storage.vars["blobTriggerPoisonQueueName"]["value"]
+    devtools = (ROOT / "devtools" / "run.py").read_text(encoding="utf-8")
+    assert "webjobs-blobtrigger-poison" in devtools, "the local runner and Azure must agree on the poison queue"
+
+
+def _evaluate(template: Template, expression: Any, **names: int) -> int:
+    """A pycep arithmetic expression over integer literals and the given names."""
+    if isinstance(expression, int):
+        return expression
+    if isinstance(expression, str):
+        if expression in names:
+            return names[expression]
+        return _evaluate(template, template.resolve(expression), **names)
+    operator = expression["operator"]
+    left, right = (_evaluate(template, v, **names) for v in operator["operands"].values())
+    return {"add": left + right, "multiply": left * right, "divide": left // right, "minus": left - right}[operator["type"]]
+
+
+def test_archive_is_versioned_and_write_once(storage: Template, main: Template) -> None:
+    """Item 9: blob versioning on the account, a container-level time-based retention (WORM) policy
+    on the archive, created unlocked (ARM only creates unlocked policies), retention in years."""
+    blob_props = _locked_down(storage)
+    assert blob_props["isVersioningEnabled"] is True
+    containers = _containers(storage)
+    archive = containers[SETTING_BY_ENV["ARCHIVE_CONTAINER"].default]
+    assert archive["symbol"] == "archiveContainer" and not loop_of(storage.resources["archiveContainer"])
+    (symbol, policy), = storage.resources_of_type(
+        "Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies").items()
+    assert body(policy)["parent"] == "archiveContainer" and body(policy)["name"] == "default"
+    props = body(policy)["properties"]
+    assert props["allowProtectedAppendWrites"] is False and "allowProtectedAppendWritesAll" not in props
+    assert "state" not in props  # read-only; locking is an operator step (README)
+    days = _evaluate(storage, storage.vars[props["immutabilityPeriodSinceCreationInDays"]]["value"],
+                     archiveRetentionYears=storage.default("archiveRetentionYears"))
+    assert storage.default("archiveRetentionYears") == main.default("archiveRetentionYears") == 10
+    assert days >= 3650 and days == 10 * 365 + 3
+    assert _evaluate(storage, storage.vars["archiveRetentionDays"]["value"], archiveRetentionYears=1) >= 365
+    assert _evaluate(storage, storage.vars["archiveRetentionDays"]["value"], archiveRetentionYears=100) <= 146000
+    # A locked policy accepts no PUT: once locked, the operator sets archiveRetentionLocked and the
+    # template stops declaring it.
+    condition = policy["config"]["condition"]
+    assert condition == {"operator": {"type": "not", "operands": {"bool_value": "archiveRetentionLocked"}}}
+    assert storage.default("archiveRetentionLocked") is False
+    # Previous versions are expired everywhere but in the archive.
+    (_, lifecycle), = storage.resources_of_type("Microsoft.Storage/storageAccounts/managementPolicies").items()
+    (rule,) = body(lifecycle)["properties"]["policy"]["rules"]
+    prefixes = rule["definition"]["filters"]["prefixMatch"]
+    assert prefixes["loop_type"]["detail"]["array_name"] == "blobContainerNames" and prefixes["config"] == "${containerName}/"
+    assert SETTING_BY_ENV["ARCHIVE_CONTAINER"].default not in {storage.resolve(n) for n in storage.vars["blobContainerNames"]["value"]}
+    assert set(rule["definition"]["actions"]) == {"version"}
+
+
+def test_the_app_never_overwrites_or_deletes_in_the_archive() -> None:
+    """The WORM policy refuses overwrites and deletes: the code writes the archive create-only
+    (staged blocks, then Put Block List with If-None-Match: *) and never deletes there."""
+    archiver = (ROOT / "shared" / "archiver.py").read_text(encoding="utf-8")
+    assert 'commit_block_list(block_ids, metadata=metadata, if_none_match="*")' in archiver
+    writes = re.findall(r"archive_blob\.(\w+)\(", archiver)
+    assert set(writes) <= {"stage_block", "commit_block_list", "get_blob_properties"}, writes
+    for path in [*(ROOT / "shared").glob("*.py"), *(ROOT / "inqom_bridge_cli").glob("*.py"), *(ROOT / "functions").glob("*.py")]:
+        text = path.read_text(encoding="utf-8")
+        for line in text.splitlines():
+            if "archive_container" in line:
+                assert not re.search(r"delete|upload_blob|set_blob_metadata|set_http_headers|set_blob_tags|start_copy", line), \
+                    f"{path.name}: {line.strip()}"
+
+
+def test_diagnostic_settings_send_logs_to_the_workspace(templates: dict[str, Template], main: Template) -> None:
+    """Item 8: storage blob/queue/table, the function app, the Event Grid system topic and the vault
+    send their resource logs to the one Log Analytics workspace."""
+    expected = {
+        "modules/storage.bicep": {"blobService": {"StorageWrite", "StorageDelete"},
+                                  "queueService": {"StorageWrite", "StorageDelete"},
+                                  "tableService": {"StorageWrite", "StorageDelete"}},
+        "modules/functionapp.bicep": {"app": {"FunctionAppLogs"}},
+        "modules/eventgrid.bicep": {"systemTopic": {"DeliveryFailures"}},
+        "modules/keyvault.bicep": {"vault": {"audit"}},
+    }
+    for rel, scopes in expected.items():
+        template = templates[rel]
+        found = {}
+        for setting in template.resources_of_type("Microsoft.Insights/diagnosticSettings").values():
+            config = body(setting)
+            assert config["properties"]["workspaceId"] == "logAnalyticsWorkspaceId"
+            found[config["scope"]] = {log.get("category") or log.get("categoryGroup") for log in config["properties"]["logs"]}
+            assert all(log["enabled"] for log in config["properties"]["logs"])
+            assert config["properties"]["metrics"][0]["enabled"] is True
+        assert found == scopes, rel
+    module_names = {"modules/storage.bicep": "storage", "modules/functionapp.bicep": "functionApp",
+                    "modules/eventgrid.bicep": "eventGrid", "modules/keyvault.bicep": "keyVault"}
+    for rel, module in module_names.items():
+        assert main.modules[module]["config"]["params"]["logAnalyticsWorkspaceId"] == "monitoring.outputs.workspaceId", rel
 
 
 def test_key_vault_is_rbac_with_purge_protection(keyvault: Template) -> None:
@@ -600,15 +835,48 @@ def test_function_app_is_flex_python_with_user_assigned_identity(functionapp: Te
     props = site["properties"]
     assert props["httpsOnly"] is True
     assert props["siteConfig"]["minTlsVersion"] == "1.2"
-    assert props["siteConfig"]["ftpsState"] == "Disabled"
     config = props["functionAppConfig"]
     assert config["runtime"]["name"] == "python"
     assert functionapp.resolve(config["runtime"]["version"]) == "3.11"
     storage_cfg = config["deployment"]["storage"]
     assert storage_cfg["type"] == "blobContainer"
+    assert storage_cfg["value"] == "${hostBlobEndpoint}${deploymentContainerName}"
     assert storage_cfg["authentication"] == {"type": "UserAssignedIdentity", "userAssignedIdentityResourceId": "identityId"}
+
+
+def test_nothing_flex_consumption_deprecates_is_set(functionapp: Template) -> None:
+    """Item 1: siteConfig.ftpsState (and the other deprecated site properties) are refused by Flex
+    regional deployments. SCM basic publishing stays off; there is no FTP endpoint on Flex, so no
+    `ftp` policy either."""
+    _, site = functionapp.one("Microsoft.Web/sites")
+    props = body(site)["properties"]
+    used = set(props) | set(props["siteConfig"])
+    assert not used & FLEX_DEPRECATED_SITE_PROPERTIES, used & FLEX_DEPRECATED_SITE_PROPERTIES
+    assert "ftpsState:" not in functionapp.text
     basic_auth = functionapp.resources_of_type("Microsoft.Web/sites/basicPublishingCredentialsPolicies")
-    assert {body(r)["name"]: body(r)["properties"]["allow"] for r in basic_auth.values()} == {"ftp": False, "scm": False}
+    assert {body(r)["name"]: body(r)["properties"]["allow"] for r in basic_auth.values()} == {"scm": False}
+
+
+def test_scale_and_concurrency_are_set_deliberately(functionapp: Template, main: Template) -> None:
+    """Issue 11 item 5: the instance cap and the per-instance concurrency are chosen for the shared
+    Inqom budget (infra/README.md explains the arithmetic), not left to platform defaults."""
+    _, site = functionapp.one("Microsoft.Web/sites")
+    scale = body(site)["properties"]["functionAppConfig"]["scaleAndConcurrency"]
+    assert scale["maximumInstanceCount"] == "maximumInstanceCount"
+    assert scale["instanceMemoryMB"] == "instanceMemoryMB"
+    # The only per-trigger setting the schema has (FunctionsScaleAndConcurrencyTriggers.http).
+    assert scale["triggers"] == {"http": {"perInstanceConcurrency": "httpPerInstanceConcurrency"}}
+    assert functionapp.default("maximumInstanceCount") == main.default("maximumInstanceCount") == 10
+    assert functionapp.default("httpPerInstanceConcurrency") == 16
+    assert _main_source_for(main, "maximumInstanceCount") == "maximumInstanceCount"
+    # Blob (Event Grid) and queue concurrency are host.json's: the README's arithmetic uses these.
+    host = json.loads((ROOT / "host.json").read_text(encoding="utf-8"))
+    assert host["extensions"]["blobs"]["maxDegreeOfParallelism"] >= 1
+    assert host["extensions"]["queues"]["batchSize"] >= 1
+    readme = (INFRA / "README.md").read_text(encoding="utf-8")
+    for term in ("INQOM_RATE_LIMIT", "INQOM_POLL_SHARE", "INQOM_MAX_REQUESTS_PER_SECOND", "maximumInstanceCount",
+                 "maxDegreeOfParallelism", "perInstanceConcurrency"):
+        assert term in readme, f"infra/README.md does not explain {term}"
 
 
 def test_role_assignments_are_exactly_the_listed_ones(templates: dict[str, Template], roles: Template) -> None:
@@ -625,18 +893,38 @@ def test_role_assignments_are_exactly_the_listed_ones(templates: dict[str, Templ
             scope = config.get("scope")
             assert scope in template.resources, f"{name}: scope must be a resource of the module (not the group)"
             assert template.resources[scope]["existing"] is True
-            assert config["properties"]["principalType"] == "ServicePrincipal"
-            found.append((config["properties"]["principalId"], role, template.resources[scope]["type"]))
+            principal = config["properties"]["principalId"]
+            if principal == "operatorPrincipalId":
+                assert assignment["config"]["condition"] == "grantOperator", f"{name}: operator roles are opt-in"
+                assert config["properties"]["principalType"] == "operatorPrincipalType"
+            else:
+                assert config["properties"]["principalType"] == "ServicePrincipal"
+            found.append((principal, role, scope))
     assert len(found) == len(set(found)), "duplicate role assignment"
     assert set(found) == EXPECTED_ROLE_ASSIGNMENTS, (
         f"unexpected: {set(found) - EXPECTED_ROLE_ASSIGNMENTS}; missing: {EXPECTED_ROLE_ASSIGNMENTS - set(found)}"
     )
+    # Each scope is the resource it says, named by the matching parameter.
+    for scope, (resource_type, name_param) in ROLE_SCOPES.items():
+        resource = roles.resources[scope]
+        assert resource["type"] == resource_type and body(resource)["name"] == name_param, scope
+    assert roles.vars["grantOperator"]["value"] == {
+        "operator": {"type": "not", "operands": {"bool_value": {"function": {"type": "empty", "parameters": {"item_to_test": "operatorPrincipalId"}}}}}
+    }
+    assert roles.default("operatorPrincipalId") == ""
 
 
 def test_roles_are_granted_to_the_right_principals(main: Template) -> None:
     params = main.modules["roles"]["config"]["params"]
     assert params["appPrincipalId"] == "identity.outputs.principalId"
     assert params["eventGridPrincipalId"] == "eventGrid.outputs.principalId"
+    assert params["hostStorageAccountName"] == "hostStorage.outputs.name"
+    for param in ("storageAccountName", "inboxContainerName", "archiveContainerName", "quarantineContainerName",
+                  "deadLetterContainerName", "enfactQueueName", "enfactPoisonQueueName", "blobTriggerPoisonQueueName",
+                  "ledgerTableName"):
+        wiring = "storage.outputs.name" if param == "storageAccountName" else f"storage.outputs.{param}"
+        assert params[param] == wiring, param
+    assert params["operatorPrincipalId"] == "operatorPrincipalId" and main.default("operatorPrincipalId") == ""
     # The app starts only once its permissions exist.
     assert "roles" in main.modules["functionApp"]["config"]["dependsOn"]
 
@@ -645,6 +933,43 @@ def test_dead_letter_role_is_scoped_to_the_dead_letter_container(roles: Template
     container = roles.resources["deadLetterContainer"]
     assert body(container)["name"] == "deadLetterContainerName"
     assert main.modules["roles"]["config"]["params"]["deadLetterContainerName"] == "storage.outputs.deadLetterContainerName"
+
+
+def _strings_outside_comments(text: str) -> list[str]:
+    """Bicep string literals ('…'), with // comments (outside strings) ignored."""
+    literals: list[str] = []
+    for line in text.splitlines():
+        current: list[str] | None = None
+        index = 0
+        while index < len(line):
+            char = line[index]
+            if current is None:
+                if line.startswith("//", index):
+                    break
+                if char == "'":
+                    current = []
+            elif char == "\\" and index + 1 < len(line):
+                current.append(line[index + 1])
+                index += 1
+            elif char == "'":
+                literals.append("".join(current))
+                current = None
+            else:
+                current.append(char)
+            index += 1
+    return literals
+
+
+def test_no_linter_warnings_the_compiler_would_print(templates: dict[str, Template]) -> None:
+    """Item 3, mirroring two Bicep linter rules offline: no-hardcoded-env-urls (no literal cloud host
+    in a string) and secure-secrets-in-params (no non-secure parameter named like a secret)."""
+    for template in templates.values():
+        for literal in _strings_outside_comments(template.text):
+            for host in LINTER_DISALLOWED_HOSTS:
+                assert host not in literal.lower(), f"{template.rel}: '{literal}' hard-codes {host}"
+        for name in template.params:
+            if not template.is_secure(name):
+                assert not any(k in name.lower() for k in LINTER_SECRET_KEYWORDS), f"{template.rel}: {name}"
 
 
 def test_no_keys_or_connection_strings_anywhere(templates: dict[str, Template]) -> None:
@@ -704,6 +1029,236 @@ def test_subscription_delivers_inbox_blob_created_to_the_blob_trigger(subscripti
 
 
 # --------------------------------------------------------------------------------------------
+# alerts and workbook: every query names what the app (or the platform, documented) emits
+# --------------------------------------------------------------------------------------------
+
+# Columns of the tables the queries read, from Microsoft's schemas:
+# * Application Insights classic tables (the component scope): the "Table schemas" mapping in
+#   learn.microsoft.com/azure/azure-monitor/app/convert-classic-resource (customMetrics, requests, traces);
+# * StorageQueueLogs (workspace scope): learn.microsoft.com/azure/storage/queues/monitor-queue-storage-reference
+#   (Fields that describe the operation / the service).
+APP_INSIGHTS_COLUMNS = {
+    "customMetrics": {"timestamp", "name", "value", "valueCount", "valueSum", "valueMin", "valueMax", "valueStdDev",
+                      "customDimensions", "operation_Name", "operation_Id", "cloud_RoleName", "cloud_RoleInstance",
+                      "itemType", "sdkVersion"},
+    "requests": {"timestamp", "name", "success", "resultCode", "duration", "id", "url", "source", "itemCount",
+                 "customDimensions", "operation_Name", "operation_Id", "cloud_RoleName", "cloud_RoleInstance"},
+    "traces": {"timestamp", "message", "severityLevel", "itemCount", "customDimensions", "operation_Name",
+               "operation_Id", "cloud_RoleName", "cloud_RoleInstance"},
+}
+WORKSPACE_COLUMNS = {
+    "StorageQueueLogs": {"TimeGenerated", "AccountName", "Category", "OperationName", "StatusCode", "StatusText",
+                         "Uri", "CallerIpAddress", "DurationMs", "ServerLatencyMs", "ObjectKey"},
+}
+# Storage Analytics logged operation names (learn.microsoft.com/rest/api/storageservices/
+# storage-analytics-logged-operations-and-status-messages): enqueueing a message is PutMessage.
+STORAGE_QUEUE_OPERATIONS = {"PutMessage"}
+# Microsoft.EventGrid/systemTopics platform metrics (learn.microsoft.com/azure/azure-monitor/reference/
+# supported-metrics/microsoft-eventgrid-systemtopics-metrics).
+EVENT_GRID_SYSTEM_TOPIC_METRICS = {
+    "AdvancedFilterEvaluationCount", "DeadLetteredCount", "DeliveryAttemptFailCount", "DeliverySuccessCount",
+    "DestinationProcessingDurationInMs", "DroppedEventCount", "MatchedEventCount", "PublishFailCount",
+    "PublishSuccessCount", "PublishSuccessLatencyInMs", "ServerDeliverySuccessRate", "UnmatchedEventCount",
+}
+KQL_WORDS = {
+    "where", "extend", "summarize", "project", "by", "order", "top", "asc", "desc", "and", "or", "not", "in",
+    "startswith", "endswith", "has", "contains", "parse", "with", "bin", "sum", "count", "max", "min", "avg",
+    "dcount", "any", "percentile", "minif", "maxif", "countif", "tostring", "tobool", "toint", "todouble", "split",
+    "parse_url", "iff", "isnotempty", "isnotnull", "isempty", "isnull", "ago", "true", "false", "h", "m", "d", "s",
+}
+# Log lines the workbook reads from traces: prefix → (file, the logging call that writes it).
+TRACE_LINES = {
+    "archived ledger ": ("shared/archiver.py", 'log.info("archived ledger %s (Inqom %s) to %s"'),
+    # The first %s is entry.state.lower(): "quarantined" for a quarantined document.
+    "quarantined ": ("shared/quarantine.py", 'log.warning("%s %s (ledger %s): %s", entry.state.lower()'),
+}
+REQUIRED_ALERTS = {  # item 6 of issue 12, plus the silent poller
+    "documentQuarantined", "oldestPending", "deadLettered", "poisonMessages", "inqomRefusals", "functionFailures",
+    "pollSilent",
+}
+
+
+def _function_names() -> set[str]:
+    names = set()
+    for path in (ROOT / "functions").glob("*.py"):
+        names |= set(re.findall(r'function_name\("([^"]+)"\)', path.read_text(encoding="utf-8")))
+    return names
+
+
+class QueryCheck:
+    """Parse one KQL query just enough to list what it names, and check each name against its source."""
+
+    def __init__(self, query: str, columns: dict[str, set[str]]) -> None:
+        self.query = query
+        self.literals = re.findall(r'"([^"]*)"', query)
+        stripped = re.sub(r'"[^"]*"', '""', query)
+        self.table = stripped.split("|")[0].strip()
+        assert self.table in columns, f"unknown table {self.table!r} in: {query}"
+        self.columns = columns[self.table]
+        self.dimensions = set(re.findall(r"customDimensions\.(\w+)", stripped))
+        stripped = re.sub(r"customDimensions\.\w+", "customDimensions", stripped)
+        self.properties = set(re.findall(r"\)\.(\w+)", stripped))
+        stripped = re.sub(r"\)\.\w+", ")", stripped)
+        stripped = re.sub(r"\b\d+(\.\d+)?[dhms]?\b", " ", stripped)
+        self.declared = set(re.findall(r"\b(\w+)\s*=(?!=)", stripped))
+        for match in re.finditer(r"\bparse\s+\w+\s+with\s+([^|]*)", stripped):
+            self.declared |= set(re.findall(r"[A-Za-z_]\w*", match.group(1))) - {"with"}
+        self.identifiers = set(re.findall(r"[A-Za-z_]\w*", stripped)) - {self.table}
+        self.by = set()
+        for match in re.finditer(r"\bby\s+([^|]*)", stripped):
+            self.by |= {part.strip() for part in match.group(1).split(",") if re.fullmatch(r"\s*\w+\s*", part)}
+
+    def unknown_identifiers(self) -> set[str]:
+        return self.identifiers - KQL_WORDS - self.columns - self.declared
+
+    def compared(self, column: str) -> list[str]:
+        return re.findall(rf'\b{column}\s*==\s*"([^"]*)"', self.query)
+
+
+def _check_app_query(query: str, *, where: str) -> QueryCheck:
+    check = QueryCheck(query, APP_INSIGHTS_COLUMNS)
+    assert not check.unknown_identifiers(), f"{where}: names no known column or KQL word: {check.unknown_identifiers()}"
+    assert check.properties <= set(), f"{where}: unexpected property access {check.properties}"
+    if check.table == "customMetrics":
+        named = set(check.compared("name")) | set(re.findall(r'"(inqom_bridge\.[\w.]+)"', query))
+        assert named and named <= set(metrics.METRIC_NAMES), f"{where}: metrics the app does not emit: {named}"
+        keys = set().union(*(metrics.ATTRIBUTES[n] for n in named))
+        assert check.dimensions <= keys, f"{where}: attributes {check.dimensions - keys} are not on {named}"
+        outcomes = re.findall(r'customDimensions\.outcome\)\s*==\s*"([^"]*)"', query)
+        assert set(outcomes) <= metrics.OUTCOMES, f"{where}: outcomes the app never records: {outcomes}"
+        for status in check.compared("status"):
+            assert status.isdigit() or status == metrics.NO_ANSWER, f"{where}: status {status!r}"
+    elif check.table == "traces":
+        assert check.dimensions <= set(LOG_CONTEXT_FIELDS), f"{where}: {check.dimensions - set(LOG_CONTEXT_FIELDS)}"
+        prefixes = re.findall(r'message\s+startswith\s+"([^"]*)"', query)
+        assert prefixes, f"{where}: a traces query must select the app's own lines"
+        for prefix in prefixes:
+            path, call = TRACE_LINES[prefix]
+            assert call in (ROOT / path).read_text(encoding="utf-8"), f"{where}: {path} no longer logs {call}"
+        for match in re.finditer(r'parse\s+message\s+with\s+([^|]*)', query):
+            pieces = re.findall(r'"([^"]*)"', match.group(1))
+            (path, call), = {TRACE_LINES[p] for p in prefixes}
+            logged = call.split('"')[1].replace("%s", "")
+            for piece in pieces[1:]:
+                assert piece in logged, f"{where}: {piece!r} is not in the logged line {call}"
+    elif check.table == "requests":
+        for function in check.compared("operation_Name"):
+            assert function in _function_names(), f"{where}: no function named {function!r} in functions/"
+    return check
+
+
+def _scheduled_rules(alerts: Template) -> dict[str, dict]:
+    return {name: body(rule) for name, rule in alerts.resources_of_type("Microsoft.Insights/scheduledQueryRules").items()}
+
+
+def test_alerts_cover_what_an_operator_must_know(alerts: Template, main: Template) -> None:
+    rules = set(_scheduled_rules(alerts)) | set(alerts.resources_of_type("Microsoft.Insights/metricAlerts"))
+    assert rules == REQUIRED_ALERTS
+    (ag_name, action_group), = alerts.resources_of_type("Microsoft.Insights/actionGroups").items()
+    receivers = body(action_group)["properties"]["emailReceivers"]["operator"]["operands"]
+    assert receivers["false_value"][0]["emailAddress"] == "alertEmail"
+    assert len(body(action_group)["properties"]["groupShortName"]) <= 12
+    params = main.modules["alerts"]["config"]["params"]
+    assert params["alertEmail"] == "alertEmail" and main.default("alertEmail") == ""
+    assert params["applicationInsightsId"] == "monitoring.outputs.applicationInsightsId"
+    assert params["logAnalyticsWorkspaceId"] == "monitoring.outputs.workspaceId"
+    assert params["eventGridSystemTopicId"] == "eventGrid.outputs.id"
+    for name, rule in _scheduled_rules(alerts).items():
+        assert rule["kind"] == "LogAlert", name
+        assert rule["properties"]["actions"]["actionGroups"] == [f"{ag_name}.id"], name
+    for name, rule in alerts.resources_of_type("Microsoft.Insights/metricAlerts").items():
+        assert body(rule)["properties"]["actions"] == [{"actionGroupId": f"{ag_name}.id"}], name
+
+
+def test_every_alert_query_names_what_the_app_emits(alerts: Template) -> None:
+    for name, rule in _scheduled_rules(alerts).items():
+        (scope,) = rule["properties"]["scopes"]
+        for criterion in rule["properties"]["criteria"]["allOf"]:
+            query = criterion["query"]
+            if scope == "applicationInsightsId":
+                check = _check_app_query(query, where=name)
+            else:
+                assert scope == "logAnalyticsWorkspaceId", name
+                check = QueryCheck(query, WORKSPACE_COLUMNS)
+                assert not check.unknown_identifiers(), f"{name}: {check.unknown_identifiers()}"
+                assert check.properties <= {"Path"}, name  # parse_url(...).Path
+                assert set(check.compared("OperationName")) <= STORAGE_QUEUE_OPERATIONS, name
+            measure = criterion["metricMeasureColumn"]
+            assert measure in check.declared, f"{name}: {measure} is not a column the query makes"
+            for dimension in criterion.get("dimensions", []):
+                assert dimension["name"] in check.by, f"{name}: dimension {dimension['name']} is not a summarize key"
+            failing = criterion["failingPeriods"]
+            assert failing["minFailingPeriodsToAlert"] <= failing["numberOfEvaluationPeriods"], name
+            if failing["numberOfEvaluationPeriods"] > 1:
+                assert re.search(r"bin\(timestamp,\s*5m\)", query) and rule["properties"]["windowSize"] == "PT5M", name
+
+
+def test_poison_alert_matches_the_declared_poison_queues(alerts: Template, storage: Template) -> None:
+    query = _scheduled_rules(alerts)["poisonMessages"]["properties"]["criteria"]["allOf"][0]["query"]
+    assert 'endswith "-poison"' in query
+    queues = {storage.interpolate(storage.resolve(body(r)["name"])) for r in storage.resources_of_type(QUEUE).values()}
+    assert {q for q in queues if q.endswith("-poison")} == {f"{SETTING_BY_ENV['ENFACT_QUEUE'].default}-poison",
+                                                            "webjobs-blobtrigger-poison"}
+
+
+def test_dead_letter_alert_uses_a_documented_system_topic_metric(alerts: Template) -> None:
+    (_, rule), = alerts.resources_of_type("Microsoft.Insights/metricAlerts").items()
+    props = body(rule)["properties"]
+    assert props["scopes"] == ["eventGridSystemTopicId"]
+    # pycep keeps the quotes of a quoted property name ('odata.type').
+    odata_type = props["criteria"].get("odata.type", props["criteria"].get("'odata.type'"))
+    assert odata_type == "Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria"
+    for criterion in props["criteria"]["allOf"]:
+        assert criterion["metricNamespace"] == "Microsoft.EventGrid/systemTopics"
+        assert criterion["metricName"] in EVENT_GRID_SYSTEM_TOPIC_METRICS
+        assert criterion["metricName"] == "DeadLetteredCount"
+
+
+def _workbook() -> dict:
+    return json.loads((INFRA / "modules" / "workbook.json").read_text(encoding="utf-8"))
+
+
+def test_workbook_is_linked_to_application_insights(workbook_module: Template, main: Template) -> None:
+    (_, resource), = workbook_module.resources_of_type("Microsoft.Insights/workbooks").items()
+    props = body(resource)["properties"]
+    assert props["sourceId"] == "applicationInsightsId" and props["category"] == "workbook"
+    replace = props["serializedData"]["function"]
+    assert replace["type"] == "replace"
+    assert replace["parameters"]["original_string"]["function"]["parameters"]["file_path"] == "workbook.json"
+    assert replace["parameters"]["old_string"] == "__APPINSIGHTS_ID__"
+    assert main.modules["workbook"]["config"]["params"]["applicationInsightsId"] == "monitoring.outputs.applicationInsightsId"
+    data = _workbook()
+    assert data["version"] == "Notebook/1.0" and data["fallbackResourceIds"] == ["__APPINSIGHTS_ID__"]
+
+
+def test_workbook_answers_the_morning_questions_with_what_the_app_emits() -> None:
+    items = {item["name"]: item["content"] for item in _workbook()["items"] if item["type"] == 3}
+    assert {"documents-per-day", "pending", "drop-to-archive", "inqom-calls", "quarantine-reasons"} <= set(items)
+    for name, content in items.items():
+        assert content["version"] == "KqlItem/1.0" and content["queryType"] == 0, name
+        assert content["resourceType"] == "microsoft.insights/components", name
+        assert content["crossComponentResources"] == ["__APPINSIGHTS_ID__"], name
+        _check_app_query(content["query"], where=f"workbook {name}")
+    assert "percentile(hours, 50)" in items["drop-to-archive"]["query"]
+    assert "percentile(hours, 95)" in items["drop-to-archive"]["query"]
+    assert metrics.DOCUMENTS in items["documents-per-day"]["query"] and "by bin(timestamp, 1d), outcome" in items["documents-per-day"]["query"]
+    assert {metrics.PENDING_DOCUMENTS, metrics.OLDEST_PENDING_AGE_SECONDS} <= set(re.findall(r'"([\w.]+)"', items["pending"]["query"]))
+    assert metrics.INQOM_CALLS in items["inqom-calls"]["query"] and "status" in items["inqom-calls"]["query"]
+
+
+def test_the_drift_check_catches_a_renamed_metric_or_field() -> None:
+    """The checker itself: a query on a name the app does not emit fails."""
+    for broken in ('customMetrics | where name == "inqom_bridge.document" | summarize n = sum(valueSum)',
+                   'customMetrics | where name == "inqom_bridge.documents" | where tostring(customDimensions.reason) == "x" | summarize n = sum(valueSum)',
+                   'customMetrics | where name == "inqom_bridge.documents" | where tostring(customDimensions.outcome) == "lost" | summarize n = sum(valueSum)',
+                   'customMetrics | where name == "inqom_bridge.documents" | summarize n = sum(valueTotal)',
+                   'requests | where operation_Name == "poll_document" | summarize n = count()',
+                   'traces | where message startswith "archiving " | summarize n = count()'):
+        with pytest.raises((AssertionError, KeyError)):
+            _check_app_query(broken, where="broken")
+
+
+# --------------------------------------------------------------------------------------------
 # azd wiring: outputs, parameters, azure.yaml, post-deploy hook
 # --------------------------------------------------------------------------------------------
 
@@ -734,7 +1289,11 @@ def test_parameters_file_matches_main(main: Template, app_settings: dict[str, An
         assert match, f"{name}: expected an azd ${{VAR}} or ${{VAR=default}} reference"
         variable, default = match.groups()
         if default is not None:
-            assert default == main.default(name), f"{name}: parameters-file default drifted from main.bicep"
+            # azd substitutes text; it converts to the parameter's type (int, bool) as the Azure-Samples
+            # templates rely on ("vnetEnabled": "${VNET_ENABLED}" for a bool parameter).
+            expected = main.default(name)
+            expected = str(expected).lower() if isinstance(expected, bool) else str(in_azure_cloud(expected))
+            assert default == expected, f"{name}: parameters-file default drifted from main.bicep"
         module_param = next((p for p, v in module_params.items() if v == name), None)
         env = settings_by_module_param.get(module_param)
         if env:
@@ -779,13 +1338,38 @@ def test_posix_hook_syntax(shell: str) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
+# A fake `az`: FAKE_LOGIN=expired, FAKE_KEYS=forbidden|missing-app|transient, FAKE_DEPLOY=forbidden make it
+# answer as the real CLI does (error text on stderr, exit 1).
 FAKE_AZ = """#!/bin/sh
 printf '%s\\n' "$*" >> "$FAKE_LOG"
 case "$1 $2" in
+  "account get-access-token")
+    if [ "${FAKE_LOGIN:-}" = "expired" ]; then
+      echo "ERROR: AADSTS700082: The refresh token has expired due to inactivity." >&2
+      echo "Please run 'az login' to setup account." >&2
+      exit 1
+    fi
+    echo "2031-01-01 00:00:00.000000" ;;
   "functionapp keys")
+    case "${FAKE_KEYS:-}" in
+      forbidden)
+        echo "(AuthorizationFailed) The client 'op@example.com' with object id '00000000-0000-0000-0000-000000000000' does not have authorization to perform action 'Microsoft.Web/sites/host/listkeys/action' over scope '/subscriptions/x/resourceGroups/rg-test/providers/Microsoft.Web/sites/func-test' or the scope is invalid." >&2
+        exit 1 ;;
+      missing-app)
+        echo "(ResourceNotFound) The Resource 'Microsoft.Web/sites/func-test' under resource group 'rg-test' was not found." >&2
+        exit 1 ;;
+      transient)
+        echo "(BadGateway) Encountered an error (BadGateway) from host runtime." >&2
+        exit 1 ;;
+    esac
     n=$(cat "$FAKE_STATE" 2>/dev/null || echo 0); n=$((n + 1)); echo "$n" > "$FAKE_STATE"
     if [ "$n" -ge 3 ]; then echo true; else echo false; fi ;;
-  "deployment group") exit 0 ;;
+  "deployment group")
+    if [ "${FAKE_DEPLOY:-}" = "forbidden" ]; then
+      echo "ERROR: (AuthorizationFailed) The client 'op@example.com' with object id '00000000-0000-0000-0000-000000000000' does not have authorization to perform action 'Microsoft.EventGrid/systemTopics/eventSubscriptions/write' over scope '/subscriptions/x/resourceGroups/rg-test/providers/Microsoft.EventGrid/systemTopics/evgt-test/eventSubscriptions/inbox-blob-created' or the scope is invalid." >&2
+      exit 1
+    fi
+    exit 0 ;;
   "keyvault secret") printf 'inqom-username\\ninqom-password\\n' ;;
   *) exit 2 ;;
 esac
@@ -850,6 +1434,61 @@ def test_posix_hook_fails_without_provision_outputs(tmp_path: Path) -> None:
     proc = _run_hook(tmp_path, EVENTGRID_SYSTEM_TOPIC_NAME="<unset>")
     assert proc.returncode != 0
     assert "EVENTGRID_SYSTEM_TOPIC_NAME is not set" in proc.stderr
+
+
+def test_posix_hook_fails_fast_on_an_expired_login(tmp_path: Path) -> None:
+    """Item 2: an expired `az login` is reported at once, in Azure's words, before any waiting."""
+    proc = _run_hook(tmp_path, FAKE_LOGIN="expired")
+    assert proc.returncode != 0
+    assert "login missing or expired" in proc.stderr and "AADSTS700082" in proc.stderr and "az login" in proc.stderr
+    calls = (tmp_path / "az.log").read_text().splitlines()
+    assert calls == ["account get-access-token --query expiresOn --output tsv"], "no key polling, no deployment"
+
+
+def test_posix_hook_names_the_roles_when_reading_keys_is_refused(tmp_path: Path) -> None:
+    proc = _run_hook(tmp_path, FAKE_KEYS="forbidden", EVENTGRID_KEY_WAIT_ATTEMPTS="30")
+    assert proc.returncode != 0
+    assert "AuthorizationFailed" in proc.stderr and "Microsoft.Web/sites/host/listkeys/action" in proc.stderr
+    assert "Contributor on resource group 'rg-test'" in proc.stderr
+    assert "Website Contributor plus EventGrid Contributor" in proc.stderr
+    calls = (tmp_path / "az.log").read_text().splitlines()
+    assert sum(c.startswith("functionapp keys list") for c in calls) == 1, "a refusal is final: no retries"
+    assert not any(c.startswith("deployment") for c in calls)
+
+
+def test_posix_hook_names_the_roles_when_the_subscription_is_refused(tmp_path: Path) -> None:
+    """Website Contributor reads the keys but holds no Microsoft.EventGrid action."""
+    proc = _run_hook(tmp_path, FAKE_DEPLOY="forbidden")
+    assert proc.returncode != 0
+    assert "Microsoft.EventGrid/systemTopics/eventSubscriptions/write" in proc.stderr
+    assert "Website Contributor alone has no Microsoft.EventGrid action" in proc.stderr
+    assert "EventGrid Contributor" in proc.stderr
+
+
+def test_posix_hook_reports_a_missing_app_at_once(tmp_path: Path) -> None:
+    proc = _run_hook(tmp_path, FAKE_KEYS="missing-app", EVENTGRID_KEY_WAIT_ATTEMPTS="30")
+    assert proc.returncode != 0
+    assert "ResourceNotFound" in proc.stderr and "azd provision" in proc.stderr
+    assert sum(c.startswith("functionapp keys list") for c in (tmp_path / "az.log").read_text().splitlines()) == 1
+
+
+def test_posix_hook_waits_out_a_transient_error_and_reports_it(tmp_path: Path) -> None:
+    proc = _run_hook(tmp_path, FAKE_KEYS="transient", EVENTGRID_KEY_WAIT_ATTEMPTS="3")
+    assert proc.returncode != 0
+    assert "no blobs_extension key after 3 attempts; last error: (BadGateway)" in proc.stderr
+    assert sum(c.startswith("functionapp keys list") for c in (tmp_path / "az.log").read_text().splitlines()) == 3
+
+
+@pytest.mark.parametrize("script", [POSTDEPLOY_SH, POSTDEPLOY_PS1], ids=lambda p: p.name)
+def test_hook_scripts_check_the_login_and_state_the_real_roles(script: Path) -> None:
+    text = script.read_text(encoding="utf-8")
+    assert "get-access-token --query expiresOn" in text  # never prints the token
+    assert "AuthorizationFailed" in text
+    assert "Website Contributor plus EventGrid Contributor" in text
+    assert "or Website Contributor) on the resource group" not in text  # the old, wrong claim
+    keys_call = text[text.index("functionapp keys list"):]
+    keys_call = keys_call[:keys_call.index("\n\n")] if "\n\n" in keys_call else keys_call
+    assert "2>/dev/null" not in keys_call and "2>$null" not in keys_call, "errors are read, not hidden"
 
 
 def test_posix_hook_gives_up_when_the_key_never_appears(tmp_path: Path) -> None:

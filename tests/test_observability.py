@@ -129,3 +129,40 @@ def test_logs_reach_application_insights_with_context_and_no_secret():
     assert (properties["ledger_key"], properties["inqom_id"], properties["enfact_id"], properties["invocation_id"]) == \
         ("k-123", "77", "5001", "inv-1")
     assert "secret.token" not in json.dumps(report)
+
+
+def test_workbook_log_lines_are_what_the_app_logs(services, host, inqom, caplog):
+    """infra/modules/workbook.json reads two of the app's log lines from traces (drop-to-archive time,
+    top quarantine reasons): the real pipeline must write them in that shape, with the ledger key."""
+    import re
+
+    queries = {item["name"]: item["content"]["query"] for item in
+               json.loads((REPO / "infra" / "modules" / "workbook.json").read_text())["items"] if item["type"] == 3}
+    assert 'message startswith "archived ledger "' in queries["drop-to-archive"]
+    assert 'parse message with "quarantined " blob_path " (ledger " logged_key "): " reason' in queries["quarantine-reasons"]
+
+    capture = Capture()
+    logging.getLogger().addHandler(capture)
+    caplog.set_level(logging.INFO)
+    try:
+        drop(services, "11287/supplier/kept.pdf", b"%PDF-1.4 kept")
+        host.deliver_blob("upload_document", "11287/supplier/kept.pdf")
+        drop(services, "11287/supplier/virus.exe", b"MZ not a document")
+        host.deliver_blob("upload_document", "11287/supplier/virus.exe")
+        (row,) = list(services.ledger.scan("BlobPath eq '11287/supplier/kept.pdf'"))
+        inqom.set_status(row.get("InqomId"), "Done")
+        base = services.ledger.clock
+        services.ledger.clock = lambda: base() + timedelta(minutes=5)
+        host.fire_timer("poll_documents")
+    finally:
+        logging.getLogger().removeHandler(capture)
+    (bad,) = list(services.ledger.scan("BlobPath eq '11287/supplier/virus.exe'"))
+    archived = [r for r in capture.records if r.getMessage().startswith("archived ledger ")]
+    assert [r.ledger_key for r in archived] == [row.key]
+    quarantined = [r for r in capture.records if r.getMessage().startswith("quarantined ")]
+    assert quarantined, "no quarantine line"
+    for record in quarantined:
+        match = re.fullmatch(r"quarantined (?P<path>.+) \(ledger (?P<key>[^)]+)\): (?P<reason>.+)", record.getMessage())
+        assert match, record.getMessage()
+        assert match["path"] == "11287/supplier/virus.exe" and match["key"] == bad.key == record.ledger_key
+        assert "'.exe' is not accepted" in match["reason"]

@@ -16,6 +16,9 @@ param tags object = {}
 @description('Resource id of the storage account whose blob events are published.')
 param storageAccountId string
 
+@description('Log Analytics workspace receiving the topic\'s delivery-failure log and metrics.')
+param logAnalyticsWorkspaceId string
+
 resource systemTopic 'Microsoft.EventGrid/systemTopics@2022-06-15' = {
   name: name
   location: location
@@ -27,6 +30,28 @@ resource systemTopic 'Microsoft.EventGrid/systemTopics@2022-06-15' = {
   properties: {
     source: storageAccountId
     topicType: 'Microsoft.Storage.StorageAccounts'
+  }
+}
+
+// DeliveryFailures is the resource log a system topic offers (PublishFailures and DataPlaneRequests
+// are for custom topics and domains); the metrics include DeadLetteredCount, which alerts.bicep uses.
+resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: systemTopic
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      {
+        category: 'DeliveryFailures'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
   }
 }
 

@@ -1,6 +1,9 @@
 // Flex Consumption (FC1) plan + Linux Python function app running as a user-assigned identity.
 // Every setting shared/config.py reads is set here (tests/test_infra.py cross-checks the list);
 // every storage connection is identity based (service URIs + managedidentity + clientId).
+// Two storage accounts: the Functions host's own state and the deployment package live in the
+// host account (AzureWebJobsStorage), the documents, ledger and queues in the documents account
+// (DocumentStorage) — so the broad roles the host needs never reach the documents (roles.bicep).
 
 @description('Function app name (also the *.azurewebsites.net host name).')
 param name string
@@ -23,17 +26,29 @@ param identityId string
 @description('Client id of that identity (AZURE_CLIENT_ID and every __clientId setting).')
 param identityClientId string
 
-@description('Primary blob endpoint of the storage account (https://<account>.blob.core.windows.net/).')
+@description('Primary blob endpoint of the documents storage account (DocumentStorage).')
 param blobEndpoint string
 
-@description('Primary queue endpoint of the storage account.')
+@description('Primary queue endpoint of the documents storage account.')
 param queueEndpoint string
 
-@description('Primary table endpoint of the storage account.')
+@description('Primary table endpoint of the documents storage account.')
 param tableEndpoint string
 
-@description('Blob container the Flex platform deploys the package from.')
+@description('Primary blob endpoint of the host storage account (AzureWebJobsStorage, deployment package).')
+param hostBlobEndpoint string
+
+@description('Primary queue endpoint of the host storage account.')
+param hostQueueEndpoint string
+
+@description('Primary table endpoint of the host storage account.')
+param hostTableEndpoint string
+
+@description('Blob container of the host storage account the Flex platform deploys the package from.')
 param deploymentContainerName string
+
+@description('Log Analytics workspace receiving the app\'s resource logs (FunctionAppLogs).')
+param logAnalyticsWorkspaceId string
 
 @description('Application Insights connection string (ingestion needs an Entra token: local auth is off).')
 param applicationInsightsConnectionString string
@@ -47,10 +62,15 @@ param keyVaultUri string
 ])
 param pythonVersion string = '3.11'
 
-@description('Upper bound of Flex instances. Every instance throttles Inqom calls on its own (INQOM_MAX_REQUESTS_PER_SECOND), so keep it low.')
+@description('Flex maximumInstanceCount (scaleAndConcurrency). The Inqom rate is bounded by the fleet-wide INQOM_RATE_LIMIT, not by this; it is sized so that the upload scale group can keep the budget busy without idling instances that only wait for it (infra/README.md, Scale and the Inqom budget).')
 @minValue(1)
 @maxValue(1000)
-param maximumInstanceCount int = 40
+param maximumInstanceCount int = 10
+
+@description('Flex scaleAndConcurrency.triggers.http.perInstanceConcurrency: concurrent enFact webhook calls per instance (the webhook makes no Inqom call; set explicitly instead of the language/memory-dependent platform default).')
+@minValue(1)
+@maxValue(1000)
+param httpPerInstanceConcurrency int = 16
 
 @description('Memory of one Flex instance.')
 @allowed([
@@ -68,7 +88,13 @@ param inqomTokenUrl string = 'https://auth.inqom.com/identity/connect/token'
 @description('INQOM_API_BASE_URL: Inqom accounting-documents API base URL.')
 param inqomApiBaseUrl string = 'https://wa-fred-accounting-documents-prod.azurewebsites.net'
 
-@description('INQOM_MAX_REQUESTS_PER_SECOND: client-side throttle per instance.')
+@description('INQOM_RATE_LIMIT: Inqom requests per second for the whole fleet, per Inqom credential (Inqom refuses above about 15/s).')
+param inqomRateLimit string = '12'
+
+@description('INQOM_POLL_SHARE: share of INQOM_RATE_LIMIT reserved for the poller (status polls and archiving).')
+param inqomPollShare string = '0.3'
+
+@description('INQOM_MAX_REQUESTS_PER_SECOND: fallback rate of one process when the budget coordination store is unreachable.')
 param inqomMaxRequestsPerSecond string = '10'
 
 @description('HTTP_CONNECT_TIMEOUT_SECONDS.')
@@ -83,8 +109,9 @@ param httpMaxAttempts string = '4'
 @description('HTTP_BACKOFF_CAP_SECONDS.')
 param httpBackoffCapSeconds string = '30'
 
-@description('SECRET_CACHE_SECONDS: how long a Key Vault secret is reused before it is read again.')
-param secretCacheSeconds string = '300'
+// Not named *secret*: the Bicep linter (secure-secrets-in-params) reads such a name as a secret value.
+@description('SECRET_CACHE_SECONDS: how long a value read from Key Vault is reused before it is read again.')
+param keyVaultCacheSeconds string = '300'
 
 @description('INBOX_CONTAINER.')
 param inboxContainerName string
@@ -119,11 +146,17 @@ param uploadMaxAttempts string = '5'
 @description('POLL_SCHEDULE: NCRONTAB (UTC) of the status poll.')
 param pollSchedule string = '0 */5 * * * *'
 
-@description('POLL_BATCH_SIZE.')
-param pollBatchSize string = '100'
+@description('POLL_BATCH_SIZE: due documents a tick takes at most (its time budget usually ends it first).')
+param pollBatchSize string = '1000'
 
 @description('POLL_TICK_BUDGET_SECONDS.')
 param pollTickBudgetSeconds string = '240'
+
+@description('POLL_WORKERS: rows a tick works on at once (threads), all under the Inqom rate budget.')
+param pollWorkers string = '8'
+
+@description('POLL_TICK_GRACE_SECONDS: longest wait for one read inside a tick.')
+param pollTickGraceSeconds string = '10'
 
 @description('REPAIR_SWEEP_BATCH: ledger rows and inbox blobs the repair sweep examines per poll tick.')
 param repairSweepBatch string = '100'
@@ -143,8 +176,9 @@ param pollReviewIntervalSeconds string = '21600'
 @description('POLL_MAX_AGE_HOURS.')
 param pollMaxAgeHours string = '336'
 
+// Built from environment(): a literal storage suffix is what the no-hardcoded-env-urls linter rule flags.
 @description('ARCHIVE_ALLOWED_HOSTS: hosts Inqom\'s temporary download URLs may point to.')
-param archiveAllowedHosts string = 'fredprodstorage.blob.core.windows.net'
+param archiveAllowedHosts string = 'fredprodstorage.blob.${environment().suffixes.storage}'
 
 @description('ENFACT_API_BASE_URL: enFact (onFact) REST API base URL.')
 param enfactApiBaseUrl string = 'https://api5.onfact.be'
@@ -165,9 +199,9 @@ param webhookMaxBodyBytes string = '65536'
 // WEBSITE_RUN_FROM_PACKAGE and the content-share settings are not allowed on Flex Consumption
 // (functionAppConfig replaces them); every storage connection is identity based.
 var appSettings = {
-  AzureWebJobsStorage__blobServiceUri: blobEndpoint
-  AzureWebJobsStorage__queueServiceUri: queueEndpoint
-  AzureWebJobsStorage__tableServiceUri: tableEndpoint
+  AzureWebJobsStorage__blobServiceUri: hostBlobEndpoint
+  AzureWebJobsStorage__queueServiceUri: hostQueueEndpoint
+  AzureWebJobsStorage__tableServiceUri: hostTableEndpoint
   AzureWebJobsStorage__credential: 'managedidentity'
   AzureWebJobsStorage__clientId: identityClientId
   DocumentStorage__blobServiceUri: blobEndpoint
@@ -180,13 +214,15 @@ var appSettings = {
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
   INQOM_TOKEN_URL: inqomTokenUrl
   INQOM_API_BASE_URL: inqomApiBaseUrl
+  INQOM_RATE_LIMIT: inqomRateLimit
+  INQOM_POLL_SHARE: inqomPollShare
   INQOM_MAX_REQUESTS_PER_SECOND: inqomMaxRequestsPerSecond
   HTTP_CONNECT_TIMEOUT_SECONDS: httpConnectTimeoutSeconds
   HTTP_READ_TIMEOUT_SECONDS: httpReadTimeoutSeconds
   HTTP_MAX_ATTEMPTS: httpMaxAttempts
   HTTP_BACKOFF_CAP_SECONDS: httpBackoffCapSeconds
   KEY_VAULT_URL: keyVaultUri
-  SECRET_CACHE_SECONDS: secretCacheSeconds
+  SECRET_CACHE_SECONDS: keyVaultCacheSeconds
   SECRETS_FROM_ENVIRONMENT: 'false'
   INBOX_CONTAINER: inboxContainerName
   ARCHIVE_CONTAINER: archiveContainerName
@@ -201,6 +237,8 @@ var appSettings = {
   POLL_SCHEDULE: pollSchedule
   POLL_BATCH_SIZE: pollBatchSize
   POLL_TICK_BUDGET_SECONDS: pollTickBudgetSeconds
+  POLL_WORKERS: pollWorkers
+  POLL_TICK_GRACE_SECONDS: pollTickGraceSeconds
   REPAIR_SWEEP_BATCH: repairSweepBatch
   REPAIR_GRACE_MINUTES: repairGraceMinutes
   POLL_FIRST_DELAY_SECONDS: pollFirstDelaySeconds
@@ -246,10 +284,11 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
     httpsOnly: true
     clientAffinityEnabled: false
     publicNetworkAccess: 'Enabled'
+    // No ftpsState, alwaysOn, linuxFxVersion, functionAppScaleLimit…: Flex Consumption deprecates them
+    // (functionAppConfig replaces them; see infra/README.md for the source).
     siteConfig: {
       minTlsVersion: '1.2'
       scmMinTlsVersion: '1.2'
-      ftpsState: 'Disabled'
       http20Enabled: true
       // Set at creation (not in a separate config resource) so the host never starts unconfigured.
       appSettings: [for setting in items(appSettings): {
@@ -261,7 +300,7 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
       deployment: {
         storage: {
           type: 'blobContainer'
-          value: '${blobEndpoint}${deploymentContainerName}'
+          value: '${hostBlobEndpoint}${deploymentContainerName}'
           authentication: {
             type: 'UserAssignedIdentity'
             userAssignedIdentityResourceId: identityId
@@ -271,6 +310,14 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
       scaleAndConcurrency: {
         maximumInstanceCount: maximumInstanceCount
         instanceMemoryMB: instanceMemoryMB
+        // The only per-trigger setting the schema has (FunctionsScaleAndConcurrencyTriggers: http).
+        // Blob (Event Grid) and queue concurrency per instance are host.json settings
+        // (extensions.blobs.maxDegreeOfParallelism, extensions.queues.batchSize).
+        triggers: {
+          http: {
+            perInstanceConcurrency: httpPerInstanceConcurrency
+          }
+        }
       }
       runtime: {
         name: 'python'
@@ -280,20 +327,36 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
   }
 }
 
-// No basic (user/password) publishing: azd and the Azure CLI deploy with Entra tokens.
-resource ftpBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
-  parent: app
-  name: 'ftp'
-  properties: {
-    allow: false
-  }
-}
-
+// No SCM basic (user/password) publishing: azd and the Azure CLI deploy with Entra tokens. Flex
+// publishes through the SCM site (/api/publish), so this policy applies to it; there is no `ftp`
+// policy because Flex Consumption has no FTP/FTPS endpoint to disable.
 resource scmBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
   parent: app
   name: 'scm'
   properties: {
     allow: false
+  }
+}
+
+// Function execution logs to the one Log Analytics workspace (FunctionAppLogs is the log category
+// specific to Azure Functions); platform metrics too.
+resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: app
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      {
+        category: 'FunctionAppLogs'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
   }
 }
 

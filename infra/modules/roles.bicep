@@ -1,20 +1,31 @@
-// Role assignments: exactly what the code and the Functions host do, scoped to the one
-// resource they act on, with built-in data-plane roles only (no Owner/Contributor, no
-// control-plane role, nothing at resource-group or subscription scope).
+// Role assignments: what the code and the Functions host do, each scoped to the narrowest resource
+// it acts on, with built-in roles only. Nothing at resource-group or subscription scope.
 //
-//   app identity → storage account   Storage Blob Data Owner        host storage (leases, secrets,
-//                                                                   blob-trigger receipts), Flex package,
-//                                                                   inbox/archive/quarantine blobs
-//   app identity → storage account   Storage Queue Data Contributor enfact-invoices (+ poison), blob
-//                                                                   trigger poison queue
-//   app identity → storage account   Storage Table Data Contributor ledger table, host diagnostics table
-//   app identity → key vault         Key Vault Secrets User         read the six secrets
-//   app identity → App Insights      Monitoring Metrics Publisher   Entra-authenticated telemetry
-//   Event Grid system topic identity → dead-letter container only
-//                                    Storage Blob Data Contributor  write undeliverable inbox events
-//
-// Account scope (not container scope) for the app is required because the host creates and uses
-// its own containers/queues/tables (azure-webjobs-*, webjobs-blobtrigger-poison, …) at run time.
+// Documents account (DocumentStorage) — scoped to the container, queue or service used:
+//   app → inbox container            Storage Blob Data Owner         the blob trigger's connection (Functions
+//                                                                    docs: trigger = Blob Data Owner); read,
+//                                                                    delete/move out after archive or quarantine
+//   app → archive container          Storage Blob Data Contributor   create-only archive writes, reads
+//   app → quarantine container       Storage Blob Data Contributor   quarantine moves (copy + metadata), reads
+//   app → enfact-invoices (+poison)  Storage Queue Data Contributor  enqueue pushes, queue trigger, host poison moves
+//   app → webjobs-blobtrigger-poison Storage Queue Data Contributor blob trigger poison messages (trigger's account)
+//   app → table service (account)    Storage Table Data Contributor  the ledger; account scope because the only
+//                                                                    tables here are the app's, all read/write
+// Host account (AzureWebJobsStorage + Flex deployment package) — account scope, which is why it is a
+// separate account: the host creates containers, queues and monthly diagnostic tables under names
+// of its own (blob leases and locks, timer status, keys, the blob trigger's control queue and
+// receipts), and Microsoft lists Storage Account Contributor among the blob trigger's host-storage
+// roles. None of these reaches a document.
+//   app → host account               Storage Blob Data Owner, Storage Queue Data Contributor,
+//                                    Storage Table Data Contributor, Storage Account Contributor
+// Elsewhere:
+//   app → key vault                  Key Vault Secrets User          read the six secrets
+//   app → App Insights               Monitoring Metrics Publisher    Entra-authenticated telemetry
+//   Event Grid topic → dead-letter container  Storage Blob Data Contributor  undeliverable inbox events
+// Optional, when operatorPrincipalId is set (the person or group running the operator CLI):
+//   operator → inbox, quarantine     Storage Blob Data Contributor   backfill, replay
+//   operator → archive               Storage Blob Data Reader        read the books (WORM refuses writes anyway)
+//   operator → ledger table          Storage Table Data Contributor  status/show/export, replay updates a row
 
 @description('Principal (object) id of the function app\'s user-assigned identity.')
 param appPrincipalId string
@@ -22,11 +33,35 @@ param appPrincipalId string
 @description('Principal id of the Event Grid system topic\'s system-assigned identity.')
 param eventGridPrincipalId string
 
-@description('Storage account name.')
+@description('Documents storage account name.')
 param storageAccountName string
+
+@description('Host storage account name (AzureWebJobsStorage, deployment package).')
+param hostStorageAccountName string
+
+@description('Inbox container name.')
+param inboxContainerName string
+
+@description('Archive container name.')
+param archiveContainerName string
+
+@description('Quarantine container name.')
+param quarantineContainerName string
 
 @description('Dead-letter container name (Event Grid writes undeliverable events there).')
 param deadLetterContainerName string
+
+@description('enFact queue name.')
+param enfactQueueName string
+
+@description('enFact poison queue name.')
+param enfactPoisonQueueName string
+
+@description('Blob trigger poison queue name.')
+param blobTriggerPoisonQueueName string
+
+@description('Ledger table name.')
+param ledgerTableName string
 
 @description('Key Vault name.')
 param keyVaultName string
@@ -34,13 +69,30 @@ param keyVaultName string
 @description('Application Insights component name.')
 param applicationInsightsName string
 
+@description('Object id of a user, group or service principal to grant the operator CLI\'s data roles; empty = none.')
+param operatorPrincipalId string = ''
+
+@description('Type of operatorPrincipalId.')
+@allowed([
+  'User'
+  'Group'
+  'ServicePrincipal'
+])
+param operatorPrincipalType string = 'User'
+
 // Built-in role definition ids (identical in every Azure tenant).
 var storageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
 var storageBlobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+var storageBlobDataReader = '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
 var storageQueueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
 var storageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
+var storageAccountContributor = '17d1049b-9a84-46fb-8f53-869881c3d3ab'
 var keyVaultSecretsUser = '4633458b-17de-408a-b874-0445c86b69e6'
 var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
+
+var grantOperator = !empty(operatorPrincipalId)
+
+// ---- documents account ----
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -51,9 +103,60 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01'
   name: 'default'
 }
 
+resource inboxContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: blobService
+  name: inboxContainerName
+}
+
+resource archiveContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: blobService
+  name: archiveContainerName
+}
+
+resource quarantineContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: blobService
+  name: quarantineContainerName
+}
+
 resource deadLetterContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
   parent: blobService
   name: deadLetterContainerName
+}
+
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' existing = {
+  parent: storage
+  name: 'default'
+}
+
+resource enfactQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' existing = {
+  parent: queueService
+  name: enfactQueueName
+}
+
+resource enfactPoisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' existing = {
+  parent: queueService
+  name: enfactPoisonQueueName
+}
+
+resource blobTriggerPoisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' existing = {
+  parent: queueService
+  name: blobTriggerPoisonQueueName
+}
+
+resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' existing = {
+  parent: storage
+  name: 'default'
+}
+
+resource ledgerTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' existing = {
+  parent: tableService
+  name: ledgerTableName
+}
+
+// ---- host account, vault, telemetry ----
+
+resource hostStorage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: hostStorageAccountName
 }
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
@@ -64,9 +167,11 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: applicationInsightsName
 }
 
-resource appBlobDataOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storage.id, appPrincipalId, storageBlobDataOwner)
-  scope: storage
+// ---- app identity: documents account ----
+
+resource appInbox 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(inboxContainer.id, appPrincipalId, storageBlobDataOwner)
+  scope: inboxContainer
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataOwner)
     principalId: appPrincipalId
@@ -74,9 +179,29 @@ resource appBlobDataOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' =
   }
 }
 
-resource appQueueDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storage.id, appPrincipalId, storageQueueDataContributor)
-  scope: storage
+resource appArchive 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(archiveContainer.id, appPrincipalId, storageBlobDataContributor)
+  scope: archiveContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributor)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource appQuarantine 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(quarantineContainer.id, appPrincipalId, storageBlobDataContributor)
+  scope: quarantineContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributor)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource appEnfactQueue 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(enfactQueue.id, appPrincipalId, storageQueueDataContributor)
+  scope: enfactQueue
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageQueueDataContributor)
     principalId: appPrincipalId
@@ -84,7 +209,27 @@ resource appQueueDataContributor 'Microsoft.Authorization/roleAssignments@2022-0
   }
 }
 
-resource appTableDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+resource appEnfactPoisonQueue 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(enfactPoisonQueue.id, appPrincipalId, storageQueueDataContributor)
+  scope: enfactPoisonQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageQueueDataContributor)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource appBlobTriggerPoisonQueue 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(blobTriggerPoisonQueue.id, appPrincipalId, storageQueueDataContributor)
+  scope: blobTriggerPoisonQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageQueueDataContributor)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource appTables 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(storage.id, appPrincipalId, storageTableDataContributor)
   scope: storage
   properties: {
@@ -93,6 +238,50 @@ resource appTableDataContributor 'Microsoft.Authorization/roleAssignments@2022-0
     principalType: 'ServicePrincipal'
   }
 }
+
+// ---- app identity: host account (account scope; see the header) ----
+
+resource appHostBlob 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(hostStorage.id, appPrincipalId, storageBlobDataOwner)
+  scope: hostStorage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataOwner)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource appHostQueue 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(hostStorage.id, appPrincipalId, storageQueueDataContributor)
+  scope: hostStorage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageQueueDataContributor)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource appHostTable 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(hostStorage.id, appPrincipalId, storageTableDataContributor)
+  scope: hostStorage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageTableDataContributor)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource appHostAccount 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(hostStorage.id, appPrincipalId, storageAccountContributor)
+  scope: hostStorage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageAccountContributor)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// ---- app identity: vault and telemetry ----
 
 resource appKeyVaultSecretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(vault.id, appPrincipalId, keyVaultSecretsUser)
@@ -114,6 +303,8 @@ resource appMetricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01
   }
 }
 
+// ---- Event Grid system topic identity ----
+
 resource eventGridDeadLetterWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(deadLetterContainer.id, eventGridPrincipalId, storageBlobDataContributor)
   scope: deadLetterContainer
@@ -121,5 +312,47 @@ resource eventGridDeadLetterWriter 'Microsoft.Authorization/roleAssignments@2022
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributor)
     principalId: eventGridPrincipalId
     principalType: 'ServicePrincipal'
+  }
+}
+
+// ---- optional operator (CLI) ----
+
+resource operatorInbox 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (grantOperator) {
+  name: guid(inboxContainer.id, operatorPrincipalId, storageBlobDataContributor)
+  scope: inboxContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributor)
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
+  }
+}
+
+resource operatorQuarantine 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (grantOperator) {
+  name: guid(quarantineContainer.id, operatorPrincipalId, storageBlobDataContributor)
+  scope: quarantineContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributor)
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
+  }
+}
+
+resource operatorArchive 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (grantOperator) {
+  name: guid(archiveContainer.id, operatorPrincipalId, storageBlobDataReader)
+  scope: archiveContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataReader)
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
+  }
+}
+
+resource operatorLedger 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (grantOperator) {
+  name: guid(ledgerTable.id, operatorPrincipalId, storageTableDataContributor)
+  scope: ledgerTable
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageTableDataContributor)
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
   }
 }

@@ -1,7 +1,14 @@
-// Storage account holding the documents (inbox → archive | quarantine), the ledger table,
-// the enFact queue, the Flex Consumption deployment package and the Functions host state.
+// Documents storage account (DocumentStorage): inbox → archive | quarantine, the ledger table,
+// the enFact queues and the blob trigger's poison queue. The Functions host's own state and the
+// Flex deployment package live in a separate account (hoststorage.bicep), so that the broad roles
+// the host needs never reach the documents.
 // Access is Microsoft Entra only: shared keys (and therefore SAS and connection strings)
 // are disabled, nothing is anonymously readable, TLS 1.2+ over HTTPS only.
+//
+// The archive is the books (Code de commerce art. L123-22: ten years): blob versioning on the
+// account, a container-level time-based retention (WORM) policy on the archive container, created
+// unlocked; locking it is an operator step (infra/README.md). The app only ever creates archive
+// blobs (staged blocks + Put Block List with If-None-Match: *), which such a policy permits.
 
 @description('Storage account name (3-24 lower-case letters and digits, globally unique).')
 @minLength(3)
@@ -34,9 +41,6 @@ param archiveContainerName string = 'archive'
 @description('Blob container for documents that cannot be sent (QUARANTINE_CONTAINER).')
 param quarantineContainerName string = 'quarantine'
 
-@description('Blob container the Flex Consumption platform deploys the app package from.')
-param deploymentContainerName string = 'app-package'
-
 @description('Blob container where Event Grid dead-letters inbox events it could not deliver.')
 param deadLetterContainerName string = 'eventgrid-deadletter'
 
@@ -46,18 +50,35 @@ param ledgerTableName string = 'ledger'
 @description('Queue of accepted enFact pushes (ENFACT_QUEUE); its -poison queue is declared too.')
 param enfactQueueName string = 'enfact-invoices'
 
-@description('Days a deleted blob or container can be restored.')
+@description('Days a deleted blob or container can be restored; also how long previous blob versions outside the archive are kept.')
 @minValue(7)
 @maxValue(365)
 param softDeleteRetentionDays int = 30
 
+@description('Years the archive container\'s time-based retention (WORM) policy keeps every archived blob from its creation (L123-22: ten years).')
+@minValue(1)
+@maxValue(100)
+param archiveRetentionYears int = 10
+
+@description('True once an operator has locked the archive retention policy: a locked policy accepts no PUT (only extend), so the template stops declaring it.')
+param archiveRetentionLocked bool = false
+
+@description('Log Analytics workspace receiving the blob, queue and table resource logs.')
+param logAnalyticsWorkspaceId string
+
+// Containers the app reads and writes but never needs WORM on (the archive is declared on its own).
 var blobContainerNames = [
   inboxContainerName
-  archiveContainerName
   quarantineContainerName
-  deploymentContainerName
   deadLetterContainerName
 ]
+
+// Whole days, leap days included (one per four years, rounded up).
+var archiveRetentionDays = (archiveRetentionYears * 365) + ((archiveRetentionYears + 3) / 4)
+
+// The blob trigger writes poison-blob messages to this queue on the storage account of its
+// connection (DocumentStorage); declared so it exists, can be scoped in roles.bicep and monitored.
+var blobTriggerPoisonQueueName = 'webjobs-blobtrigger-poison'
 
 // The Functions host moves a message here after maxDequeueCount failures; declared so that
 // it exists (and can be monitored) before the first failure.
@@ -115,6 +136,10 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01'
   parent: account
   name: 'default'
   properties: {
+    // Versioning: every overwrite or delete keeps the previous version (the archive never has one
+    // while its retention runs: the policy refuses both). Previous versions elsewhere are deleted by
+    // the lifecycle rule below after softDeleteRetentionDays.
+    isVersioningEnabled: true
     deleteRetentionPolicy: {
       enabled: true
       days: softDeleteRetentionDays
@@ -134,6 +159,63 @@ resource containers 'Microsoft.Storage/storageAccounts/blobServices/containers@2
   }
 }]
 
+resource archiveContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: archiveContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+// Container-level time-based retention (WORM): blobs can be created and read, not overwritten or
+// deleted, for archiveRetentionDays from each blob's creation. Created unlocked (the only state ARM
+// creates); lock it with `az storage container immutability-policy lock` (infra/README.md), then
+// set ARCHIVE_RETENTION_LOCKED=true so later provisions leave the locked policy alone.
+resource archiveRetention 'Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies@2023-05-01' = if (!archiveRetentionLocked) {
+  parent: archiveContainer
+  name: 'default'
+  properties: {
+    immutabilityPeriodSinceCreationInDays: archiveRetentionDays
+    allowProtectedAppendWrites: false
+  }
+}
+
+// Previous versions (overwrites and deletes in the inbox, quarantine, dead-letter container) are
+// deleted after the soft-delete window; the archive is left out (its retention forbids deletes).
+resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = {
+  parent: account
+  name: 'default'
+  properties: {
+    policy: {
+      rules: [
+        {
+          name: 'expire-previous-versions'
+          enabled: true
+          type: 'Lifecycle'
+          definition: {
+            filters: {
+              blobTypes: [
+                'blockBlob'
+              ]
+              prefixMatch: [for containerName in blobContainerNames: '${containerName}/']
+            }
+            actions: {
+              version: {
+                delete: {
+                  daysAfterCreationGreaterThan: softDeleteRetentionDays
+                }
+              }
+            }
+          }
+        }
+      ]
+    }
+  }
+  dependsOn: [
+    blobService
+  ]
+}
+
 resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
   parent: account
   name: 'default'
@@ -149,6 +231,11 @@ resource enfactPoisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queu
   name: enfactPoisonQueueName
 }
 
+resource blobTriggerPoisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queueService
+  name: blobTriggerPoisonQueueName
+}
+
 resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
   parent: account
   name: 'default'
@@ -159,16 +246,93 @@ resource ledgerTable 'Microsoft.Storage/storageAccounts/tableServices/tables@202
   name: ledgerTableName
 }
 
+// Resource logs of the three services to the one workspace (StorageBlobLogs, StorageQueueLogs,
+// StorageTableLogs). Writes and deletes only: they are the audit trail of the documents, and the
+// poison-queue alert reads PutMessage from StorageQueueLogs. Reads (the host's queue polling alone is
+// several per second) would multiply the ingestion cost; add StorageRead to investigate an access.
+resource blobDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: blobService
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      {
+        category: 'StorageWrite'
+        enabled: true
+      }
+      {
+        category: 'StorageDelete'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'Transaction'
+        enabled: true
+      }
+    ]
+  }
+}
+
+resource queueDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: queueService
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      {
+        category: 'StorageWrite'
+        enabled: true
+      }
+      {
+        category: 'StorageDelete'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'Transaction'
+        enabled: true
+      }
+    ]
+  }
+}
+
+resource tableDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: tableService
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      {
+        category: 'StorageWrite'
+        enabled: true
+      }
+      {
+        category: 'StorageDelete'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'Transaction'
+        enabled: true
+      }
+    ]
+  }
+}
+
 output id string = account.id
 output name string = account.name
 output blobEndpoint string = account.properties.primaryEndpoints.blob
 output queueEndpoint string = account.properties.primaryEndpoints.queue
 output tableEndpoint string = account.properties.primaryEndpoints.table
 output inboxContainerName string = inboxContainerName
-output archiveContainerName string = archiveContainerName
+output archiveContainerName string = archiveContainer.name
 output quarantineContainerName string = quarantineContainerName
-output deploymentContainerName string = deploymentContainerName
 output deadLetterContainerName string = deadLetterContainerName
 output ledgerTableName string = ledgerTable.name
 output enfactQueueName string = enfactQueue.name
 output enfactPoisonQueueName string = enfactPoisonQueue.name
+output blobTriggerPoisonQueueName string = blobTriggerPoisonQueue.name
+output archiveRetentionDays int = archiveRetentionDays
