@@ -7,10 +7,15 @@
     python -m inqom_bridge_cli backfill <dir> --folder <id> --kind <supplier|client|other|expense>
                                         [--beneficiary NAME] [--dry-run] [--no-progress]
     python -m inqom_bridge_cli export [--out FILE]
+    python -m inqom_bridge_cli find [--folder ID] [--kind K] [--inqom-id ID] [--counterparty NAME [--prefix]]
+                                    [--from DATE] [--to DATE] [--min-amount X] [--max-amount Y] [--docref R]
+                                    [--account] [--limit N] [--json] [--download DIR] [--no-progress]
+    python -m inqom_bridge_cli backfill-tags [--folder ID] [--limit N] [--force] [--dry-run] [--no-progress]
 
 Settings are read from the environment exactly like the Function App (``load_settings()``):
 storage through the ``DocumentStorage`` connection (a connection string, e.g. Azurite, or the
-identity-based ``DocumentStorage__*ServiceUri`` with ``DefaultAzureCredential``). No secret is read.
+identity-based ``DocumentStorage__*ServiceUri`` with ``DefaultAzureCredential``). No secret is read,
+except by ``backfill-tags``, which calls Inqom with the app's credentials (Key Vault or the environment).
 Exit codes: 0 success, 1 not found / user error (message on stderr), 2 usage.
 """
 

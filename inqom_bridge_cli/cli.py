@@ -13,7 +13,7 @@ from shared.config import SettingsError
 from shared.routing import KINDS
 from shared.services import Services, get_services
 
-from . import backfill, export, quarantine, show, status
+from . import backfill, export, find, quarantine, show, status, tagging
 from .common import PROG, CliError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m inqom_bridge_cli",
         description="Operator tool of inqom-bridge: ledger status, document history, quarantine, replay, "
-                    "backfill and export. Settings come from the environment like the app's "
+                    "backfill, export, archive search and archive tagging. Settings come from the environment like the app's "
                     "(DocumentStorage connection string, or DocumentStorage__blobServiceUri/__queueServiceUri/"
                     "__tableServiceUri with DefaultAzureCredential; LEDGER_TABLE, INBOX_CONTAINER, ...).",
         epilog="Against the local runner's Azurite: DocumentStorage=UseDevelopmentStorage=true. "
@@ -80,6 +80,44 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("export", help="the ledger's document rows as CSV")
     p.add_argument("--out", metavar="FILE", help="write to FILE instead of stdout")
     p.set_defaults(handler=export.run)
+
+    p = commands.add_parser(
+        "find", help="archived documents by counterparty, date, amount, docref (from the blob index tags)",
+        description="Search the archive by what Inqom read from each document. Criteria combine with AND; "
+                    "names and references are compared normalised (accents, case and punctuation ignored).",
+        epilog="In Azure the tag index is eventually consistent: a document archived moments ago may not be "
+               "found yet. Documents archived before tagging existed are found once backfill-tags has run.")
+    p.add_argument("--folder", type=_positive_int, metavar="ID", help="Inqom accounting folder id")
+    p.add_argument("--kind", choices=KINDS)
+    p.add_argument("--inqom-id", type=_positive_int, metavar="ID", help="Inqom document id")
+    p.add_argument("--counterparty", metavar="NAME", help="the counterparty (supplier or customer), exact name")
+    p.add_argument("--prefix", action="store_true", help="--counterparty is the start of the name")
+    p.add_argument("--from", dest="date_from", type=find.parse_date, metavar="DATE",
+                   help="entry date (EffectifDate) on or after, YYYY-MM-DD")
+    p.add_argument("--to", dest="date_to", type=find.parse_date, metavar="DATE", help="entry date on or before")
+    p.add_argument("--min-amount", type=find.parse_amount, metavar="X", help="total incl. VAT at least X")
+    p.add_argument("--max-amount", type=find.parse_amount, metavar="Y", help="total incl. VAT at most Y")
+    p.add_argument("--docref", metavar="REF", help="the document reference")
+    p.add_argument("--account", action="store_true",
+                   help="search every container of the storage account, not only the archive container")
+    p.add_argument("--limit", type=_positive_int, default=find.DEFAULT_LIMIT, metavar="N",
+                   help=f"at most N matches (default {find.DEFAULT_LIMIT})")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--download", metavar="DIR", help="also download the matches into DIR (at their archive paths)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr while downloading")
+    p.set_defaults(handler=find.run)
+
+    p = commands.add_parser(
+        "backfill-tags", help="tag documents archived before the archive was searchable (one Inqom GET each)",
+        description="For each archived document not tagged yet: read what Inqom extracted (one GET, under the "
+                    "Inqom rate budget), set the archive copy's index tags (its content is untouched) and store "
+                    "the fields on its ledger row. Resumable: run it again to finish or retry.")
+    p.add_argument("--folder", type=_positive_int, metavar="ID", help="only this accounting folder")
+    p.add_argument("--limit", type=_positive_int, metavar="N", help="at most N documents in this run")
+    p.add_argument("--force", action="store_true", help="also documents already tagged (read them again)")
+    p.add_argument("--dry-run", action="store_true", help="read from Inqom and report, tag and write nothing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(handler=tagging.run)
     return parser
 
 

@@ -9,6 +9,7 @@ from typing import Any, Iterable, TextIO
 
 from azure.data.tables import EntityProperty
 
+from shared.archive_index import LEDGER_COLUMNS
 from shared.ledger import DUPLICATE, STALE, TEXT_COLUMNS, UPLOADED, LedgerEntry, parse_iso
 from shared.observability import redact
 
@@ -22,14 +23,18 @@ IDENTITY_COLUMNS = ("PartitionKey", "RowKey", "Source", "Container", "BlobPath",
                     "FolderId", "EnfactId")
 STATE_COLUMNS = ("State", "Attempts", "Throttled", "ClaimUntil", "CreatedAt", "UploadedAt", "LastPolledAt", "NextPollAt",
                  "ArchivedAt", "UpdatedAt", "ReplayedAt", "ReplayCount", "ReplayedTo", "StateBeforeReplay")
-INQOM_COLUMNS = ("InqomId", "ExtraInqomIds", "InqomStatus", "StatusReasons", "OriginId", "Polls")
+INQOM_COLUMNS = ("InqomId", "ExtraInqomIds", "InqomStatus", "StatusReasons", "UnknownStatusLogged", "OriginId",
+                 "Polls")
+#: What Inqom extracted, stored when the document was archived (or by ``backfill-tags``).
+EXTRACTED_COLUMNS = LEDGER_COLUMNS
 CHECKSUM_COLUMNS = ("Sha1", "InqomChecksum", "ArchivedSha1", "ChecksumMismatches")
-PATH_COLUMNS = ("ArchivePath", "QuarantinePath", "QuarantineReason")
+PATH_COLUMNS = ("ArchivePath", "TaggedAt", "QuarantinePath", "QuarantineReason")
 ERROR_COLUMNS = ("LastError", "Errors")
 SECTIONS = (
     ("Document", IDENTITY_COLUMNS),
     ("State and times", STATE_COLUMNS),
     ("Inqom", INQOM_COLUMNS),
+    ("Extracted by Inqom", EXTRACTED_COLUMNS),
     ("Checksums", CHECKSUM_COLUMNS),
     ("Archive / quarantine", PATH_COLUMNS),
     ("Errors", ERROR_COLUMNS),

@@ -1,4 +1,4 @@
-"""A small text progress bar on stderr: files and bytes."""
+"""A small text progress bar on stderr: files and bytes (or items only, when no byte total is given)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,17 @@ from .common import human_bytes
 
 
 class Progress:
-    """``[#####.....]  3/10 files  1.2 MiB/5.0 MiB  name``.
+    """``[#####.....]  3/10 files  1.2 MiB/5.0 MiB  name`` (``total_bytes=None``: ``3/10 documents  name``).
 
     On a terminal the line is redrawn in place (at most ~10 times a second); otherwise (a log,
     a pipe) one line is written per finished file.
     """
 
-    def __init__(self, total_files: int, total_bytes: int, stream: TextIO | None = None, enabled: bool = True,
-                 width: int = 24) -> None:
+    def __init__(self, total_files: int, total_bytes: int | None, stream: TextIO | None = None, enabled: bool = True,
+                 width: int = 24, unit: str = "files") -> None:
         self.total_files = total_files
         self.total_bytes = total_bytes
+        self.unit = unit
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self.width = width
@@ -59,7 +60,9 @@ class Progress:
             self.files / self.total_files if self.total_files else 1.0)
         filled = min(self.width, int(round(fraction * self.width)))
         bar = "#" * filled + "." * (self.width - filled)
-        return (f"[{bar}] {self.files}/{self.total_files} files  "
+        if self.total_bytes is None:
+            return f"[{bar}] {self.files}/{self.total_files} {self.unit}  {self._name}"
+        return (f"[{bar}] {self.files}/{self.total_files} {self.unit}  "
                 f"{human_bytes(done)}/{human_bytes(self.total_bytes)}  {self._name}")
 
     def _draw(self, done: bool = False) -> None:

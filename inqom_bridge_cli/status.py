@@ -7,7 +7,8 @@ import sys
 from collections import Counter
 from typing import Any
 
-from shared.ledger import iso
+from shared.ledger import ARCHIVED, iso
+from shared.polling import is_known_status
 from shared.services import Services
 
 from .common import PENDING_STATES, human_age, is_empty, print_json, row_dict, started_at, table, text
@@ -20,6 +21,8 @@ def collect(services: Services, error_limit: int = 10) -> dict[str, Any]:
     now = ledger.clock()
     states: Counter[str] = Counter()
     kinds: Counter[str] = Counter()
+    unknown: Counter[str] = Counter()
+    untagged = 0
     oldest: dict[str, Any] | None = None
     errors: list[dict[str, Any]] = []
     total = 0
@@ -28,6 +31,10 @@ def collect(services: Services, error_limit: int = 10) -> dict[str, Any]:
         total += 1
         states[text(row.get("State"))] += 1
         kinds[NO_KIND if is_empty(row.get("Kind")) else str(row["Kind"])] += 1
+        if not is_empty(row.get("InqomStatus")) and not is_known_status(row.get("InqomStatus")):
+            unknown[str(row["InqomStatus"])] += 1
+        if row.get("State") == ARCHIVED and is_empty(row.get("TaggedAt")):
+            untagged += 1
         if row.get("State") in PENDING_STATES:
             since = started_at(row)
             if since is not None and (oldest is None or since < oldest["_since"]):
@@ -43,6 +50,10 @@ def collect(services: Services, error_limit: int = 10) -> dict[str, Any]:
         "states": dict(sorted(states.items())),
         "kinds": dict(sorted(kinds.items())),
         "pending": pending,
+        # Rows whose last Inqom answer was a status Inqom's documentation does not name (followed slowly).
+        "unknown_statuses": dict(sorted(unknown.items())),
+        # Archived without index tags (before tagging existed, or tags refused): see ``backfill-tags``.
+        "archived_untagged": untagged,
         "oldest_pending": None,
         "recent_errors": [
             {"partition": r["PartitionKey"], "key": r["RowKey"], "blob_path": r.get("BlobPath"),
@@ -77,6 +88,13 @@ def run(services: Services, args: argparse.Namespace) -> int:
     out.write("\nBy kind:\n")
     for kind, count in data["kinds"].items() or [("(none)", 0)]:
         out.write(f"  {kind:<14} {count:>6}\n")
+    if data["unknown_statuses"]:
+        out.write("\nUnknown Inqom statuses (followed at the slow review cadence):\n")
+        for status, count in data["unknown_statuses"].items():
+            out.write(f"  {status:<14} {count:>6}\n")
+    if data["archived_untagged"]:
+        out.write(f"\nArchived without index tags: {data['archived_untagged']} "
+                  "(python -m inqom_bridge_cli backfill-tags tags them)\n")
     oldest = data["oldest_pending"]
     out.write("\nOldest pending: ")
     if oldest is None:

@@ -8,15 +8,24 @@ claims each row with one ETag-conditional write naming the due time it claims (s
 work on the same row; any reschedule voids the claim, and a crashed tick's claim lapses after the
 lease), asks Inqom for the status and acts:
 
-- Received / Processing / ToReview / ManualProcessing: poll again later (``PollPolicy``);
+- Received / Processing / Pending / ToReview / ManualProcessing: poll again later (``PollPolicy``);
   past ``POLL_MAX_AGE_HOURS`` the row is flagged ``Stale`` and keeps being followed slowly.
 - Done: fetch the temporary public URL, stage it into the archive container as uncommitted
   blocks while hashing, and commit (create-only) only when the SHA-1 matches Inqom's ``Checksum``;
   then delete the inbox blob (row ``Archived``). On a mismatch nothing is committed, the inbox
-  blob stays and a later tick retries.
+  blob stays and a later tick retries. What Inqom extracted (``CounterParty``, ``Amount``,
+  ``EffectifDate``, ``DocRef``, ``Type``, ``UserDefinedThirdPartyName``) goes on the row, typed, and
+  into the copy: original values in its metadata, searchable values as blob index tags set by the
+  same create-only commit (``shared.archive_index``). A document without extracted data is archived
+  with the tags it has (folder, kind, Inqom id). Should the service refuse the tags (400/403, e.g. an
+  identity without the ``tags/write`` permission), the copy is committed without them and the row
+  stays untagged for ``python -m inqom_bridge_cli backfill-tags``.
 - Duplicate: link the row to ``OriginId`` and archive our own bytes under our own Inqom id,
   verified against the same checksum (metadata ``originid`` names the original).
-- Deleted: final; the inbox blob goes to quarantine with the reason.
+- Deleted, Rejected: final; the inbox blob goes to quarantine with the reason and ``StatusReasons``
+  (row ``Deleted``; ``InqomStatus`` tells which).
+- Any status Inqom's spec does not name: logged once per document and status as unknown (the row's
+  ``UnknownStatusLogged`` remembers it), followed at the slow review cadence, never an error.
 
 Archive paths are unique per document (``{folder}/{yyyy}/{mm}/{inqomId}-{name}``) and written
 create-only: an archived blob is never replaced or deleted by the app. A tick repeated after a
@@ -42,8 +51,11 @@ from datetime import datetime, timedelta
 from typing import Iterator
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import (
+    HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError,
+)
 
+from .archive_index import ArchiveFields, archive_tags
 from .blobmove import BlobGone, BlobReplaced, metadata_text, move_blob
 from .http import DeadlineExceeded, ForbiddenError, ThrottledError, deadline, time_left
 from .inqom import InqomDocument
@@ -52,7 +64,7 @@ from .ledger import (
     LedgerConflict, LedgerEntry, iso, parse_iso,
 )
 from .observability import error_text, log_context
-from .polling import PollPolicy
+from .polling import PollPolicy, is_known_status
 from .quarantine import finish_quarantine, quarantine_document
 from .repair import SweepReport, repair_sweep
 from .services import Services
@@ -84,6 +96,8 @@ class TickReport:
     skipped: int = 0
     stale_index: int = 0
     cut_short: int = 0
+    unknown_status: int = 0
+    untagged: int = 0
     errors: list[str] = field(default_factory=list)
     out_of_time: bool = False
     throttled: bool = False
@@ -222,15 +236,37 @@ def _follow(services: Services, ledger: Ledger, policy: PollPolicy, entry: Ledge
             return
         observed["OriginId"] = document.origin_id
         _archive(services, ledger, policy, entry, document, document.origin_id, observed, now, report)
-    elif document.status == "Deleted":
-        _deleted(services, ledger, entry, document, observed)
+    elif document.status in ("Deleted", "Rejected"):
+        _set_aside(services, ledger, entry, document, observed)
     else:
+        status = document.status
+        if not is_known_status(status):
+            status = _note_unknown_status(entry, document, observed, policy, report)
         uploaded = parse_iso(entry.get("UploadedAt")) or now
         if now - uploaded > timedelta(hours=services.settings.poll_max_age_hours) and entry.state != STALE:
             observed["State"] = STALE
             log.warning("ledger %s: Inqom document %s still %s after %.0f hours; flagged Stale",
-                        entry.key, inqom_id, document.status, (now - uploaded).total_seconds() / 3600)
-        ledger.update(entry, **observed, NextPollAt=now + policy.next_delay(document.status, polls))
+                        entry.key, inqom_id, status, (now - uploaded).total_seconds() / 3600)
+        ledger.update(entry, **observed, NextPollAt=now + policy.next_delay(status, polls))
+
+
+def _note_unknown_status(entry: LedgerEntry, document: InqomDocument, observed: dict, policy: PollPolicy,
+                         report: TickReport) -> str:
+    """A status the spec does not name: logged the first time this document answers it, then only counted.
+
+    The statuses already logged are remembered on the row (``UnknownStatusLogged``, comma-separated), so
+    the warning appears once per document and status, whatever the number of polls or workers. Returns the
+    name the poll cadence is chosen by (the slow review cadence for any unknown status, a missing one too).
+    """
+    status = document.status or "(none)"
+    report.add("unknown_status")
+    logged = [s for s in str(entry.get("UnknownStatusLogged") or "").split(",") if s]
+    if status not in logged:
+        log.warning("Inqom document %s (ledger %s) has status %r, which Inqom's documentation does not name; "
+                    "it is followed every %.0f s until it becomes one the bridge knows",
+                    document.id, entry.key, status[:64], policy.review_interval)
+        observed["UnknownStatusLogged"] = ",".join([*logged, status[:64].replace(",", " ")])
+    return status
 
 
 def _retry_upload(services: Services, ledger: Ledger, entry: LedgerEntry) -> None:
@@ -297,20 +333,30 @@ def _archive(services: Services, ledger: Ledger, policy: PollPolicy, entry: Ledg
         return
     archive_path = archive_path_for(entry, now)
     archive_blob = services.stores.container(settings.archive_container).get_blob_client(archive_path)
+    fields = ArchiveFields.from_document(document)
+    observed = {**observed, **fields.ledger_columns()}
     metadata = {
         "inqomid": str(document.id), "inqomstatus": document.status or "", "checksum": document.checksum.upper(),
         "sourcepath": metadata_text(f"{entry.get('Container')}/{entry.get('BlobPath')}"), "ledgerkey": entry.key,
+        **fields.metadata(),
     }
     if origin_id is not None:
         metadata["originid"] = str(origin_id)
+    tags = archive_tags(entry.get("FolderId") or entry.partition, entry.get("Kind"), entry.get("InqomId"), fields)
     try:
-        sha1 = _archived_copy(archive_blob, entry) or _write_archive(
-            archive_blob, _source_chunks(services, entry, document), metadata, document.checksum.upper(), entry)
+        copy = _archived_copy(archive_blob, entry) or _write_archive(
+            archive_blob, _source_chunks(services, entry, document), metadata, document.checksum.upper(), entry,
+            tags)
     except ChecksumMismatch as exc:
         errors = int(entry.get("ChecksumMismatches") or 0) + 1
         _reschedule(ledger, entry, {**observed, "ChecksumMismatches": errors},
                     now + policy.next_delay(None, errors), str(exc))
         return
+    sha1, tagged = copy
+    if tagged:
+        observed["TaggedAt"] = iso(ledger.clock())
+    else:
+        report.add("untagged")
     note = _release_inbox_blob(services, entry, sha1)
     ledger.update(entry, **observed, State=ARCHIVED, ArchivePath=f"{settings.archive_container}/{archive_path}",
                   ArchivedSha1=sha1, ArchivedAt=iso(ledger.clock()), NextPollAt=None, LastError=note)
@@ -352,23 +398,27 @@ def _release_inbox_blob(services: Services, entry: LedgerEntry, archived_sha1: s
     return None
 
 
-def _archived_copy(archive_blob, entry: LedgerEntry) -> str | None:
-    """The SHA-1 of this document's own archive copy when it was already committed (a tick that died after it)."""
+def _archived_copy(archive_blob, entry: LedgerEntry) -> tuple[str, bool] | None:
+    """This document's own archive copy when it was already committed (a tick that died after it):
+    its SHA-1 and whether it carries index tags."""
     try:
         existing = archive_blob.get_blob_properties()
     except ResourceNotFoundError:
         return None
     if existing.metadata.get("ledgerkey") != entry.key:
         raise ArchivePathTaken(f"archive path {archive_blob.blob_name} holds another document's copy; not overwritten")
-    return (existing.metadata.get("checksum") or "").upper() or None
+    sha1 = (existing.metadata.get("checksum") or "").upper()
+    return (sha1, bool(existing.tag_count)) if sha1 else None
 
 
 def _write_archive(archive_blob, chunks: Iterator[bytes], metadata: dict[str, str], checksum: str,
-                   entry: LedgerEntry) -> str:
+                   entry: LedgerEntry, tags: dict[str, str] | None = None) -> tuple[str, bool]:
     """Stage the bytes as uncommitted blocks while hashing; commit them, create-only, only if the SHA-1 matches.
 
     Uncommitted blocks are invisible and expire on their own: a mismatch or a crash leaves nothing in
-    the archive. Returns the SHA-1; raises ``ChecksumMismatch`` when it differs from Inqom's.
+    the archive. The index ``tags`` are set by the commit itself (one create-only request: the copy
+    never exists untagged, nor is it ever written twice). Returns the SHA-1 and whether the copy carries
+    the tags; raises ``ChecksumMismatch`` when the SHA-1 differs from Inqom's.
     """
     hasher = hashlib.sha1()
     prefix = uuid.uuid4().hex[:16]
@@ -393,13 +443,36 @@ def _write_archive(archive_blob, chunks: Iterator[bytes], metadata: dict[str, st
         raise ChecksumMismatch(f"downloaded bytes have SHA-1 {sha1}, Inqom's Checksum is {checksum}; "
                                "nothing archived, inbox blob kept, retrying later")
     try:
-        archive_blob.commit_block_list(block_ids, metadata=metadata, if_none_match="*")
+        tagged = _commit(archive_blob, block_ids, metadata, tags, entry)
     except ResourceExistsError:
         committed = _archived_copy(archive_blob, entry)  # a concurrent tick of ours committed first
         if committed is None:
             raise
         return committed
-    return sha1
+    return sha1, tagged
+
+
+def _commit(archive_blob, block_ids: list[str], metadata: dict[str, str], tags: dict[str, str] | None,
+            entry: LedgerEntry) -> bool:
+    """Put Block List with ``If-None-Match: *`` (and the tags); whether the committed copy carries them.
+
+    The tags are a convenience, the archive is the duty: when the service refuses the tagged commit
+    with 400 or 403 (tags refused, or an identity without ``blobs/tags/write``), nothing was committed
+    and the copy is committed again without them; ``backfill-tags`` can tag it later.
+    """
+    if tags:
+        try:
+            archive_blob.commit_block_list(block_ids, metadata=metadata, if_none_match="*", tags=tags)
+            return True
+        except ResourceExistsError:
+            raise
+        except HttpResponseError as exc:
+            if exc.status_code not in (400, 403):
+                raise
+            log.warning("ledger %s: the archive refused the index tags (%s %s); committing the copy without them",
+                        entry.key, exc.status_code, getattr(exc, "error_code", None) or "")
+    archive_blob.commit_block_list(block_ids, metadata=metadata, if_none_match="*")
+    return False
 
 
 def _source_chunks(services: Services, entry: LedgerEntry, document: InqomDocument) -> Iterator[bytes]:
@@ -425,8 +498,11 @@ def _source_chunks(services: Services, entry: LedgerEntry, document: InqomDocume
         return
 
 
-def _deleted(services: Services, ledger: Ledger, entry: LedgerEntry, document: InqomDocument, observed: dict) -> None:
-    reason = f"deleted in Inqom (document {document.id})"
+def _set_aside(services: Services, ledger: Ledger, entry: LedgerEntry, document: InqomDocument,
+               observed: dict) -> None:
+    """Deleted or Rejected in Inqom: final; the original goes to quarantine with the reason (row ``Deleted``)."""
+    verb = "rejected by Inqom" if document.status == "Rejected" else "deleted in Inqom"
+    reason = f"{verb} (document {document.id})"
     if observed.get("StatusReasons"):
         reason += f", reasons: {observed['StatusReasons']}"
     quarantine_document(services, entry.partition, entry.key, {}, reason, entry=ledger.update(entry, **observed),

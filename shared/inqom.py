@@ -15,8 +15,11 @@ one-element array, ``OriginId`` or ``OrigineId``. A download URL is parsed once 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any, BinaryIO, Callable, Iterable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
@@ -30,7 +33,10 @@ DOCUMENTS_PATH = "/api/accounting-documents/accounting-folders/{folder}/Document
 EXPENSE_BILLS_PATH = "/api/v1/accounting-folders/{folder}/expense-bills"
 
 TYPE_SCANS = ("Supplier", "Client", "Others")
-STATUSES = ("Received", "ToReview", "Processing", "Duplicate", "Done", "ManualProcessing", "Deleted")
+#: The spec's statuses, then two that working integrations see: ``Pending`` (waiting, like Received) and
+#: ``Rejected`` (final, like Deleted). Any other status is unknown to the poller (logged, followed slowly).
+STATUSES = ("Received", "ToReview", "Processing", "Duplicate", "Done", "ManualProcessing", "Deleted",
+            "Pending", "Rejected")
 
 DOWNLOAD_CHUNK = 1024 * 1024
 
@@ -51,6 +57,16 @@ class DownloadRefused(ApiError):
 
 @dataclass(frozen=True)
 class InqomDocument:
+    """One document as Inqom answers it, with what Inqom extracted from it (any of which may be missing).
+
+    ``counter_party`` (``CounterParty``), ``amount`` (``Amount``, total incl. VAT, as a ``Decimal``),
+    ``effectif_date`` (``EffectifDate``, the entry date, as a ``date``: the calendar date written in the
+    answer, no time-zone shift), ``doc_ref`` (``DocRef``), ``type`` (``Type``: Supplier, Client, Others),
+    ``third_party_name`` (``UserDefinedThirdPartyName``, the beneficiary of an expense bill). A value
+    that cannot be read (an amount that is no number, a date that is no date) is ``None``, never an error:
+    the document is still archived. Text values have control characters replaced by spaces and are trimmed.
+    """
+
     id: int
     folder_id: int | None
     status: str | None
@@ -59,6 +75,12 @@ class InqomDocument:
     status_reasons: tuple[str, ...] = ()
     name: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    counter_party: str | None = None
+    amount: Decimal | None = None
+    effectif_date: date | None = None
+    doc_ref: str | None = None
+    type: str | None = None
+    third_party_name: str | None = None
 
     @classmethod
     def parse(cls, payload: Any) -> "InqomDocument":
@@ -75,17 +97,72 @@ class InqomDocument:
         return cls(
             id=int(payload["Id"]),
             folder_id=_optional_int(payload.get("AccountingFolderId")),
-            status=payload.get("Status"),
+            status=_text(payload.get("Status")),
             checksum=payload.get("Checksum"),
             origin_id=_optional_int(origin),
             status_reasons=tuple(str(r).strip() for r in reasons if r and str(r).strip() != "None"),
             name=payload.get("OriginalName") or payload.get("Name"),
             raw=payload,
+            counter_party=_text(payload.get("CounterParty")),
+            amount=_decimal(payload.get("Amount")),
+            effectif_date=_date(payload.get("EffectifDate")),
+            doc_ref=_text(payload.get("DocRef")),
+            type=_text(payload.get("Type")),
+            third_party_name=_text(payload.get("UserDefinedThirdPartyName")),
         )
 
 
 def _optional_int(value: Any) -> int | None:
     return None if value in (None, "") else int(value)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]+")
+_AMOUNT_TEXT = re.compile(r"[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)")
+_DATE_PREFIX = re.compile(r"(\d{4})-(\d{2})-(\d{2})(?:$|[T ])")
+
+
+def _text(value: Any) -> str | None:
+    """A text field: control and bidi-control characters become spaces, whitespace is trimmed; '' is None."""
+    if value is None or isinstance(value, (dict, list, bool)):
+        return None
+    cleaned = _CONTROL.sub(" ", str(value)).strip()
+    return cleaned or None
+
+
+def _decimal(value: Any) -> Decimal | None:
+    """``Amount`` as a Decimal: a JSON number (its shortest decimal form, so 14.87 stays 14.87) or a numeric
+    string (``,`` accepted as decimal separator, spaces ignored). Anything else, NaN and infinities are None."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        return Decimal(repr(value))
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, str):
+        text = value.replace("\u00a0", "").replace("\u202f", "").replace(" ", "")
+        if not _AMOUNT_TEXT.fullmatch(text):
+            return None
+        try:
+            return Decimal(text.replace(",", "."))
+        except InvalidOperation:
+            return None
+    return None
+
+
+def _date(value: Any) -> date | None:
+    """``EffectifDate`` ("2025-03-12T00:00:00Z", with or without time, fraction or offset) as the date written."""
+    if not isinstance(value, str):
+        return None
+    match = _DATE_PREFIX.match(value.strip())
+    if not match:
+        return None
+    try:
+        moment = datetime(int(match[1]), int(match[2]), int(match[3]))
+    except ValueError:
+        return None
+    return moment.date()
 
 
 def safe_download_url(url: str, allowed_hosts: Iterable[str]) -> str:

@@ -279,6 +279,41 @@ def test_export_csv_has_one_row_per_document(services, host, inqom, tmp_path, ca
         assert list(csv.DictReader(handle)) == rows
 
 
+def test_show_and_export_carry_what_inqom_extracted(services, host, inqom, capsys):
+    name = "11287/supplier/LinkedIn mars.pdf"
+    done = upload(services, host, name, PDF + b"extracted")
+    inqom.set_status(done.get("InqomId"), "Done")
+    inqom.set_extracted(done.get("InqomId"), CounterParty="LinkedIn Ireland Unlimited Company, Dublin",
+                        Amount=1234.5, EffectifDate="2025-03-12T00:00:00Z", DocRef="INV-117")
+    bare = upload(services, host, "11287/other/nothing.pdf", PDF + b"nothing")
+    inqom.set_status(bare.get("InqomId"), "Done")
+    later(services, seconds=61)
+    host.fire_timer("poll_documents")
+
+    code, out, err = cli(capsys, "show", name)
+    assert code == 0, err
+    assert "Extracted by Inqom" in out
+    for expected in ("LinkedIn Ireland Unlimited Company, Dublin", "1234.50", "123450", "2025-03-12", "INV-117",
+                     "TaggedAt"):
+        assert expected in out
+    # Readable order: the extracted values come right after Inqom's status.
+    assert out.index("InqomStatus") < out.index("CounterParty") < out.index("Sha1")
+    code, out, _ = cli(capsys, "show", name, "--json")
+    (document,) = json.loads(out)["documents"]
+    assert document["Amount"] == "1234.50" and document["AmountCents"] == 123450
+    assert document["EffectifDate"] == "2025-03-12" and document["InqomType"] == "Supplier"
+
+    code, out, _ = cli(capsys, "export")
+    reader = csv.DictReader(io.StringIO(out))
+    rows = {r["BlobPath"]: r for r in reader}
+    fields = reader.fieldnames
+    assert fields.index("InqomStatus") < fields.index("CounterParty") < fields.index("Amount") \
+        < fields.index("AmountCents") < fields.index("EffectifDate") < fields.index("Sha1")
+    assert rows[name]["CounterParty"] == "LinkedIn Ireland Unlimited Company, Dublin"  # the comma is quoted
+    assert (rows[name]["Amount"], rows[name]["AmountCents"], rows[name]["DocRef"]) == ("1234.50", "123450", "INV-117")
+    assert rows["11287/other/nothing.pdf"]["CounterParty"] == "" and rows["11287/other/nothing.pdf"]["TaggedAt"]
+
+
 # --------------------------------------------------------------------------- entry point
 
 

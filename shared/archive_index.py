@@ -1,0 +1,362 @@
+"""The searchable archive: what Inqom extracted from a document, typed, and as blob index tags.
+
+    fields = ArchiveFields.from_document(document)          # typed: Decimal amount, date, texts
+    ledger.update(entry, **fields.ledger_columns())         # CounterParty, Amount "14.87", AmountCents (Int64), ...
+    tags = archive_tags(11287, "supplier", 42, fields)      # at most 10, every key and value valid
+    metadata.update(fields.metadata())                      # the original values, percent-encoded
+    where = tag_filter(TagQuery(folder=11287, counterparty="LinkedIn Ireland", date_from=date(2025, 3, 1),
+                                min_amount=Decimal("10")), container="archive")
+    for found in container_client.find_blobs_by_tags(where): ...
+
+One job: turning Inqom's extracted values into ledger columns, metadata and index tags, and turning a
+search into a tag filter expression, within the service's limits. Nothing here talks to a service.
+
+Tags (all keys start ``inqom_``, so an account-wide search never mixes them with another app's tags):
+
+- ``inqom_folder``, ``inqom_kind``, ``inqom_id``: accounting folder id, ``supplier``/``client``/``other``/
+  ``expense``, Inqom document id;
+- ``inqom_counterparty``: ``CounterParty`` normalised for equality: accents and case folded, ``'`` and
+  ``.`` removed, any other run of non-alphanumerics one space ("L'Oréal S.A." → ``loreal sa``);
+- ``inqom_date``: ``EffectifDate`` as ``YYYY-MM-DD``;
+- ``inqom_amount``: ``Amount`` in cents, sortable as text: ``p`` + 12 digits when ≥ 0 (14.87 →
+  ``p000000001487``), ``n`` + the 12-digit complement to 10^12 − 1 when < 0 (−14.87 → ``n999999998512``):
+  ``n`` sorts before ``p``, and among negatives the larger debt first;
+- ``inqom_docref``, ``inqom_beneficiary``: ``DocRef`` and ``UserDefinedThirdPartyName``, normalised like
+  the counterparty (the docref keeps ``/ - + . : = _``).
+
+A value that is missing, or empty once normalised, or an amount beyond ±10^10 (12 digits of cents),
+gives no tag: the blob is archived and tagged for the rest, never refused.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from datetime import date
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any, Mapping
+
+from azure.data.tables import EdmType, EntityProperty
+
+from .blobmove import metadata_text
+from .inqom import InqomDocument
+
+# Limits of blob index tags, from Microsoft's "Manage and find Azure Blob data with blob index tags"
+# (https://learn.microsoft.com/azure/storage/blobs/storage-manage-find-blobs, "Setting blob index tags" and
+# "Finding data using blob index tags"): at most 10 tags per blob; keys 1–128 characters, values 0–256;
+# case-sensitive strings; only a–z, A–Z, 0–9 and space + - . : = _ /. Filters: keys in double quotes, values
+# in single quotes, operators = > >= < <= AND and @container; a same-sided range twice on one key is invalid;
+# comparisons are lexicographic. The Python SDK (azure-storage-blob 12.31.1, ``set_blob_tags`` and
+# ``commit_block_list(tags=)``) documents the same limits.
+MAX_TAGS = 10
+MAX_KEY_LENGTH = 128
+MAX_VALUE_LENGTH = 256
+_TAG_TEXT = re.compile(r"[A-Za-z0-9 +\-.:=_/]*")
+_CONTAINER_NAME = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}")
+
+TAG_FOLDER = "inqom_folder"
+TAG_KIND = "inqom_kind"
+TAG_ID = "inqom_id"
+TAG_COUNTERPARTY = "inqom_counterparty"
+TAG_DATE = "inqom_date"
+TAG_AMOUNT = "inqom_amount"
+TAG_DOCREF = "inqom_docref"
+TAG_BENEFICIARY = "inqom_beneficiary"
+TAG_KEYS = (TAG_FOLDER, TAG_KIND, TAG_ID, TAG_COUNTERPARTY, TAG_DATE, TAG_AMOUNT, TAG_DOCREF, TAG_BENEFICIARY)
+
+#: Cents a tag can hold: 12 digits, so ±9,999,999,999.99.
+AMOUNT_TAG_LIMIT = 10**12
+_INT64 = 2**63
+_CENT = Decimal("0.01")
+
+#: Blob metadata (all of it) holds 8 KiB; each original value is kept to this many encoded characters.
+METADATA_VALUE_LIMIT = 512
+
+#: Ledger columns written from Inqom's answer (``show`` and ``export`` list them).
+LEDGER_COLUMNS = ("CounterParty", "Amount", "AmountCents", "EffectifDate", "DocRef", "InqomType",
+                  "UserDefinedThirdPartyName")
+
+# Letters NFKD does not decompose into ASCII.
+_FOLD = str.maketrans({"æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "ø": "o", "Ø": "O", "ł": "l", "Ł": "L",
+                       "đ": "d", "Đ": "D", "ð": "d", "Ð": "D", "þ": "th", "Þ": "TH", "ı": "i", "ß": "ss"})
+_JOINERS = re.compile(r"['’‘`´.]+")
+_NOT_ALNUM = re.compile(r"[^a-z0-9]+")
+_NOT_REF = re.compile(r"[^a-z0-9+\-./:=_]+")
+
+
+class TagError(ValueError):
+    """A tag or a search that the blob index cannot hold or answer."""
+
+
+# --------------------------------------------------------------------------- normalising
+
+
+def _fold(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text.translate(_FOLD))
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
+def normalise_name(text: str | None) -> str | None:
+    """A counterparty or beneficiary as compared in tags: ``"L'Oréal S.A."`` → ``"loreal sa"`` (None when empty)."""
+    if not text:
+        return None
+    folded = _NOT_ALNUM.sub(" ", _JOINERS.sub("", _fold(text))).strip()
+    return _cut(folded)
+
+
+def normalise_ref(text: str | None) -> str | None:
+    """A document reference as compared in tags: ``"F#2025/001"`` → ``"f 2025/001"`` (None when empty)."""
+    if not text:
+        return None
+    folded = " ".join(_NOT_REF.sub(" ", _fold(text)).split())
+    return _cut(folded)
+
+
+def _cut(text: str) -> str | None:
+    return text[:MAX_VALUE_LENGTH].rstrip() or None
+
+
+def to_cents(amount: Decimal) -> int:
+    """Whole cents, half away from zero (12.345 → 1235)."""
+    return int(amount.quantize(_CENT, rounding=ROUND_HALF_UP) * 100)
+
+
+def amount_text(amount: Decimal) -> str:
+    """Fixed two decimals: ``"14.87"``, ``"-3.00"``."""
+    return f"{amount.quantize(_CENT, rounding=ROUND_HALF_UP):f}"
+
+
+def amount_tag(cents: int) -> str | None:
+    """The sortable text form of an amount in cents (see the module's table); None beyond 12 digits."""
+    if not -AMOUNT_TAG_LIMIT < cents < AMOUNT_TAG_LIMIT:
+        return None
+    return f"p{cents:012d}" if cents >= 0 else f"n{AMOUNT_TAG_LIMIT - 1 + cents:012d}"
+
+
+def amount_from_tag(tag: str) -> Decimal | None:
+    """The amount an ``inqom_amount`` tag holds (None when it is not one)."""
+    if not re.fullmatch(r"[np][0-9]{12}", tag or ""):
+        return None
+    digits = int(tag[1:])
+    cents = digits if tag[0] == "p" else digits - (AMOUNT_TAG_LIMIT - 1)
+    return (Decimal(cents) / 100).quantize(_CENT)
+
+
+def valid_tag(key: str, value: str) -> bool:
+    return (1 <= len(key) <= MAX_KEY_LENGTH and len(value) <= MAX_VALUE_LENGTH
+            and bool(_TAG_TEXT.fullmatch(key)) and bool(_TAG_TEXT.fullmatch(value)))
+
+
+# --------------------------------------------------------------------------- the fields
+
+
+@dataclass(frozen=True)
+class ArchiveFields:
+    """What Inqom extracted from one document, typed; every field may be None."""
+
+    counter_party: str | None = None
+    amount: Decimal | None = None
+    effectif_date: date | None = None
+    doc_ref: str | None = None
+    type: str | None = None
+    third_party_name: str | None = None
+
+    @classmethod
+    def from_document(cls, document: InqomDocument) -> "ArchiveFields":
+        amount = document.amount
+        if amount is not None:
+            try:
+                amount = amount.quantize(_CENT, rounding=ROUND_HALF_UP)
+            except InvalidOperation:  # beyond Decimal's precision: not an amount anyone booked
+                amount = None
+        return cls(document.counter_party, amount, document.effectif_date, document.doc_ref, document.type,
+                   document.third_party_name)
+
+    @property
+    def empty(self) -> bool:
+        """Nothing read from the document itself (``Type``, ``DocRef`` and the beneficiary are what was sent)."""
+        return self.counter_party is None and self.amount is None and self.effectif_date is None
+
+    @property
+    def cents(self) -> int | None:
+        if self.amount is None:
+            return None
+        cents = to_cents(self.amount)
+        return cents if -_INT64 <= cents < _INT64 else None
+
+    def ledger_columns(self) -> dict[str, Any]:
+        """Ledger columns for the values present: texts, ``Amount`` ("14.87"), ``AmountCents`` (Int64),
+        ``EffectifDate`` ("2025-03-12")."""
+        columns: dict[str, Any] = {
+            "CounterParty": self.counter_party,
+            "Amount": amount_text(self.amount) if self.amount is not None else None,
+            "AmountCents": EntityProperty(self.cents, EdmType.INT64) if self.cents is not None else None,
+            "EffectifDate": self.effectif_date.isoformat() if self.effectif_date else None,
+            "DocRef": self.doc_ref,
+            "InqomType": self.type,
+            "UserDefinedThirdPartyName": self.third_party_name,
+        }
+        return {name: value for name, value in columns.items() if value is not None}
+
+    def metadata(self) -> dict[str, str]:
+        """The original values for the archive blob's metadata (ASCII, percent-encoded, each capped)."""
+        values = {
+            "counterparty": self.counter_party,
+            "amount": amount_text(self.amount) if self.amount is not None else None,
+            "effectifdate": self.effectif_date.isoformat() if self.effectif_date else None,
+            "docref": self.doc_ref,
+            "inqomtype": self.type,
+            "beneficiary": self.third_party_name,
+        }
+        return {name: _metadata_value(value) for name, value in values.items() if value is not None}
+
+
+def _metadata_value(text: str) -> str:
+    """Percent-encoded, at most ``METADATA_VALUE_LIMIT`` characters, cut between characters (never inside one)."""
+    encoded = metadata_text(text)
+    if len(encoded) <= METADATA_VALUE_LIMIT:
+        return encoded
+    parts, used = [], 0
+    for char in text:
+        piece = metadata_text(char)
+        if used + len(piece) > METADATA_VALUE_LIMIT:
+            break
+        parts.append(piece)
+        used += len(piece)
+    return "".join(parts)
+
+
+def archive_tags(folder: int | str, kind: str | None, inqom_id: int | str, fields: ArchiveFields) -> dict[str, str]:
+    """The index tags of one archived document (a value that cannot be a tag is left out, never an error)."""
+    candidates = {
+        TAG_FOLDER: str(folder),
+        TAG_KIND: kind or None,
+        TAG_ID: str(inqom_id),
+        TAG_COUNTERPARTY: normalise_name(fields.counter_party),
+        TAG_DATE: fields.effectif_date.isoformat() if fields.effectif_date else None,
+        TAG_AMOUNT: amount_tag(fields.cents) if fields.cents is not None else None,
+        TAG_DOCREF: normalise_ref(fields.doc_ref),
+        TAG_BENEFICIARY: normalise_name(fields.third_party_name),
+    }
+    tags = {key: value for key, value in candidates.items() if value and valid_tag(key, value)}
+    assert len(tags) <= MAX_TAGS
+    return tags
+
+
+def merge_tags(existing: Mapping[str, str], ours: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """``ours`` over the blob's ``existing`` tags (Set Blob Tags replaces them all): tags others set are
+    kept while the total stays within ``MAX_TAGS``; returns the tags and the keys that did not fit."""
+    merged = dict(ours)
+    dropped = []
+    for key, value in existing.items():
+        if key in merged or key.startswith("inqom_"):
+            continue
+        if len(merged) < MAX_TAGS:
+            merged[key] = value
+        else:
+            dropped.append(key)
+    return merged, dropped
+
+
+# --------------------------------------------------------------------------- searching
+
+
+@dataclass(frozen=True)
+class TagQuery:
+    """A search of the archive; every criterion is optional, at least one is needed."""
+
+    folder: int | None = None
+    kind: str | None = None
+    inqom_id: int | None = None
+    counterparty: str | None = None
+    counterparty_prefix: bool = False
+    date_from: date | None = None
+    date_to: date | None = None
+    min_amount: Decimal | None = None
+    max_amount: Decimal | None = None
+    docref: str | None = None
+
+
+def _quoted(value: str) -> str:
+    """A filter value: only characters a tag can hold, so no quote can end it early (no injection)."""
+    if len(value) > MAX_VALUE_LENGTH or not _TAG_TEXT.fullmatch(value):
+        raise TagError(f"{value!r} holds characters a blob index tag cannot hold")
+    return f"'{value}'"
+
+
+def _clause(key: str, operator: str, value: str) -> str:
+    assert key in TAG_KEYS and operator in ("=", ">=", "<=", ">", "<")
+    return f'"{key}" {operator} {_quoted(value)}'
+
+
+def _amount_bound(amount: Decimal, name: str) -> str:
+    tag = amount_tag(to_cents(amount))
+    if tag is None:
+        raise TagError(f"{name} {amount} is beyond what the archive's tags hold (±9,999,999,999.99)")
+    return tag
+
+
+def tag_filter(query: TagQuery, container: str | None = None) -> str:
+    """The ``Find Blobs by Tags`` expression of ``query`` (``@container`` first when ``container`` is given).
+
+    Texts go through the same normalisation as the tags (so ``"L'ORÉAL S.A."`` finds ``loreal sa``) and
+    are then checked against the tag alphabet, which has no quote: a value can never close its quotes.
+    A counterparty prefix is the range [prefix, prefix + "z" × (256 − len)] — every normalised value
+    starting with the prefix, and nothing else, since normalised values are made of a–z, 0–9 and space.
+    Raises ``TagError`` for an empty search, an empty or impossible criterion or reversed bounds.
+    """
+    clauses: list[str] = []
+    if container is not None:
+        if not _CONTAINER_NAME.fullmatch(container):
+            raise TagError(f"{container!r} is not a container name")
+        clauses.append(f"@container = '{container}'")
+    criteria = len(clauses)
+    if query.folder is not None:
+        if int(query.folder) <= 0:
+            raise TagError("folder must be a positive integer")
+        clauses.append(_clause(TAG_FOLDER, "=", str(int(query.folder))))
+    if query.kind is not None:
+        clauses.append(_clause(TAG_KIND, "=", query.kind))
+    if query.inqom_id is not None:
+        clauses.append(_clause(TAG_ID, "=", str(int(query.inqom_id))))
+    if query.counterparty is not None:
+        name = normalise_name(query.counterparty)
+        if name is None:
+            raise TagError(f"counterparty {query.counterparty!r} has no letter or digit to search for")
+        if query.counterparty_prefix:
+            clauses.append(_clause(TAG_COUNTERPARTY, ">=", name))
+            clauses.append(_clause(TAG_COUNTERPARTY, "<=", name + "z" * (MAX_VALUE_LENGTH - len(name))))
+        else:
+            clauses.append(_clause(TAG_COUNTERPARTY, "=", name))
+    if query.date_from and query.date_to and query.date_from > query.date_to:
+        raise TagError(f"the date range is empty: {query.date_from} is after {query.date_to}")
+    if query.date_from is not None:
+        clauses.append(_clause(TAG_DATE, ">=", query.date_from.isoformat()))
+    if query.date_to is not None:
+        clauses.append(_clause(TAG_DATE, "<=", query.date_to.isoformat()))
+    if query.min_amount is not None and query.max_amount is not None and query.min_amount > query.max_amount:
+        raise TagError(f"the amount range is empty: {query.min_amount} is more than {query.max_amount}")
+    if query.min_amount is not None:
+        clauses.append(_clause(TAG_AMOUNT, ">=", _amount_bound(query.min_amount, "minimum amount")))
+    if query.max_amount is not None:
+        clauses.append(_clause(TAG_AMOUNT, "<=", _amount_bound(query.max_amount, "maximum amount")))
+    if query.docref is not None:
+        ref = normalise_ref(query.docref)
+        if ref is None:
+            raise TagError(f"docref {query.docref!r} has nothing to search for")
+        clauses.append(_clause(TAG_DOCREF, "=", ref))
+    if len(clauses) == criteria:
+        raise TagError("give at least one criterion (folder, kind, Inqom id, counterparty, dates, amounts, docref)")
+    return " AND ".join(clauses)
+
+
+def fields_from_tags(tags: Mapping[str, str]) -> dict[str, Any]:
+    """What a blob's tags say (normalised values; the amount decoded): for display when metadata lacks them."""
+    amount = amount_from_tag(tags.get(TAG_AMOUNT, ""))
+    return {
+        "folder": tags.get(TAG_FOLDER), "kind": tags.get(TAG_KIND), "inqom_id": tags.get(TAG_ID),
+        "counterparty": tags.get(TAG_COUNTERPARTY), "date": tags.get(TAG_DATE),
+        "amount": amount_text(amount) if amount is not None else None, "docref": tags.get(TAG_DOCREF),
+        "beneficiary": tags.get(TAG_BENEFICIARY),
+    }
