@@ -84,7 +84,7 @@ TABLE = "Microsoft.Storage/storageAccounts/tableServices/tables"
 # own tables) at account scope. The host account (AzureWebJobsStorage) gets account scope.
 EXPECTED_ROLE_ASSIGNMENTS = {
     ("appPrincipalId", STORAGE_BLOB_DATA_OWNER, "inboxContainer"),
-    ("appPrincipalId", STORAGE_BLOB_DATA_CONTRIBUTOR, "archiveContainer"),
+    ("appPrincipalId", STORAGE_BLOB_DATA_OWNER, "archiveContainer"),
     ("appPrincipalId", STORAGE_BLOB_DATA_CONTRIBUTOR, "quarantineContainer"),
     ("appPrincipalId", STORAGE_QUEUE_DATA_CONTRIBUTOR, "enfactQueue"),
     ("appPrincipalId", STORAGE_QUEUE_DATA_CONTRIBUTOR, "enfactPoisonQueue"),

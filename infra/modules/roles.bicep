@@ -5,7 +5,10 @@
 //   app → inbox container            Storage Blob Data Owner         the blob trigger's connection (Functions
 //                                                                    docs: trigger = Blob Data Owner); read,
 //                                                                    delete/move out after archive or quarantine
-//   app → archive container          Storage Blob Data Contributor   create-only archive writes, reads
+//   app → archive container          Storage Blob Data Owner         create-only archive writes carrying blob
+//                                                                    index tags: tags/write is in no other
+//                                                                    built-in data role; the WORM policy
+//                                                                    refuses deletes and overwrites anyway
 //   app → quarantine container       Storage Blob Data Contributor   quarantine moves (copy + metadata), reads
 //   app → enfact-invoices (+poison)  Storage Queue Data Contributor  enqueue pushes, queue trigger, host poison moves
 //   app → webjobs-blobtrigger-poison Storage Queue Data Contributor blob trigger poison messages (trigger's account)
@@ -24,7 +27,9 @@
 //   Event Grid topic → dead-letter container  Storage Blob Data Contributor  undeliverable inbox events
 // Optional, when operatorPrincipalId is set (the person or group running the operator CLI):
 //   operator → inbox, quarantine     Storage Blob Data Contributor   backfill, replay
-//   operator → archive               Storage Blob Data Reader        read the books (WORM refuses writes anyway)
+//   operator → archive               Storage Blob Data Reader        read the books (WORM refuses writes anyway);
+//                                                                    `find`/`backfill-tags` also need tags/read,
+//                                                                    filter/action (and tags/write): see README
 //   operator → ledger table          Storage Table Data Contributor  status/show/export, replay updates a row
 
 @description('Principal (object) id of the function app\'s user-assigned identity.')
@@ -180,10 +185,10 @@ resource appInbox 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 }
 
 resource appArchive 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(archiveContainer.id, appPrincipalId, storageBlobDataContributor)
+  name: guid(archiveContainer.id, appPrincipalId, storageBlobDataOwner)
   scope: archiveContainer
   properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributor)
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataOwner)
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
   }
