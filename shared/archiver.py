@@ -63,6 +63,7 @@ from .ledger import (
     ARCHIVED, DELETED, DUPLICATE, FAILED, QUARANTINING, STALE, SUPERSEDED, UPLOADED, UPLOADING, DueItem, Ledger,
     LedgerConflict, LedgerEntry, iso, parse_iso,
 )
+from . import metrics
 from .observability import error_text, log_context
 from .polling import PollPolicy, is_known_status
 from .quarantine import finish_quarantine, quarantine_document
@@ -159,6 +160,7 @@ def poll_tick(services: Services, now: datetime | None = None) -> TickReport:
         log.warning("poll tick used its %.0fs budget; the rest waits for the next tick", settings.poll_tick_budget)
     if time.monotonic() < ends:
         report.sweep = repair_sweep(services, now)
+        metrics.pending(*ledger.pending_stats(now))
     return report
 
 
@@ -248,6 +250,8 @@ def _follow(services: Services, ledger: Ledger, policy: PollPolicy, entry: Ledge
             log.warning("ledger %s: Inqom document %s still %s after %.0f hours; flagged Stale",
                         entry.key, inqom_id, status, (now - uploaded).total_seconds() / 3600)
         ledger.update(entry, **observed, NextPollAt=now + policy.next_delay(status, polls))
+        if observed.get("State") == STALE:
+            metrics.document_outcome(metrics.STALE)
 
 
 def _note_unknown_status(entry: LedgerEntry, document: InqomDocument, observed: dict, policy: PollPolicy,
@@ -361,6 +365,7 @@ def _archive(services: Services, ledger: Ledger, policy: PollPolicy, entry: Ledg
     ledger.update(entry, **observed, State=ARCHIVED, ArchivePath=f"{settings.archive_container}/{archive_path}",
                   ArchivedSha1=sha1, ArchivedAt=iso(ledger.clock()), NextPollAt=None, LastError=note)
     report.add("archived")
+    metrics.document_outcome(metrics.ARCHIVED)
     log.info("archived ledger %s (Inqom %s) to %s", entry.key, document.id, archive_path)
 
 

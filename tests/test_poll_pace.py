@@ -114,3 +114,12 @@ def test_a_watchdog_upload_without_enough_tick_left_is_released_not_counted(serv
     (row,) = services.ledger.scan()
     assert report.cut_short == 1 and row.state == FAILED and services.ledger.has_index(row)
     assert int(row.get("Attempts")) == 1  # the tick did not even claim an upload attempt
+
+
+def test_pending_gauges_come_from_the_index_alone(services, host, inqom):
+    uploaded(services, host, inqom, 3, status="Processing")
+    count, overdue = services.ledger.pending_stats(services.ledger.clock())
+    assert count == 3 and 0 < overdue < 5  # due 60 s after upload, the clock moved 61 s
+    poll_tick(services)
+    count, overdue = services.ledger.pending_stats(services.ledger.clock())
+    assert count == 3 and overdue == 0  # polled: due again later, none overdue

@@ -20,6 +20,7 @@ import socket
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -67,6 +68,17 @@ class RecordedFile:
     size: int
     sha1_hex_upper: str
     data: bytes | None
+
+
+@dataclass(frozen=True)
+class TimedCall:
+    """When a request was answered (``time.monotonic()``), and how (``status`` None: no answer)."""
+
+    at: float
+    method: str
+    path: str
+    status: int | None
+    fault: str | None
 
 
 @dataclass(frozen=True)
@@ -138,6 +150,35 @@ Route = tuple[str, re.Pattern[str], Endpoint]
 
 
 HANG_SECONDS = 24 * 3600.0
+
+
+class SlidingWindowLimit:
+    """At most ``limit`` requests per key in any ``window`` seconds (a sliding log of admitted requests).
+
+    ``admit(key)`` is None when the request is admitted (and counted), else the seconds until the
+    key's oldest admitted request leaves the window. Refused requests do not count.
+    """
+
+    def __init__(self, limit: float, window: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        if limit <= 0 or window <= 0:
+            raise ValueError("limit and window must be positive")
+        self.limit = limit
+        self.window = window
+        self._allowed = max(1, int(limit * window))
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._logs: dict[str, deque[float]] = {}
+
+    def admit(self, key: str) -> float | None:
+        with self._lock:
+            now = self._clock()
+            log = self._logs.setdefault(key, deque())
+            while log and log[0] <= now - self.window:
+                log.popleft()
+            if len(log) < self._allowed:
+                log.append(now)
+                return None
+            return log[0] + self.window - now
 
 # ---------------------------------------------------------------------- HTTP plumbing
 
@@ -248,6 +289,7 @@ class EmulatorServer:
         self._seed = 0
         self._rng = random.Random(self._seed)
         self._requests: list[RecordedRequest] = []
+        self._timeline: list[TimedCall] = []
         self._faults: list[Fault] = []
         self._connections: set[socket.socket] = set()
         self._stopping = threading.Event()
@@ -374,6 +416,20 @@ class EmulatorServer:
     def reset_requests(self) -> None:
         with self._lock:
             self._requests.clear()
+            self._timeline.clear()
+
+    def timeline(self, path_contains: str | None = None) -> list[TimedCall]:
+        """When each recorded request was answered (oldest first), for rates over time."""
+        with self._lock:
+            return [c for c in self._timeline if path_contains is None or path_contains in c.path]
+
+    def counters(self, path_contains: str | None = None) -> dict[str, int]:
+        """Recorded requests: ``answered`` (any status but 429), ``refused`` (429), ``unanswered``."""
+        counts = {"answered": 0, "refused": 0, "unanswered": 0}
+        for call in self.timeline(path_contains):
+            kind = "unanswered" if call.status is None else "refused" if call.status == 429 else "answered"
+            counts[kind] += 1
+        return counts
 
     # ------------------------------------------------------------------ serving
 
@@ -451,6 +507,8 @@ class EmulatorServer:
     def _record(self, recorded: RecordedRequest) -> None:
         with self._lock:
             self._requests.append(recorded)
+            self._timeline.append(TimedCall(time.monotonic(), recorded.method, recorded.path, recorded.status,
+                                            recorded.fault))
 
     def _route(self, method: str, path: str) -> tuple[Endpoint, tuple[str, ...]] | Reply:
         """The endpoint for ``method path`` and its path arguments, or the 404/405 answer."""

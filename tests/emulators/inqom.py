@@ -70,6 +70,8 @@ from tests.emulators._server import (
     RecordedFile,
     RecordedRequest,
     Reply,
+    SlidingWindowLimit,
+    TimedCall,
     cli_parser,
     json_reply,
     run_cli,
@@ -82,12 +84,17 @@ __all__ = [
     "InqomEmulator",
     "RecordedFile",
     "RecordedRequest",
+    "TimedCall",
     "main",
 ]
 
 STATUSES = frozenset(
     {"Received", "ToReview", "Processing", "Duplicate", "Done", "ManualProcessing", "Deleted"}
+    # Not in the spec, but answered by Inqom in practice: "Pending" (waiting), "Rejected" (final).
+    | {"Pending", "Rejected"}
 )
+#: What Inqom extracts from a document (answered by GET Documents/{id} once set, null members left out).
+EXTRACTED_FIELDS = ("CounterParty", "Amount", "EffectifDate", "DocRef", "Type", "UserDefinedThirdPartyName")
 FAULT_KINDS = frozenset(
     {"500", "502", "503", "429", "400", "403", "drop", "slow", "drop_after_process"}
 )
@@ -173,6 +180,7 @@ class _Document:
     deleted_at: datetime | None = None
     step: int = 0
     polls: int = 0
+    extracted: dict[str, Any] = field(default_factory=dict)  # EXTRACTED_FIELDS -> JSON value, as answered
 
 
 @dataclass(frozen=True)
@@ -524,6 +532,9 @@ class InqomEmulator(EmulatorServer):
       ``forbidden_folders`` (403, the user has no rights on them).
     * ``flow_for_name``: original file name (or DocumentName) -> status flow, applied to
       documents created afterwards.
+    * ``extraction_for_name``: original file name (or DocumentName) -> what Inqom extracted
+      (``EXTRACTED_FIELDS`` names, JSON values as Inqom answers them; ``None`` leaves one out),
+      applied to documents created afterwards; ``set_extracted`` changes one document's.
     * ``public_url_ttl``, ``corrupt_next_downloads``, ``redirect_public_to``.
     * ``error_rate``, ``error_kinds``, ``seed``, ``random_faults_on_all``: random faults
       (on ``/api/`` paths, or on every path with ``random_faults_on_all``).
@@ -557,6 +568,7 @@ class InqomEmulator(EmulatorServer):
         polls_per_step: int = 1,
         public_url_ttl: float = 300.0,
         max_memory_part: int = 1 << 20,
+        rate_limit: float | None = None,
         port: int = 0,
     ) -> None:
         if polls_per_step < 1:
@@ -579,9 +591,13 @@ class InqomEmulator(EmulatorServer):
         self.unknown_folders: set[int] = set()
         self.forbidden_folders: set[int] = set()
         self.flow_for_name: dict[str, Sequence[str]] = {}
+        self.extraction_for_name: dict[str, dict[str, Any]] = {}
         self.corrupt_next_downloads = 0
         self.redirect_public_to: str | None = None
         self.random_faults_on_all = False
+        self.rate_limited = 0  # API calls refused by ``rate_limit`` (429 + Retry-After)
+        self._rate_window: SlidingWindowLimit | None = None
+        self.rate_limit = rate_limit
 
         self._tokens: dict[str, float] = {}  # token -> time.monotonic() expiry
         self._documents: dict[int, _Document] = {}
@@ -634,13 +650,25 @@ class InqomEmulator(EmulatorServer):
             for token, link in self._links.items():
                 self._links[token] = replace(link, expires_at=0.0)
 
-    def set_status(self, doc_id: int, status: str, reasons: Sequence[str] | None = None) -> None:
-        """Pin a document's status (it no longer progresses) and its StatusReasons."""
-        _check_flow([status])
+    def set_status(self, doc_id: int, status: str, reasons: Sequence[str] | None = None, *,
+                   unknown: bool = False) -> None:
+        """Pin a document's status (it no longer progresses) and its StatusReasons.
+
+        ``unknown=True`` lets a test answer a status outside ``STATUSES`` (one Inqom may add one day)."""
+        if not unknown:
+            _check_flow([status])
         with self._lock:
             document = self._document(doc_id)
             document.flow, document.step, document.polls = (status,), 0, 0
             self._apply_status(document, status, tuple(reasons or ()))
+
+    def set_extracted(self, doc_id: int, **fields: Any) -> None:
+        """Set what Inqom extracted from a document (``EXTRACTED_FIELDS`` names; ``None`` removes one)."""
+        unknown = sorted(set(fields) - set(EXTRACTED_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown extracted field(s) {unknown}; valid: {list(EXTRACTED_FIELDS)}")
+        with self._lock:
+            self._document(doc_id).extracted.update(fields)
 
     def set_flow(self, doc_id: int, flow: Sequence[str], polls_per_step: int | None = None) -> None:
         """Restart a document at ``flow[0]``; GETs then walk it along ``flow``."""
@@ -653,6 +681,17 @@ class InqomEmulator(EmulatorServer):
             if polls_per_step is not None:
                 document.polls_per_step = polls_per_step
             self._apply_status(document, steps[0], ())
+
+    @property
+    def rate_limit(self) -> float | None:
+        """API requests per second allowed per credential (any 1-second window); above it, 429 with
+        ``Retry-After`` (whole seconds, at least 1), as Inqom does above about 15/s. None: no limit."""
+        window = self._rate_window
+        return window.limit if window else None
+
+    @rate_limit.setter
+    def rate_limit(self, value: float | None) -> None:
+        self._rate_window = SlidingWindowLimit(value) if value else None
 
     def token_calls(self) -> list[RecordedRequest]:
         """Recorded requests to the token endpoint (``len()`` for the count)."""
@@ -707,6 +746,16 @@ class InqomEmulator(EmulatorServer):
             return routed
         if request.path.startswith("/api/") and not self._authorized(request.headers):
             return _message(403, _FORBIDDEN)
+        window = self._rate_window
+        if window is not None and request.path.startswith("/api/"):
+            wait = window.admit(f"{self.client_id}|{self.username}")  # tokens exist for this one credential
+            if wait is not None:
+                seconds = max(1, math.ceil(wait))
+                with self._lock:
+                    self.rate_limited += 1
+                reply = _message(429, f"Rate limit is exceeded. Try again in {seconds} seconds.")
+                reply.headers["Retry-After"] = str(seconds)
+                return reply
         endpoint, args = routed
         return self._guarded(request.method, request.path, lambda: endpoint(*args, request=request))
 
@@ -923,6 +972,8 @@ class InqomEmulator(EmulatorServer):
                 created_at=_now(), source_id=source_id, doc_ref=doc_ref, beneficiary=beneficiary,
                 origin_id=original.id if original else None, flow=flow,
                 polls_per_step=self.polls_per_step)
+            extraction = self.extraction_for_name.get(original_name) or self.extraction_for_name.get(name)
+            document.extracted.update(extraction or {})
             self._apply_status(document, flow[0], ())
             upload.kept = True
             self._documents[document.id] = document
@@ -965,6 +1016,7 @@ class InqomEmulator(EmulatorServer):
             "ContentSource": "DocData",
             "UserDefinedThirdPartyName": doc.beneficiary,
         }
+        payload.update(doc.extracted)
         return {key: value for key, value in payload.items() if value is not None}
 
 
@@ -977,7 +1029,7 @@ def _from_args(args: argparse.Namespace) -> InqomEmulator:
         username=args.username, password=args.password, client_id=args.client_id,
         client_secret=args.client_secret, token_ttl=args.token_ttl,
         status_flow=args.status_flow.split(","), polls_per_step=args.polls_per_step,
-        public_url_ttl=args.public_url_ttl, port=args.port)
+        public_url_ttl=args.public_url_ttl, rate_limit=args.rate_limit or None, port=args.port)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -992,6 +1044,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="comma-separated statuses a new document walks through")
     parser.add_argument("--polls-per-step", type=int, default=1)
     parser.add_argument("--public-url-ttl", type=float, default=300.0)
+    parser.add_argument("--rate-limit", type=float, default=0.0,
+                        help="API requests/s per credential; above it 429 + Retry-After (0 = no limit)")
     run_cli(parser, argv, _from_args,
             lambda emulator: {"base_url": emulator.base_url, "token_url": emulator.token_url})
 
