@@ -57,6 +57,7 @@ from azure.core.exceptions import (
 
 from .archive_index import ArchiveFields, archive_tags
 from .blobmove import BlobGone, BlobReplaced, metadata_text, move_blob
+from .budget import priority
 from .http import DeadlineExceeded, ForbiddenError, ThrottledError, deadline, time_left
 from .inqom import InqomDocument
 from .ledger import (
@@ -144,7 +145,7 @@ def poll_tick(services: Services, now: datetime | None = None) -> TickReport:
                 item = next(items, None)
             if item is None:
                 return
-            with deadline(ends, read_cap=settings.poll_tick_grace):
+            with deadline(ends, read_cap=settings.poll_tick_grace), priority("poll"):
                 outcome = _handle(services, ledger, policy, item, now, report)
             if outcome == "throttled":
                 stop.set()  # Inqom asked the whole client to wait: the rest of the tick waits too

@@ -13,10 +13,12 @@ from functools import cached_property, lru_cache
 from azure.storage.queue import QueueClient
 
 from .auth import InqomTokenProvider
+from .budget import InqomBudget
 from .config import Settings, get_settings
-from .http import HttpClient, RateLimiter, RetryPolicy
+from .http import HttpClient, RetryPolicy
 from .inqom import InqomClient
 from .ledger import Ledger
+from .metrics import InqomCallMetrics
 from .routing import RoutingRules
 from .secrets import SecretProvider, secret_provider
 from .storage import StorageClients
@@ -40,10 +42,15 @@ class Services:
         return RetryPolicy(max_attempts=self.settings.http_max_attempts, backoff_cap=self.settings.http_backoff_cap)
 
     @cached_property
+    def inqom_budget(self) -> InqomBudget:
+        """The fleet-wide Inqom rate budget (``INQOM_RATE_LIMIT``, shared through the ledger table)."""
+        return InqomBudget.from_services(self)
+
+    @cached_property
     def inqom_http(self) -> HttpClient:
-        """Unauthenticated layer (token endpoint, public downloads) sharing the Inqom throttle."""
+        """Unauthenticated layer (token endpoint) under the fleet-wide Inqom budget."""
         return HttpClient("inqom", timeout=self.settings.http_timeout, retry=self.retry,
-                          throttle=RateLimiter(self.settings.inqom_max_rps))
+                          throttle=self.inqom_budget, observer=InqomCallMetrics())
 
     @cached_property
     def tokens(self) -> InqomTokenProvider:

@@ -49,6 +49,7 @@ def app_settings(azurite: Any, inqom: Any = None, enfact: Any = None, **override
         "ENFACT_SESSION_KEY": ENFACT_SESSION_KEY,
         "ENFACT_WEBHOOK_SECRET": WEBHOOK_SECRET,
         "INQOM_MAX_REQUESTS_PER_SECOND": "1000",
+        "INQOM_RATE_LIMIT": "1000",
     }
     env.update(overrides)
     return env
