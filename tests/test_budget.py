@@ -277,7 +277,10 @@ def test_a_killed_process_budget_lapses_and_the_others_take_it_over(fleet):
     fleet.stop(*others)
     survivors = [c for folder in FOLDERS[1:] for c in fleet.calls(folder)]
     first = min(c.at for c in survivors if c.at >= start)
-    assert first >= killed_at + lapse - 0.2, "a survivor used budget the dead process still held"
+    # 0.5 s of slack: kill(), the row read and the emulator's arrival times are each a few scheduler
+    # ticks apart on a loaded 2-core machine; a survivor spending the dead process's batch would show
+    # up seconds early, not tenths.
+    assert first >= killed_at + lapse - 0.5, "a survivor used budget the dead process still held"
     assert first <= killed_at + lapse + 1.0, "the dead process's budget did not lapse on time"
     taken_over = count(survivors, killed_at + lapse + 0.5, killed_at + lapse + 3.5)
     assert taken_over >= 0.85 * RATE * 3, f"survivors made {taken_over} calls in 3 s after the lapse"
