@@ -292,8 +292,9 @@ class Fleet:
             run.storage_calls = sum(b["storage_calls"] for b in budgets)
             run.budget_calls = sum(b["calls"] for b in budgets)
             run.expired_slots = sum(b["slots_expired"] for b in budgets)
-            run.extra["fallback_calls"] = sum(b["fallback_calls"] for b in budgets)
-            run.extra["conflicts"] = sum(b["conflicts"] for b in budgets)
+            for name in ("fallback_calls", "conflicts", "reads", "writes", "reservations", "slots_reserved",
+                         "slots_borrowed", "throttled"):
+                run.extra[name] = sum(b[name] for b in budgets)
         services = self.bench.services
         for row in services.ledger.scan():
             state = row.state
@@ -373,6 +374,18 @@ class Fleet:
         return first, second
 
 
+def print_coordination(runs: list[Run]) -> None:
+    for r in runs:
+        if r.storage_calls is None:
+            continue
+        x = r.extra
+        print(f"  {r.label}: {x['reservations']} batches of {x['slots_reserved'] / max(x['reservations'], 1):.1f} "
+              f"slots on average ({x['slots_borrowed']} borrowed from the idle lane), {x['reads']} reads + "
+              f"{x['writes']} writes ({x['conflicts']} lost to another process) for {r.budget_calls} calls; "
+              f"{r.expired_slots} slots lapsed unused; {x['throttled']} waits handed back; "
+              f"{x['fallback_calls']} calls on the local fallback rate", flush=True)
+
+
 def print_runs(runs: list[Run], drain: bool) -> None:
     rows = []
     for r in runs:
@@ -412,12 +425,12 @@ def main() -> None:
             month = [fleet.month_end("baseline"), fleet.month_end("shared")]
             print()
             print_runs(month, drain=True)
+            print_coordination(month)
             shared_runs.append(month[1])
             base, shared = month
             print(f"time to drain: baseline {base.seconds:.0f} s, shared budget {shared.seconds:.0f} s "
                   f"(the budget's floor: {shared.budgeted} calls / {BUDGET:g} per s = "
-                  f"{shared.budgeted / BUDGET:.0f} s); expired slots (reserved, unused) {shared.expired_slots}, "
-                  f"write conflicts {shared.extra.get('conflicts')}, downloads (outside the budget) "
+                  f"{shared.budgeted / BUDGET:.0f} s); downloads of temporary URLs (outside the budget): "
                   f"{shared.downloads}", flush=True)
             if not shared.drained:
                 raise FunctionalFailure("the shared-budget month-end did not drain")
@@ -427,6 +440,7 @@ def main() -> None:
             uneven = [*fleet.uneven("baseline"), *fleet.uneven("shared")]
             print()
             print_runs(uneven, drain=False)
+            print_coordination(uneven)
             shared_runs += uneven[2:]
         print()
         if shared_runs:

@@ -20,7 +20,9 @@ split into two **lanes**, each a schedule of call times (slots) spaced ``1/lane 
   ``calls_per_reservation`` (24) calls — plus the same span of the other lane when that lane is
   idle — and writes the row back with an ETag condition (a conflicting writer reads again). Its
   threads then spend those slots at their times, no earlier; a slot not used within one slot
-  interval of its time is dropped, never spent late. Two processes never own the same slot, so the
+  interval of its time is dropped, never spent late. While a lane's batches are being used up, the
+  thread that takes a batch's last slot reserves the next one as it waits for that slot, so a busy
+  process's batches follow one another without a gap. Two processes never own the same slot, so the
   fleet never sends faster than the schedule, whatever the number of processes.
 - Coordination is amortised: one read and one conditional write per batch (one write when the row
   has not changed since this process wrote it), i.e. at most about 2/24 ≈ 0.08 storage calls per
@@ -210,6 +212,7 @@ class InqomBudget:
         self.service = service
         self.grace = max(1.0 / rate, 0.01)  # a slot may be used this late, no later
         self._write_time = 0.01  # recent duration of a conditional write (EWMA): new slots start after it
+        self._reserve_time = 0.05  # recent duration of a whole reservation (EWMA): how early to reserve ahead
         self._table_factory = table
         self._credential = credential
         self._clock = clock
@@ -255,10 +258,13 @@ class InqomBudget:
                 self._fallback.acquire()
                 self._count("fallback_calls")
                 return
-            reserve = False
+            reserve = ahead = False
             with self._cond:
                 state = self._lanes[lane]
                 slot = self._take(state)
+                if (slot is not None and not state.slots and not state.reserving and state.reserved > 1
+                        and state.expired <= state.reserved // 10 and slot - self._clock() > self._reserve_time):
+                    state.reserving = ahead = True  # the lane's last slot: fetch the next batch while we wait
                 if slot is None:
                     now = self._clock()
                     if state.blocked_until - now > self._allowed_wait():
@@ -271,11 +277,16 @@ class InqomBudget:
             if reserve:
                 try:
                     self._reserve(lane)
+                except (ThrottledError, DeadlineExceeded):
+                    self._count("throttled")
+                    raise
                 finally:
                     with self._cond:
                         self._lanes[lane].reserving = False
                         self._cond.notify_all()
                 continue
+            if ahead:
+                self._reserve_ahead(lane)
             wait = slot - self._clock()
             if wait > 0:
                 if wait > self._allowed_wait():  # a hold or a far batch: give the slot back, hand the work back
@@ -284,7 +295,11 @@ class InqomBudget:
                         self._stats.throttled += 1
                     self._raise_too_long(wait)
                 self._sleep(wait)
-            self._count("calls")
+            with self._cond:
+                if slot < self._hold_until:  # a hold-off arrived while we waited for the slot
+                    self._stats.slots_held_off += 1
+                    continue
+                self._stats.calls += 1
             return
 
     def hold_off(self, seconds: float) -> None:
@@ -358,6 +373,7 @@ class InqomBudget:
     def _reserve(self, lane: str) -> None:
         """Take a batch of slots for ``lane`` from the row (ETag-conditional); store errors → fallback."""
         with self._store_lock:
+            began = time.monotonic()
             try:
                 plan = self._reserve_in_store(lane)
             except (ThrottledError, DeadlineExceeded):
@@ -365,6 +381,7 @@ class InqomBudget:
             except Exception as exc:  # noqa: BLE001 — storage, rights, secrets: any of them means "no store"
                 self._enter_fallback(exc)
                 return
+            self._reserve_time = min(0.7 * self._reserve_time + 0.3 * (time.monotonic() - began), 1.0)
         if plan is None:  # lost every race: let the others' batches run, then try again
             self._sleep(random.uniform(0.005, 0.05))
             return
@@ -378,6 +395,21 @@ class InqomBudget:
             self._stats.reservations += 1
             self._stats.slots_reserved += len(plan.slots)
             self._stats.slots_borrowed += plan.borrowed
+
+    def _reserve_ahead(self, lane: str) -> None:
+        """Reserve the lane's next batch before its last slot is spent, so batches follow without a gap.
+
+        The caller already holds its slot: a next batch too far away only blocks the lane (the next
+        caller without a slot hears of it), it does not concern this caller.
+        """
+        try:
+            self._reserve(lane)
+        except (ThrottledError, DeadlineExceeded):
+            pass
+        finally:
+            with self._cond:
+                self._lanes[lane].reserving = False
+                self._cond.notify_all()
 
     def _reserve_in_store(self, lane: str) -> _Plan | None:
         table, key = self._store()
@@ -409,7 +441,6 @@ class InqomBudget:
             with self._cond:
                 self._apply_hold(row.hold_until)
                 self._lanes[lane].blocked_until = start
-                self._stats.throttled += 1
             self._raise_too_long(start - now)
         r_own, r_other = self.rates[own], self.rates[other]
         borrow = (r_other > 0 and row.owned[other] <= now and row.hold_until <= now
@@ -430,8 +461,8 @@ class InqomBudget:
         new.next[own] = new.owned[own] = start + span
         borrowed = 0
         if borrow:
-            lent = max(row.next[other], ready)
-            borrowed = int(span * r_other)
+            lent = max(row.next[other], ready)  # the idle lane's schedule up to the end of our batch
+            borrowed = max(0, math.ceil((start + span - lent) * r_other - 1e-9))
             slots += [lent + i / r_other for i in range(borrowed)]
             new.next[other] = lent + borrowed / r_other
         return _Plan(new, sorted(slots), borrowed, span)
