@@ -32,7 +32,12 @@ split into two **lanes**, each a schedule of call times (slots) spaced ``1/lane 
 - **429 as a shared signal**: ``hold_off(seconds)`` (HttpClient calls it on a ``Retry-After``) drops
   this process's slots before the end of the hold and records ``HoldUntil`` in the row: no process
   reserves a slot before it. Processes already holding slots inside the hold (the one or two whose
-  batch spans it) learn it at their own next 429 or reservation.
+  batch spans it) learn it at their own next 429 or reservation. The same write cuts the fleet's
+  rate (``RateFactor``, ``FactorAt``): × 0.7 per 429 episode (a 429 whose hold the row already shows
+  is the same episode), never below 25 % of the budget, then recovering by 2 % of the budget per
+  second (additive increase, multiplicative decrease, as the AWS SDKs' adaptive retry mode and the
+  SRE book's client-side throttling do), so other tools on the same Inqom account that take part
+  of the 15/s push the fleet down instead of into a 429 per hold.
 - **Never longer than the caller can wait**: when the next slot (or a hold) is further away than
   ``HTTP_BACKOFF_CAP_SECONDS`` (and a second), ``acquire`` raises ``ThrottledError`` (``retry_after`` = that wait)
   instead of sleeping, so an upload is handed back to the ledger (not a failed attempt) and a poll
@@ -96,6 +101,11 @@ STORAGE_CALL = {"connection_timeout": min(3, TIMEOUTS["connection_timeout"]),
 _SERVER_TIMEOUT = 10  # seconds, the service side of every budget storage call
 _MAX_CONFLICTS = 8  # conditional writes lost in a row before the caller backs off and tries again
 MIN_PATIENCE = 1.0  # seconds: a shorter wait for a slot is always waited out, whatever the backoff cap
+#: Adaptive rate (AIMD): each 429 episode multiplies the fleet's rate by ADAPT_DECREASE (not below
+#: ADAPT_FLOOR of the budget); it then recovers by ADAPT_RECOVERY of the budget per second.
+ADAPT_DECREASE = 0.7
+ADAPT_FLOOR = 0.25
+ADAPT_RECOVERY = 0.02
 
 _lane: contextvars.ContextVar[str] = contextvars.ContextVar("inqom_budget_lane", default=UPLOAD)
 
@@ -152,12 +162,18 @@ class _Row:
     owned: dict[str, float]
     hold_until: float
     etag: str | None  # None: the row does not exist yet
+    factor: float = 1.0  # share of INQOM_RATE_LIMIT in force when it was set (``factor_at``)
+    factor_at: float = 0.0
 
     def copy(self, **changes: Any) -> "_Row":
         fields = {"next": dict(self.next), "owned": dict(self.owned), "hold_until": self.hold_until,
-                  "etag": self.etag}
+                  "etag": self.etag, "factor": self.factor, "factor_at": self.factor_at}
         fields.update(changes)
         return _Row(**fields)
+
+    def factor_now(self, now: float) -> float:
+        """The rate factor in force at ``now``: cut on each 429 episode, recovering linearly since."""
+        return min(1.0, self.factor + max(now - self.factor_at, 0.0) * ADAPT_RECOVERY)
 
 
 @dataclass
@@ -442,7 +458,8 @@ class InqomBudget:
                 self._apply_hold(row.hold_until)
                 self._lanes[lane].blocked_until = start
             self._raise_too_long(start - now)
-        r_own, r_other = self.rates[own], self.rates[other]
+        factor = row.factor_now(now)
+        r_own, r_other = self.rates[own] * factor, self.rates[other] * factor
         borrow = (r_other > 0 and row.owned[other] <= now and row.hold_until <= now
                   and row.next[other] <= now + max(self.min_span, self.calls_per_reservation / self.rate))
         longest = max(self.min_span, self.calls_per_reservation / (r_own + (r_other if borrow else 0.0)))
@@ -476,11 +493,14 @@ class InqomBudget:
                     if row.hold_until >= until - 0.05:
                         self._shared_hold = max(self._shared_hold, row.hold_until)
                         return
-                    if self._write(table, key, row, row.copy(hold_until=until)):
+                    now = self._clock()
+                    factor = max(ADAPT_FLOOR, row.factor_now(now) * ADAPT_DECREASE)
+                    if self._write(table, key, row, row.copy(hold_until=until, factor=factor, factor_at=now)):
                         self._shared_hold = until
                         self._count("holds_shared")
-                        log.warning("Inqom asked to wait %.1fs: hold-off recorded for every instance",
-                                    until - self._clock())
+                        log.warning("Inqom asked to wait %.1fs: hold-off recorded for every instance, fleet "
+                                    "rate cut to %.1f/s (recovering by %.2f/s each second)", until - now,
+                                    self.rate * factor, self.rate * ADAPT_RECOVERY)
                         return
             except Exception as exc:  # noqa: BLE001
                 self._enter_fallback(exc)
@@ -500,13 +520,15 @@ class InqomBudget:
             return _Row({UPLOAD: 0.0, POLL: 0.0}, {UPLOAD: 0.0, POLL: 0.0}, 0.0, None)
         row = _Row({lane: float(entity.get(column) or 0.0) for lane, column in _NEXT.items()},
                    {lane: float(entity.get(column) or 0.0) for lane, column in _OWNED.items()},
-                   float(entity.get("HoldUntil") or 0.0), entity.metadata.get("etag"))
+                   float(entity.get("HoldUntil") or 0.0), entity.metadata.get("etag"),
+                   float(entity.get("RateFactor") or 1.0), float(entity.get("FactorAt") or 0.0))
         self._trust_cache = self._cached is not None and row.etag == self._cached.etag
         return row
 
     def _write(self, table: TableClient, key: str, old: _Row, new: _Row) -> bool:
         """Conditional on ``old``'s ETag (create when the row is new); False when another process won."""
         entity = {"PartitionKey": BUDGET_PARTITION, "RowKey": key, "HoldUntil": float(new.hold_until),
+                  "RateFactor": float(new.factor), "FactorAt": float(new.factor_at),
                   "Rate": float(self.rate), "PollRate": float(self.rates[POLL]),
                   "UpdatedAt": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
                   **{column: float(new.next[lane]) for lane, column in _NEXT.items()},

@@ -376,6 +376,38 @@ def test_a_long_wait_for_budget_hands_the_upload_back_without_counting_an_attemp
     assert not inqom.calls("POST", "/Documents")
 
 
+def test_each_429_episode_cuts_the_fleet_rate_which_then_recovers(services):
+    def budget(**options: Any) -> InqomBudget:  # each one a process of the fleet, sharing the row
+        return InqomBudget.from_services(services, rate=RATE, poll_share=0.0, calls_per_reservation=6,
+                                         min_span=0.3, **options)
+
+    def rate_of(process: InqomBudget, seconds: float = 2.0) -> float:
+        process.acquire()  # its first batch
+        end, calls = time.monotonic() + seconds, 0
+        while time.monotonic() < end:
+            process.acquire()
+            calls += 1
+        return calls / seconds
+
+    def factor() -> float:
+        key = credential_key(INQOM_CREDENTIALS["username"], INQOM_CREDENTIALS["client_id"])
+        return services.ledger.table.get_entity(BUDGET_PARTITION, key)["RateFactor"]
+
+    full = rate_of(budget())
+    first, second = budget(), budget()
+    first.hold_off(0.3)  # a 429 with Retry-After: 0.3 seen by one process...
+    second.hold_off(0.25)  # ...and by another in the same burst: the same episode, one cut
+    assert factor() == pytest.approx(0.7)
+    cut = rate_of(budget())
+    assert 0.55 * full <= cut <= 0.85 * full, (full, cut)
+    recovered = rate_of(budget(clock=lambda: time.time() + 20))  # 20 s on: 0.7 + 20 × 0.02 ≥ 1
+    assert recovered >= 0.9 * full, (full, recovered)
+    for _ in range(6):  # 429 after 429, each after the last hold: cut each time, never below a quarter
+        budget().hold_off(0.01)
+        time.sleep(0.1)
+    assert factor() == pytest.approx(0.25, abs=0.01)
+
+
 @pytest.fixture
 def settings_overrides() -> dict[str, str]:
     return {"INQOM_RATE_LIMIT": "1000"}
