@@ -445,7 +445,8 @@ class InqomBudget:
 
         The batch covers ``span`` seconds of the schedule: it doubles while this process uses its
         batches up and halves when a quarter of one lapses unused, between one slot and about
-        ``calls_per_reservation`` calls (at least ``min_span`` seconds). The other lane is borrowed when
+        ``calls_per_reservation`` calls of its own lane (at least ``min_span`` seconds), so that a batch
+        is worth its read and write whoever else is busy. The other lane is borrowed when
         its owners hold nothing ahead (``owned`` in the past) and at most one span is lent already.
         """
         own = lane if self.rates[lane] > 0 else _OTHER[lane]
@@ -462,7 +463,7 @@ class InqomBudget:
         r_own, r_other = self.rates[own] * factor, self.rates[other] * factor
         borrow = (r_other > 0 and row.owned[other] <= now and row.hold_until <= now
                   and row.next[other] <= now + max(self.min_span, self.calls_per_reservation / self.rate))
-        longest = max(self.min_span, self.calls_per_reservation / (r_own + (r_other if borrow else 0.0)))
+        longest = max(self.min_span, self.calls_per_reservation / r_own)
         with self._lock:
             state = self._lanes[lane]
             span = state.span or min(longest, 4 / r_own)

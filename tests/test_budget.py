@@ -261,7 +261,7 @@ def test_the_budget_holds_across_processes_and_is_used(fleet):
 
 
 def test_a_killed_process_budget_lapses_and_the_others_take_it_over(fleet):
-    holder = fleet.start(FOLDERS[0], calls_per_reservation=80, min_span=4.0)  # reserves 4 s at a time
+    holder = fleet.start(FOLDERS[0], calls_per_reservation=56, min_span=4.0)  # reserves 4 s at a time
     others = [fleet.start(folder, **SMALL) for folder in FOLDERS[1:]]
     for worker in others:
         worker.wait_ready()
