@@ -1,7 +1,7 @@
 """Month-end at scale: P worker processes share one Inqom rate budget (issue 11).
 
     .venv/bin/python -m bench.scale [--processes 8] [--count 10000] [--folders 500] [--threads 4]
-                                    [--phase-seconds 20] [--latency 0.05] [--skip-month-end] [--skip-uneven]
+                                    [--phase-seconds 60] [--latency 0.05] [--skip-month-end] [--skip-uneven]
 
 One Azurite and one Inqom emulator (in this process) that enforces Inqom's limit: 15 API requests/s
 per credential, 429 with ``Retry-After`` above it; it records every call it answers or refuses.
@@ -68,7 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--count", type=int, default=10_000, help="month-end drops (default 10000)")
     parser.add_argument("--folders", type=int, default=500, help="accounting folders they spread over (default 500)")
     parser.add_argument("--threads", type=int, default=4, help="blob deliveries at once per process (default 4)")
-    parser.add_argument("--phase-seconds", type=float, default=20.0, help="scenario 2: length of each phase")
+    parser.add_argument("--phase-seconds", type=float, default=60.0,
+                        help="scenario 2: length of each phase, s (default 60)")
     parser.add_argument("--latency", type=float, default=0.05, help="emulator latency per call, s (default 0.05)")
     parser.add_argument("--drain-timeout", type=float, default=None,
                         help="give up on scenario 1 after this many seconds (default: 3 x the budget's minimum + 120)")

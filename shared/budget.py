@@ -443,8 +443,9 @@ class InqomBudget:
     def _plan(self, row: _Row, lane: str, now: float) -> _Plan:
         """The next batch of ``lane`` (and of the other lane when idle), or raise when it is too far away.
 
-        The batch covers ``span`` seconds of the schedule: it doubles while this process uses its
-        batches up and halves when a quarter of one lapses unused, between one slot and about
+        The batch covers ``span`` seconds of the schedule: eight slots at first, growing fourfold while
+        this process uses its batches up, cut to what was used when more than a quarter of one lapsed
+        unused (a process calling now and then reserves single slots), between one slot and about
         ``calls_per_reservation`` calls of its own lane (at least ``min_span`` seconds), so that a batch
         is worth its read and write whoever else is busy. The other lane is borrowed when
         its owners hold nothing ahead (``owned`` in the past) and at most one span is lent already.
@@ -466,11 +467,11 @@ class InqomBudget:
         longest = max(self.min_span, self.calls_per_reservation / r_own)
         with self._lock:
             state = self._lanes[lane]
-            span = state.span or min(longest, 4 / r_own)
-            if state.reserved and state.expired > state.reserved / 4:
-                span /= 2
+            span = state.span or min(longest, 8 / r_own)
+            if state.reserved and state.expired > state.reserved / 4:  # fit the next batch to what was used
+                span *= max(state.reserved - state.expired, 1) / state.reserved
             elif state.reserved and state.expired <= state.reserved / 10:
-                span *= 2
+                span *= 4
         span = min(max(span, 1 / r_own), longest)
         count = max(1, round(span * r_own))
         span = count / r_own
