@@ -16,17 +16,20 @@ split into two **lanes**, each a schedule of call times (slots) spaced ``1/lane 
 - The schedules live in one row of the ledger table (partition ``budget``, row key = a hash of the
   Inqom user name and client id, never the values): ``UploadNext`` and ``PollNext`` (epoch seconds of
   each lane's next unreserved slot) and ``HoldUntil``. A process that runs out of slots *reserves* a
-  batch: it reads the row, takes the next slots of its lane for a span of time worth about
-  ``calls_per_reservation`` (24) calls — plus the same span of the other lane when that lane is
-  idle — and writes the row back with an ETag condition (a conflicting writer reads again). Its
+  batch: it reads the row, takes the next ``calls_per_reservation`` (24) slots of its lane once it
+  has shown it uses its batches (its first batch is 8 slots) — plus the other lane's schedule over
+  the same span when that lane is idle — and writes the row back with an ETag condition (a conflicting writer reads again). Its
   threads then spend those slots at their times, no earlier; a slot not used within one slot
-  interval of its time is dropped, never spent late. While a lane's batches are being used up, the
-  thread that takes a batch's last slot reserves the next one as it waits for that slot, so a busy
-  process's batches follow one another without a gap. Two processes never own the same slot, so the
+  interval of its time is dropped, never spent late. While a process uses its batches up and no
+  other process holds the lane (its last batch started within a span), the thread that takes a
+  batch's last slot reserves the next one as it waits for that slot, so the batches follow one
+  another without a gap; when others hold the lane, their batches fill that gap, and a process
+  reserves only when it needs a slot, so it never holds a far batch it may not use. Two processes never own the same slot, so the
   fleet never sends faster than the schedule, whatever the number of processes.
 - Coordination is amortised: one read and one conditional write per batch (one write when the row
-  has not changed since this process wrote it), i.e. at most about 2/24 ≈ 0.08 storage calls per
-  Inqom call, independently of the number of processes.
+  has not changed since this process wrote it), i.e. about 2/24 ≈ 0.08 storage calls per Inqom call
+  once batches are full, whatever the number of processes (measured: 0.03 with one busy process,
+  0.1 with seven each busy for a minute, first and last batches included).
 - A process that dies holding slots loses only them: they lapse when their time passes (at most one
   batch, about 2 to 7 s of one lane at the default rate). Nothing needs releasing or expiring.
 - **429 as a shared signal**: ``hold_off(seconds)`` (HttpClient calls it on a ``Retry-After``) drops
@@ -50,7 +53,7 @@ split into two **lanes**, each a schedule of call times (slots) spaced ``1/lane 
 Why slots on one row, not rate slots held as blob leases (the other design in issue 11), measured
 against Azurite (``bench/scale.py``, ``tests/test_budget.py``; figures in bench/README.md): the cost
 of this design is per *batch of Inqom calls* (≈0.08 storage calls per Inqom call with 1 or 8 busy
-processes alike), while leases cost a renewal per held slot per renewal period for every process
+processes alike, once batches are full), while leases cost a renewal per held slot per renewal period for every process
 (8 processes renewing every 5 s = 1.6 storage calls/s, 0.13 per Inqom call at 12/s, growing with the
 fleet) and need a fairness protocol (who gives slots back when another process gets busy); a dead
 holder's leases block their share for the whole lease time (15–60 s for blob leases) where a dead
@@ -60,8 +63,9 @@ need a second mechanism. The price: with ``n`` processes busy on one lane, a pro
 ``HTTP_BACKOFF_CAP_SECONDS`` its uploads are handed back (not failed) rather than kept waiting.
 
 Times are wall-clock epoch seconds (``time.time``), the same on every instance (the ledger's
-clock, which tests move ahead to make documents due, plays no part: slots are real time); clock skew between instances of tens of ms shifts a few slots, well within
-the headroom under Inqom's limit.
+clock, which tests move ahead to make documents due, plays no part: slots are real time); clock
+skew between instances of tens of ms shifts a few slots, well within the headroom under Inqom's
+limit.
 """
 
 from __future__ import annotations
@@ -182,6 +186,7 @@ class _Plan:
     slots: list[float]
     borrowed: int
     span: float
+    start: float  # the batch's first own-lane slot
 
 
 @dataclass
@@ -191,6 +196,7 @@ class _LaneState:
     blocked_until: float = 0.0  # the lane's schedule is taken until then (beyond the wait we accept)
     span: float = 0.0  # seconds of schedule the next batch covers: grows while used up, shrinks when slots lapse
     reserved: int = 0  # slots of the last batch
+    lead: float = 0.0  # how far ahead the last batch started: more than a span means others hold the lane
     expired: int = 0  # slots dropped unused since the last batch
 
 
@@ -279,7 +285,8 @@ class InqomBudget:
                 state = self._lanes[lane]
                 slot = self._take(state)
                 if (slot is not None and not state.slots and not state.reserving and state.reserved > 1
-                        and state.expired <= state.reserved // 10 and slot - self._clock() > self._reserve_time):
+                        and state.expired <= state.reserved // 10 and state.lead < state.span
+                        and slot - self._clock() > self._reserve_time):
                     state.reserving = ahead = True  # the lane's last slot: fetch the next batch while we wait
                 if slot is None:
                     now = self._clock()
@@ -408,6 +415,7 @@ class InqomBudget:
             state.slots = deque(s for s in merged if s >= self._hold_until)
             state.blocked_until = 0.0
             state.span, state.reserved, state.expired = plan.span, len(plan.slots), 0
+            state.lead = plan.start - self._clock()
             self._stats.reservations += 1
             self._stats.slots_reserved += len(plan.slots)
             self._stats.slots_borrowed += plan.borrowed
@@ -484,7 +492,7 @@ class InqomBudget:
             borrowed = max(0, math.ceil((start + span - lent) * r_other - 1e-9))
             slots += [lent + i / r_other for i in range(borrowed)]
             new.next[other] = lent + borrowed / r_other
-        return _Plan(new, sorted(slots), borrowed, span)
+        return _Plan(new, sorted(slots), borrowed, span, start)
 
     def _share_hold(self, until: float) -> None:
         with self._store_lock:
