@@ -23,10 +23,10 @@ split into two **lanes**, each a schedule of call times (slots) spaced ``1/lane 
   a slot not used within one slot interval of its time is dropped, never spent late. While a
   process uses its batches up and no other process holds the lane (its last batch started within
   a span), the thread that takes a batch's last slot reserves the next one as it waits for that
-  slot, so the batches follow one another without a gap; when others hold the lane, their batches fill that gap, and a process
-  reserves only when it needs a slot, so it never holds a far batch it may not use. Two processes
-  never own the same slot, so the fleet never sends faster than the schedule, whatever the number
-  of processes.
+  slot, so the batches follow one another without a gap; when others hold the lane, their
+  batches fill that gap, and a process reserves only when it needs a slot, so it never holds a far
+  batch it may not use. Two processes never own the same slot, so the fleet never sends faster
+  than the schedule, whatever the number of processes.
 - Coordination is amortised: one read and one conditional write per batch (one write when the row
   has not changed since this process wrote it), i.e. about 2/24 ≈ 0.08 storage calls per Inqom call
   once batches are full, whatever the number of processes (measured: 0.03 with one busy process,
@@ -57,9 +57,9 @@ of this design is per *batch of Inqom calls* (≈0.08 storage calls per Inqom ca
 processes alike, once batches are full), while leases cost a renewal per held slot per renewal
 period for every process (8 processes renewing every 5 s = 1.6 storage calls/s, 0.13 per Inqom
 call at 12/s, growing with the fleet) and need a fairness protocol (who gives slots back when
-another process gets busy); a dead holder's leases block their share for the whole lease time (15–60 s for blob leases) where a dead
-holder's slots here lapse within one batch; and a 429 hold is one column here, where leases would
-need a second mechanism. The price: with ``n`` processes busy on one lane, a process waits about
+another process gets busy); a dead holder's leases block their share for the whole lease time
+(15–60 s for blob leases) where a dead holder's slots here lapse within one batch; and a 429 hold
+is one column here, where leases would need a second mechanism. The price: with ``n`` processes busy on one lane, a process waits about
 ``n`` batches (n × 2.9 s on the upload lane at the default rate) for its next batch; past
 ``HTTP_BACKOFF_CAP_SECONDS`` its uploads are handed back (not failed) rather than kept waiting.
 
