@@ -59,8 +59,9 @@ period for every process (8 processes renewing every 5 s = 1.6 storage calls/s, 
 call at 12/s, growing with the fleet) and need a fairness protocol (who gives slots back when
 another process gets busy); a dead holder's leases block their share for the whole lease time
 (15–60 s for blob leases) where a dead holder's slots here lapse within one batch; and a 429 hold
-is one column here, where leases would need a second mechanism. The price: with ``n`` processes busy on one lane, a process waits about
-``n`` batches (n × 2.9 s on the upload lane at the default rate) for its next batch; past
+is one column here, where leases would need a second mechanism. The price: with ``n`` processes
+busy on one lane, a process waits about ``n`` batches (n × 2.9 s on the upload lane at the default
+rate) for its next batch; past
 ``HTTP_BACKOFF_CAP_SECONDS`` its uploads are handed back (not failed) rather than kept waiting.
 
 Times are wall-clock epoch seconds (``time.time``), the same on every instance (the ledger's
