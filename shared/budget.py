@@ -30,7 +30,7 @@ split into two **lanes**, each a schedule of call times (slots) spaced ``1/lane 
 - Coordination is amortised: one read and one conditional write per batch (one write when the row
   has not changed since this process wrote it), i.e. about 2/24 ≈ 0.08 storage calls per Inqom call
   once batches are full, whatever the number of processes (measured: 0.03 with one busy process,
-  0.1 with seven each busy for a minute, first and last batches included).
+  0.09–0.10 with seven each busy for a minute, first and last batches included).
 - A process that dies holding slots loses only them: they lapse when their time passes (at most one
   batch, about 2 to 7 s of one lane at the default rate). Nothing needs releasing or expiring.
 - **429 as a shared signal**: ``hold_off(seconds)`` (HttpClient calls it on a ``Retry-After``) drops
