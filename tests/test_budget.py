@@ -338,7 +338,9 @@ def test_a_429_seen_by_one_process_slows_the_others(fleet):
     (refused,) = [c for c in fleet.calls(FOLDERS[0]) if c.status == 429]
     others = [c for folder in FOLDERS[1:] for c in fleet.calls(folder)]
     assert count(others, start + 0.5, refused.at) > 0
-    assert count(others, refused.at + 1.0, refused.at + 3.8) == 0, "the others kept calling during the hold-off"
+    # Slots reserved before the hold was recorded are still spent: at most one batch per process,
+    # which with three busy processes may start two batches ahead (3 × 0.43 s here).
+    assert count(others, refused.at + 1.8, refused.at + 3.8) == 0, "the others kept calling during the hold-off"
     assert count(others, refused.at + 4.2, refused.at + 6.0) > 0.5 * RATE, "the fleet did not resume"
     assert sum(r["stats"]["holds_shared"] for r in results) == 1
     assert not any(r["throttled"] or r["errors"] for r in results)
