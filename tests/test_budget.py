@@ -26,7 +26,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from shared.budget import BUDGET_PARTITION, InqomBudget, credential_key, priority
+from shared.budget import BUDGET_PARTITION, FIRST_BATCH, InqomBudget, credential_key, priority
 from shared.config import load_settings
 from shared.http import ThrottledError
 from shared.ledger import FAILED
@@ -410,6 +410,19 @@ def test_each_429_episode_cuts_the_fleet_rate_which_then_recovers(services):
         budget().hold_off(0.01)
         time.sleep(0.1)
     assert factor() == pytest.approx(0.25, abs=0.01)
+
+
+def test_a_first_batch_is_small_on_a_free_lane_and_full_on_a_booked_one(services):
+    def process() -> InqomBudget:
+        return InqomBudget.from_services(services, rate=RATE, poll_share=0.0, calls_per_reservation=24,
+                                         min_span=0.3)
+
+    alone = process()
+    alone.acquire()  # nobody holds the lane: a few slots, in case this process calls only now and then
+    assert alone.stats().slots_reserved == FIRST_BATCH
+    newcomer = process()
+    newcomer.acquire()  # the lane is booked by another process: this one waits anyway, so a full batch
+    assert newcomer.stats().slots_reserved == 24 and newcomer.stats().reservations == 1
 
 
 @pytest.fixture
