@@ -17,8 +17,8 @@ split into two **lanes**, each a schedule of call times (slots) spaced ``1/lane 
   Inqom user name and client id, never the values): ``UploadNext`` and ``PollNext`` (epoch seconds of
   each lane's next unreserved slot) and ``HoldUntil``. A process that runs out of slots *reserves* a
   batch: it reads the row, takes the next ``calls_per_reservation`` (24) slots of its lane (its
-  first batch is 8 slots while nobody else holds the lane, and a full one when the lane is booked
-  and it waits anyway) — plus the other lane's schedule over the same span when that lane is idle
+  first batch is 8 slots, or a full one when other processes hold batches of the lane and it
+  waits behind them anyway) — plus the other lane's schedule over the same span when that lane is idle
   — and writes the row back with an ETag condition (a conflicting writer reads again). Its threads then spend those slots at their times, no earlier;
   a slot not used within one slot interval of its time is dropped, never spent late. While a
   process uses its batches up and no other process holds the lane (its last batch started within
@@ -30,7 +30,7 @@ split into two **lanes**, each a schedule of call times (slots) spaced ``1/lane 
 - Coordination is amortised: one read and one conditional write per batch (one write when the row
   has not changed since this process wrote it), i.e. about 2/24 ≈ 0.08 storage calls per Inqom call
   once batches are full, whatever the number of processes (measured: 0.03 with one busy process,
-  0.09–0.10 with seven each busy for a minute, first and last batches included).
+  0.08 with seven each busy for a minute, first and last batches included).
 - A process that dies holding slots loses only them: they lapse when their time passes (at most one
   batch, about 2 to 7 s of one lane at the default rate). Nothing needs releasing or expiring.
 - **429 as a shared signal**: ``hold_off(seconds)`` (HttpClient calls it on a ``Retry-After``) drops
@@ -106,7 +106,7 @@ STORAGE_CALL = {"connection_timeout": min(3, TIMEOUTS["connection_timeout"]),
                 "read_timeout": min(10, TIMEOUTS["read_timeout"]), "retry_total": 0}
 _SERVER_TIMEOUT = 10  # seconds, the service side of every budget storage call
 _MAX_CONFLICTS = 8  # conditional writes lost in a row before the caller backs off and tries again
-FIRST_BATCH = 8  # slots of a process's first batch while its lane is free (a booked lane: a full batch)
+FIRST_BATCH = 8  # slots of a process's first batch unless others hold its lane (then a full batch)
 MIN_PATIENCE = 1.0  # seconds: a shorter wait for a slot is always waited out, whatever the backoff cap
 #: Adaptive rate (AIMD): each 429 episode multiplies the fleet's rate by ADAPT_DECREASE (not below
 #: ADAPT_FLOOR of the budget); it then recovers by ADAPT_RECOVERY of the budget per second.
@@ -454,9 +454,9 @@ class InqomBudget:
     def _plan(self, row: _Row, lane: str, now: float) -> _Plan:
         """The next batch of ``lane`` (and of the other lane when idle), or raise when it is too far away.
 
-        The batch covers ``span`` seconds of the schedule: at first ``FIRST_BATCH`` slots on a free
-        lane (a full batch on a booked one: this process waits for it anyway, and a second batch soon
-        after would cost another read and write), growing fourfold while this process uses its batches
+        The batch covers ``span`` seconds of the schedule: at first ``FIRST_BATCH`` slots (a full batch
+        when other processes hold batches of the lane: this process waits behind them anyway, and a
+        second batch soon after would cost another read and write), growing fourfold while this process uses its batches
         up, cut to what was used when more than a quarter of one lapsed unused (a process calling now
         and then reserves single slots), between one slot and about ``calls_per_reservation`` calls of
         its own lane (at least ``min_span`` seconds), so that a batch is worth its read and write
@@ -480,7 +480,7 @@ class InqomBudget:
         longest = max(self.min_span, self.calls_per_reservation / r_own)
         with self._lock:
             state = self._lanes[lane]
-            span = state.span or (longest if start > ready else min(longest, FIRST_BATCH / r_own))
+            span = state.span or (longest if row.owned[own] > ready else min(longest, FIRST_BATCH / r_own))
             if state.reserved and state.expired > state.reserved / 4:  # fit the next batch to what was used
                 span *= max(state.reserved - state.expired, 1) / state.reserved
             elif state.reserved and state.expired <= state.reserved / 10:

@@ -412,17 +412,25 @@ def test_each_429_episode_cuts_the_fleet_rate_which_then_recovers(services):
     assert factor() == pytest.approx(0.25, abs=0.01)
 
 
-def test_a_first_batch_is_small_on_a_free_lane_and_full_on_a_booked_one(services):
+def test_a_first_batch_is_small_unless_other_processes_hold_the_lane(services):
     def process() -> InqomBudget:
-        return InqomBudget.from_services(services, rate=RATE, poll_share=0.0, calls_per_reservation=24,
-                                         min_span=0.3)
+        return InqomBudget.from_services(services, rate=RATE, poll_share=0.3, calls_per_reservation=24,
+                                         min_span=0.3, max_wait=5)
+
+    def own_slots(budget: InqomBudget) -> int:
+        stats = budget.stats()
+        return stats.slots_reserved - stats.slots_borrowed
 
     alone = process()
     alone.acquire()  # nobody holds the lane: a few slots, in case this process calls only now and then
-    assert alone.stats().slots_reserved == FIRST_BATCH
+    assert own_slots(alone) == FIRST_BATCH and alone.stats().slots_borrowed > 0  # and the idle poll lane's
     newcomer = process()
-    newcomer.acquire()  # the lane is booked by another process: this one waits anyway, so a full batch
-    assert newcomer.stats().slots_reserved == 24 and newcomer.stats().reservations == 1
+    newcomer.acquire()  # another process holds the lane: this one waits behind it anyway, so a full batch
+    assert own_slots(newcomer) == 24 and newcomer.stats().reservations == 1
+    poller = process()
+    with priority("poll"):
+        poller.acquire()  # its lane is only lent to upload batches: no other poller holds it
+    assert own_slots(poller) == FIRST_BATCH
 
 
 @pytest.fixture
