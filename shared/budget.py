@@ -440,7 +440,9 @@ class InqomBudget:
 
     def _reserve_in_store(self, lane: str) -> _Plan | None:
         table, key = self._store()
-        for _ in range(_MAX_CONFLICTS):
+        for attempt in range(_MAX_CONFLICTS):
+            if attempt:  # lost a race: the losers spread out, or they race each other again
+                self._sleep(random.uniform(0, attempt * self._reserve_time))
             row = self._cached if self._trust_cache and self._cached is not None else self._read(table, key)
             now = self._clock()
             plan = self._plan(row, lane, now)
