@@ -19,7 +19,8 @@ split into two **lanes**, each a schedule of call times (slots) spaced ``1/lane 
   batch: it reads the row, takes the next ``calls_per_reservation`` (24) slots of its lane (its
   first batch is 8 slots, or a full one when other processes hold batches of the lane and it
   waits behind them anyway) — plus the other lane's schedule over the same span when that lane is idle
-  — and writes the row back with an ETag condition (a conflicting writer reads again). Its threads then spend those slots at their times, no earlier;
+  — and writes the row back with an ETag condition (a conflicting writer waits a random
+  moment and reads again). Its threads then spend those slots at their times, no earlier;
   a slot not used within one slot interval of its time is dropped, never spent late. While a
   process uses its batches up and no other process holds the lane (its last batch started within
   a span), the thread that takes a batch's last slot reserves the next one as it waits for that
@@ -30,7 +31,7 @@ split into two **lanes**, each a schedule of call times (slots) spaced ``1/lane 
 - Coordination is amortised: one read and one conditional write per batch (one write when the row
   has not changed since this process wrote it), i.e. about 2/24 ≈ 0.08 storage calls per Inqom call
   once batches are full, whatever the number of processes (measured: 0.03 with one busy process,
-  0.08 with seven each busy for a minute, first and last batches included).
+  0.08–0.09 with seven each busy for a minute, first and last batches included).
 - A process that dies holding slots loses only them: they lapse when their time passes (at most one
   batch, about 2 to 7 s of one lane at the default rate). Nothing needs releasing or expiring.
 - **429 as a shared signal**: ``hold_off(seconds)`` (HttpClient calls it on a ``Retry-After``) drops
