@@ -17,17 +17,17 @@ split into two **lanes**, each a schedule of call times (slots) spaced ``1/lane 
   Inqom user name and client id, never the values): ``UploadNext`` and ``PollNext`` (epoch seconds of
   each lane's next unreserved slot) and ``HoldUntil``. A process that runs out of slots *reserves* a
   batch: it reads the row, takes the next ``calls_per_reservation`` (24) slots of its lane (its
-  first batch is 8 slots, or a full one when other processes hold batches of the lane and it
-  waits behind them anyway) — plus the other lane's schedule over the same span when that lane is idle
-  — and writes the row back with an ETag condition (a conflicting writer waits a random
-  moment and reads again). Its threads then spend those slots at their times, no earlier;
-  a slot not used within one slot interval of its time is dropped, never spent late. While a
-  process uses its batches up and no other process holds the lane (its last batch started within
-  a span), the thread that takes a batch's last slot reserves the next one as it waits for that
-  slot, so the batches follow one another without a gap; when others hold the lane, their
-  batches fill that gap, and a process reserves only when it needs a slot, so it never holds a far
-  batch it may not use. Two processes never own the same slot, so the fleet never sends faster
-  than the schedule, whatever the number of processes.
+  first batch is 8 slots, or a full one when other processes hold batches of the lane and it waits
+  behind them anyway) — plus the other lane's schedule over the same span when that lane is idle —
+  and writes the row back with an ETag condition (a conflicting writer waits a random moment and
+  reads again). Its threads then spend those slots at their times, no earlier; a slot not used
+  within one slot interval of its time is dropped, never spent late. While a process uses its
+  batches up and no other process holds the lane (its last batch started within a span), the
+  thread that takes a batch's last slot reserves the next one as it waits for that slot, so the
+  batches follow one another without a gap; when others hold the lane, their batches fill that
+  gap, and a process reserves only when it needs a slot, so it never holds a far batch it may not
+  use. Two processes never own the same slot, so the fleet never sends faster than the schedule,
+  whatever the number of processes.
 - Coordination is amortised: one read and one conditional write per batch (one write when the row
   has not changed since this process wrote it), i.e. about 2/24 ≈ 0.08 storage calls per Inqom call
   once batches are full, whatever the number of processes (measured: 0.03 with one busy process,
@@ -62,8 +62,8 @@ another process gets busy); a dead holder's leases block their share for the who
 (15–60 s for blob leases) where a dead holder's slots here lapse within one batch; and a 429 hold
 is one column here, where leases would need a second mechanism. The price: with ``n`` processes
 busy on one lane, a process waits about ``n`` batches (n × 2.9 s on the upload lane at the default
-rate) for its next batch; past
-``HTTP_BACKOFF_CAP_SECONDS`` its uploads are handed back (not failed) rather than kept waiting.
+rate) for its next batch; past ``HTTP_BACKOFF_CAP_SECONDS`` its uploads are handed back (not failed)
+rather than kept waiting.
 
 Times are wall-clock epoch seconds (``time.time``), the same on every instance (the ledger's
 clock, which tests move ahead to make documents due, plays no part: slots are real time); clock
@@ -439,12 +439,17 @@ class InqomBudget:
                 self._lanes[lane].reserving = False
                 self._cond.notify_all()
 
+    def _rows(self, table: TableClient, key: str) -> Iterator[_Row]:
+        """The row to base each conditional write on (our own last write when nobody wrote since), up to
+        ``_MAX_CONFLICTS`` times; after a lost write a random wait, or the losers race each other again."""
+        for attempt in range(_MAX_CONFLICTS):
+            if attempt:
+                self._sleep(random.uniform(0, attempt * self._reserve_time))
+            yield self._cached if self._trust_cache and self._cached is not None else self._read(table, key)
+
     def _reserve_in_store(self, lane: str) -> _Plan | None:
         table, key = self._store()
-        for attempt in range(_MAX_CONFLICTS):
-            if attempt:  # lost a race: the losers spread out, or they race each other again
-                self._sleep(random.uniform(0, attempt * self._reserve_time))
-            row = self._cached if self._trust_cache and self._cached is not None else self._read(table, key)
+        for row in self._rows(table, key):
             now = self._clock()
             plan = self._plan(row, lane, now)
             if self._write(table, key, row, plan.row):
@@ -459,12 +464,12 @@ class InqomBudget:
 
         The batch covers ``span`` seconds of the schedule: at first ``FIRST_BATCH`` slots (a full batch
         when other processes hold batches of the lane: this process waits behind them anyway, and a
-        second batch soon after would cost another read and write), growing fourfold while this process uses its batches
-        up, cut to what was used when more than a quarter of one lapsed unused (a process calling now
-        and then reserves single slots), between one slot and about ``calls_per_reservation`` calls of
-        its own lane (at least ``min_span`` seconds), so that a batch is worth its read and write
-        whoever else is busy. The other lane is borrowed when its owners hold nothing ahead
-        (``owned`` in the past) and at most one span is lent already.
+        second batch soon after would cost another read and write), growing fourfold while this
+        process uses its batches up, cut to what was used when more than a quarter of one lapsed
+        unused (a process calling now and then reserves single slots), between one slot and about
+        ``calls_per_reservation`` calls of its own lane (at least ``min_span`` seconds), so that a
+        batch is worth its read and write whoever else is busy. The other lane is borrowed when its
+        owners hold nothing ahead (``owned`` in the past) and at most one span is lent already.
         """
         own = lane if self.rates[lane] > 0 else _OTHER[lane]
         other = _OTHER[own]
@@ -506,8 +511,7 @@ class InqomBudget:
         with self._store_lock:
             try:
                 table, key = self._store()
-                for _ in range(_MAX_CONFLICTS):
-                    row = self._cached if self._trust_cache and self._cached is not None else self._read(table, key)
+                for row in self._rows(table, key):
                     if row.hold_until >= until - 0.05:
                         self._shared_hold = max(self._shared_hold, row.hold_until)
                         return
