@@ -18,4 +18,4 @@ bp = func.Blueprint()
 @bp.queue_trigger(arg_name="msg", queue_name="%ENFACT_QUEUE%", connection=STORAGE_CONNECTION)
 def enfact_fetch(msg: func.QueueMessage, context: func.Context) -> None:
     with log_context(invocation_id=context.invocation_id):
-        fetch_invoice(get_services(), msg.get_json())
+        fetch_invoice(get_services(), msg.get_json(), delivery_id=msg.id)

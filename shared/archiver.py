@@ -20,8 +20,8 @@ lease), asks Inqom for the status and acts:
   with the tags it has (folder, kind, Inqom id). Should the service refuse the tags (400/403, e.g. an
   identity without the ``tags/write`` permission), the copy is committed without them and the row
   stays untagged for ``python -m inqom_bridge_cli backfill-tags``.
-- Duplicate: link the row to ``OriginId`` and archive our own bytes under our own Inqom id,
-  verified against the same checksum (metadata ``originid`` names the original).
+- Duplicate: link the row to ``OriginId`` and archive Inqom's copy under our own Inqom id, verified
+  against its checksum (metadata ``originid`` names the original).
 - Deleted, Rejected: final; the inbox blob goes to quarantine with the reason and ``StatusReasons``
   (row ``Deleted``; ``InqomStatus`` tells which).
 - Any status Inqom's spec does not name: logged once per document and status as unknown (the row's
@@ -77,6 +77,7 @@ POLLABLE_STATES = frozenset({UPLOADED, DUPLICATE, STALE, FAILED, UPLOADING, QUAR
 ARCHIVE_BLOCK = 4 * 1024 * 1024
 WATCHDOG_UPLOAD_BYTES_PER_SECOND = 2 * 1024 * 1024
 CLAIM_LEASE = timedelta(minutes=10)
+_UNKNOWN_STATUSES_KEPT = 16  # per row: the column stays small whatever Inqom answers
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -240,7 +241,8 @@ def _follow(services: Services, ledger: Ledger, policy: PollPolicy, entry: Ledge
         observed["OriginId"] = document.origin_id
         _archive(services, ledger, policy, entry, document, document.origin_id, observed, now, report)
     elif document.status in ("Deleted", "Rejected"):
-        _set_aside(services, ledger, entry, document, observed)
+        if not _finish_archived(services, ledger, entry, document, observed, now, report):
+            _set_aside(services, ledger, entry, document, observed)
     else:
         status = document.status
         if not is_known_status(status):
@@ -264,13 +266,14 @@ def _note_unknown_status(entry: LedgerEntry, document: InqomDocument, observed: 
     name the poll cadence is chosen by (the slow review cadence for any unknown status, a missing one too).
     """
     status = document.status or "(none)"
+    remembered = status[:64].replace(",", " ")  # as the comma-separated column holds it
     report.add("unknown_status")
     logged = [s for s in str(entry.get("UnknownStatusLogged") or "").split(",") if s]
-    if status not in logged:
+    if remembered not in logged:
         log.warning("Inqom document %s (ledger %s) has status %r, which Inqom's documentation does not name; "
                     "it is followed every %.0f s until it becomes one the bridge knows",
                     document.id, entry.key, status[:64], policy.review_interval)
-        observed["UnknownStatusLogged"] = ",".join([*logged, status[:64].replace(",", " ")])
+        observed["UnknownStatusLogged"] = ",".join([*logged, remembered][-_UNKNOWN_STATUSES_KEPT:])
     return status
 
 
@@ -368,6 +371,30 @@ def _archive(services: Services, ledger: Ledger, policy: PollPolicy, entry: Ledg
     report.add("archived")
     metrics.document_outcome(metrics.ARCHIVED)
     log.info("archived ledger %s (Inqom %s) to %s", entry.key, document.id, archive_path)
+
+
+def _finish_archived(services: Services, ledger: Ledger, entry: LedgerEntry, document: InqomDocument,
+                     observed: dict, now: datetime, report: TickReport) -> bool:
+    """A tick that committed this document's archive copy died before recording it, and Inqom has since
+    deleted (or rejected) the document: our verified copy stands, so the row ends ``Archived`` with
+    ``InqomStatus`` saying what Inqom did. False when there is no such copy."""
+    settings = services.settings
+    archive_path = archive_path_for(entry, now)
+    copy = _archived_copy(services.stores.container(settings.archive_container).get_blob_client(archive_path), entry)
+    if copy is None:
+        return False
+    sha1, tagged = copy
+    note = _release_inbox_blob(services, entry, sha1)
+    ledger.update(entry, **observed, State=ARCHIVED, ArchivePath=f"{settings.archive_container}/{archive_path}",
+                  ArchivedSha1=sha1, ArchivedAt=iso(ledger.clock()), NextPollAt=None,
+                  LastError=note or f"{document.status} in Inqom after its verified copy was archived")
+    report.add("archived")
+    if not tagged:
+        report.add("untagged")
+    metrics.document_outcome(metrics.ARCHIVED)
+    log.warning("ledger %s: Inqom document %s is %s, but its verified copy was already archived at %s; "
+                "kept as Archived", entry.key, document.id, document.status, archive_path)
+    return True
 
 
 def archive_path_for(entry: LedgerEntry, now: datetime) -> str:
@@ -482,14 +509,9 @@ def _commit(archive_blob, block_ids: list[str], metadata: dict[str, str], tags: 
 
 
 def _source_chunks(services: Services, entry: LedgerEntry, document: InqomDocument) -> Iterator[bytes]:
-    """Done: Inqom's copy via a fresh temporary URL (refetched once if expired). Duplicate: our own bytes."""
+    """Inqom's copy via a fresh temporary URL (refetched once if expired), a duplicate's as any other's:
+    the inbox file may have been replaced or removed since it was sent."""
     settings = services.settings
-    if document.status == "Duplicate":
-        inbox = services.stores.container(entry.get("Container") or settings.inbox_container)
-        downloader = inbox.get_blob_client(entry.get("BlobPath")).download_blob(
-            max_concurrency=1, etag=f'"{entry.get("BlobETag")}"', match_condition=MatchConditions.IfNotModified)
-        yield from downloader.chunks()
-        return
     folder = int(entry.get("FolderId") or entry.partition)
     for attempt in (1, 2):
         url = services.inqom.get_public_url(folder, document.id)

@@ -6,11 +6,15 @@
 The PDF is streamed from enFact into ``{folderId}/client/enfact-{invoiceId}.pdf`` in the inbox
 with metadata ``source=enfact``, ``sourceid`` = enFact id, ``docref`` = invoice number. One
 ``enfact`` ledger row per invoice makes pushes, retries and reconcile idempotent: an invoice
-already written to the inbox is never fetched again. The row says ``Writing`` and names its
-``InboxPath`` before the blob is written, ``InInbox`` after. A retry (or a re-queue by reconcile)
-that finds a row naming an ``InboxPath`` but not ``InInbox`` writes nothing when the blob is still
-in the inbox or the upload path already has a ledger row for it (it may have been sent, archived
-and removed meanwhile): an invoice reaches Inqom once.
+already written to the inbox is never fetched again. The row says ``Writing``, names its
+``InboxPath`` and its writer (the queue message, with a lease) before the blob is written, and
+``InInbox`` after; the recorded state decides, never the blob's presence alone. Another message
+for the same invoice (``invoice.created`` then ``invoice.updated``) finding a live lease leaves
+the invoice to that writer; the writer writes the blob only if the row still names it with time
+left on its lease. A retry (or a re-queue by reconcile) that finds a row naming an ``InboxPath``
+but not ``InInbox`` writes nothing when the blob is still in the inbox or the upload path already
+has a ledger row for it (it may have been sent, archived and removed meanwhile): an invoice
+reaches Inqom once.
 Transient enFact errors raise (the queue retries, then moves the message to ``<queue>-poison``);
 an invoice enFact does not know, or an id that is not an enFact invoice id, is recorded
 ``Rejected`` with the reason instead (no URL is built from such an id).
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -46,6 +51,11 @@ WRITING = "Writing"  # the inbox blob may be written (at ``InboxPath``): a retry
 IN_INBOX = "InInbox"
 REJECTED = "Rejected"
 REQUEUE_AFTER = timedelta(hours=1)
+#: How long a ``Writing`` row belongs to the message that wrote it: longer than host.json's
+#: functionTimeout (10 min), so a writer is done or dead when another takes over; a writer whose
+#: fetch left less than ``WRITE_MARGIN`` of it writes nothing (clocks may differ by that much).
+WRITE_LEASE = timedelta(minutes=15)
+WRITE_MARGIN = timedelta(minutes=5)
 _SHOWN_ID = 80  # characters of an odd id quoted in a log line
 
 
@@ -78,13 +88,23 @@ def _record(services: Services, company: str, invoice_id: str, **fields: Any) ->
             continue
 
 
-def _mark_writing(ledger: Ledger, entry: LedgerEntry | None, company: str, invoice_id: str, blob_name: str) -> None:
+def _mark_writing(ledger: Ledger, entry: LedgerEntry | None, company: str, invoice_id: str, blob_name: str,
+                  writer: str) -> LedgerEntry:
     """Intent before the write, conditional on the row as read (``LedgerConflict``: it changed meanwhile)."""
+    intent = {"State": WRITING, "InboxPath": blob_name, "Writer": writer,
+              "WritingUntil": iso(ledger.clock() + WRITE_LEASE)}
     if entry is None:
-        ledger.insert(ENFACT_PARTITION, enfact_row_key(company, invoice_id),
-                      {"InvoiceId": invoice_id, "CompanyUuid": company, "State": WRITING, "InboxPath": blob_name})
-    else:
-        ledger.update(entry, State=WRITING, InboxPath=blob_name)
+        return ledger.insert(ENFACT_PARTITION, enfact_row_key(company, invoice_id),
+                             {"InvoiceId": invoice_id, "CompanyUuid": company, **intent})
+    return ledger.update(entry, **intent)
+
+
+def _written_by_another(entry: LedgerEntry | None, writer: str, now: datetime) -> bool:
+    """Another message is writing this invoice and its lease still runs."""
+    if entry is None or entry.state != WRITING or entry.get("Writer") in (None, "", writer):
+        return False
+    until = parse_iso(entry.get("WritingUntil"))
+    return until is not None and until > now
 
 
 def _written(services: Services, blob_name: str) -> bool:
@@ -99,8 +119,8 @@ def _written(services: Services, blob_name: str) -> bool:
     return next(rows, None) is not None
 
 
-def fetch_invoice(services: Services, message: dict[str, Any]) -> str:
-    """Handle one queue message; returns the state the invoice ends in."""
+def fetch_invoice(services: Services, message: dict[str, Any], delivery_id: str | None = None) -> str:
+    """Handle one queue message (``delivery_id``: the queue message's id); returns the invoice's state."""
     company = str(message.get("company_uuid", "")).lower()
     invoice_id = invoice_id_of(message.get("invoice_id"))
     if invoice_id is None:
@@ -110,16 +130,22 @@ def fetch_invoice(services: Services, message: dict[str, Any]) -> str:
         log.error("enFact invoice %s of %s rejected: %s", _shown(given), _shown(company), reason)
         return REJECTED
     bind(enfact_id=invoice_id)
+    writer = delivery_id or uuid.uuid4().hex
     while True:
         try:
-            return _fetch(services, company, invoice_id, message.get("source"))
+            return _fetch(services, company, invoice_id, message.get("source"), writer)
         except LedgerConflict:  # another delivery of this invoice moved its row: decide again
             log.info("enFact invoice %s: its ledger row changed meanwhile; looking again", invoice_id)
 
 
-def _fetch(services: Services, company: str, invoice_id: str, source: str | None) -> str:
+def _fetch(services: Services, company: str, invoice_id: str, source: str | None, writer: str) -> str:
+    ledger = services.ledger
     folder = services.settings.enfact_company_folders.get(company)
-    existing = services.ledger.get(ENFACT_PARTITION, enfact_row_key(company, invoice_id))
+    existing = ledger.get(ENFACT_PARTITION, enfact_row_key(company, invoice_id))
+    if _written_by_another(existing, writer, ledger.clock()):
+        log.info("enFact invoice %s of %s is being written by another message until %s; left to it",
+                 invoice_id, company, existing.get("WritingUntil"))
+        return WRITING
     if existing is not None and existing.state == IN_INBOX:
         log.info("enFact invoice %s of %s is already in the inbox (%s)", invoice_id, company, existing.get("InboxPath"))
         return IN_INBOX
@@ -137,12 +163,18 @@ def _fetch(services: Services, company: str, invoice_id: str, source: str | None
     blob_name = f"{folder}/client/enfact-{invoice_id}.pdf"
     try:
         detail = enfact.get_invoice(invoice_id)
-        _mark_writing(services.ledger, existing, company, invoice_id, blob_name)
+        marked = _mark_writing(ledger, existing, company, invoice_id, blob_name, writer)
         pdf = enfact.invoice_pdf(invoice_id)
     except NotFoundError as exc:
         _record(services, company, invoice_id, State=REJECTED, Reason=str(exc))
         log.error("enFact invoice %s of %s rejected: %s", invoice_id, company, exc)
         return REJECTED
+    current = ledger.get(ENFACT_PARTITION, marked.key)
+    lease_left = (parse_iso(marked.get("WritingUntil")) or ledger.clock()) - ledger.clock()
+    if current is None or current.etag != marked.etag or lease_left < WRITE_MARGIN:
+        log.warning("enFact invoice %s of %s: its row changed (or the lease ran short) while the PDF was fetched; "
+                    "nothing written by this message", invoice_id, company)
+        return current.state if current is not None and current.state else WRITING
     number = str(detail.get("number") or detail.get("invoice_number") or "").strip()
     metadata = {"source": "enfact", "sourceid": invoice_id, "enfactid": invoice_id, "enfactcompany": company}
     if number:
@@ -152,8 +184,8 @@ def _fetch(services: Services, company: str, invoice_id: str, source: str | None
         inbox.upload_blob(blob_name, pdf, metadata=metadata, overwrite=False, max_concurrency=1)
     except ResourceExistsError:
         log.info("enFact invoice %s already has its inbox blob %s", invoice_id, blob_name)
-    _record(services, company, invoice_id, State=IN_INBOX, InboxPath=blob_name, Number=number or None,
-            InvoiceDate=str(detail.get("date") or "") or None, Source=source)
+    ledger.update(current, State=IN_INBOX, InboxPath=blob_name, Number=number or None, Writer=None,
+                  WritingUntil=None, InvoiceDate=str(detail.get("date") or "") or None, Source=source)
     log.info("enFact invoice %s (%s) of %s written to inbox as %s", invoice_id, number, company, blob_name)
     return IN_INBOX
 

@@ -8,7 +8,11 @@ Every call has a timeout. Transient failures (connection errors, timeouts, 429, 
 are retried with capped exponential backoff and full jitter, honouring ``Retry-After``; a
 ``Retry-After`` beyond the cap is not waited out in-call: ``ThrottledError`` hands the work back.
 Other 4xx are raised at once as typed errors carrying the server's message. A 403 with an ``auth``
-layer refreshes the credential once and retries once. Request bodies that are streams are
+layer refreshes the credential once and retries once. A non-idempotent request (POST, PATCH) is
+retried only when it certainly was not processed (connection refused or not made, 429, 403 before
+the refresh); any other failure may hide a processed request, so it is raised at once with
+``outcome_unknown`` set, for the caller to learn what the server holds before sending again.
+Request bodies that are streams are
 passed as a *factory* (``body=lambda: ...``) so each attempt starts from a fresh stream.
 No exception leaving this module quotes a URL's query string (signed URLs carry their signature there).
 """
@@ -28,11 +32,12 @@ from typing import Any, Callable, Iterator, Mapping, Protocol
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import LocationValueError
+from urllib3.exceptions import LocationValueError, NewConnectionError
 
 log = logging.getLogger(__name__)
 
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
 class ApiError(Exception):
@@ -44,6 +49,9 @@ class ApiError(Exception):
 
     transient = False
     permanent = True
+    #: The request may have been processed although no success was seen (a non-idempotent request's
+    #: answer lost, a 5xx, a timeout): set by ``HttpClient``; the caller must look before resending.
+    outcome_unknown = False
 
     def __init__(self, service: str, message: str, status: int | None = None, detail: str = "") -> None:
         self.service = service
@@ -261,6 +269,14 @@ class AuthLayer(Protocol):
     def refresh(self, rejected_headers: Mapping[str, str]) -> None: ...
 
 
+def _never_sent(exc: Exception) -> bool:
+    """The connection was never made (refused, or its connect timed out): the server saw nothing."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(reason, NewConnectionError)
+
+
 def pooled_session(pool_size: int = 16) -> requests.Session:
     session = requests.Session()
     adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
@@ -319,13 +335,17 @@ class HttpClient:
         headers: Mapping[str, str] | None = None,
         stream: bool = False,
         allow_redirects: bool = False,
+        idempotent: bool | None = None,
         **kwargs: Any,
     ) -> requests.Response:
         """Send with retries; return a 2xx/3xx response or raise an ``ApiError``.
 
         ``body`` returns fresh keyword arguments for ``requests`` (``data=``, ``headers=``…)
         for each attempt, so a streamed body is re-opened rather than replayed half-read.
+        ``idempotent`` defaults to what ``method`` is (see the module's docstring).
         """
+        if idempotent is None:
+            idempotent = method.upper() in IDEMPOTENT_METHODS
         refreshed = False
         attempt = 0
         while True:
@@ -354,9 +374,14 @@ class HttpClient:
                 self._observe(None)
                 failure: ApiError = TransientError(self.service, f"{method} {_path_of(url)} failed",
                                                    None, type(exc).__name__)
+                failure.outcome_unknown = not _never_sent(exc)
                 retry_after = None
                 if isinstance(exc, requests.Timeout) and timeout != self.timeout:  # cut by the deadline
-                    _within_deadline(self.timeout, self.service, method, url)
+                    try:
+                        _within_deadline(self.timeout, self.service, method, url)
+                    except DeadlineExceeded as cut:
+                        cut.outcome_unknown = failure.outcome_unknown
+                        raise
             except (requests.RequestException, LocationValueError) as exc:
                 # InvalidURL & co. quote the whole URL, signature included: keep only the type, and
                 # raise outside this block so that nothing chains the original.
@@ -375,13 +400,18 @@ class HttpClient:
                     continue
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 failure = error_for(self.service, response, retry_after)
+                failure.outcome_unknown = response.status_code >= 500
                 response.close()
                 if failure.transient and retry_after is not None:
                     if self.throttle is not None:
                         self.throttle.hold_off(retry_after)
                     if retry_after > self.retry.backoff_cap:  # retrying sooner would defy the server's word
-                        raise ThrottledError(self.service, f"{method} {_path_of(url)} failed", failure.status,
-                                             failure.detail, retry_after=retry_after)
+                        throttled = ThrottledError(self.service, f"{method} {_path_of(url)} failed", failure.status,
+                                                   failure.detail, retry_after=retry_after)
+                        throttled.outcome_unknown = failure.outcome_unknown
+                        raise throttled
+            if not idempotent and failure.outcome_unknown:
+                raise failure  # resending blind could make a second copy of what the server made
             if not failure.transient or attempt >= self.retry.max_attempts:
                 raise failure
             wait = self.retry.delay(attempt, retry_after)

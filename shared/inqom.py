@@ -5,6 +5,7 @@
                                 file_name="invoice.pdf", source_id="abc")
     inqom.get_document(11287, doc.id).status            # 'Processing'
     for chunk in inqom.download(inqom.get_public_url(11287, doc.id), allowed_hosts): ...
+    inqom.find_documents(11287, lambda d: d.source_id == "abc")   # what an upload whose answer was lost made
 
 Uploads stream: the multipart body is produced by requests-toolbelt's ``MultipartEncoder``
 reading from the file object ``open_file()`` returns (opened anew for each attempt), so a
@@ -51,6 +52,12 @@ class ResponseFormatError(ApiError):
     permanent = False
 
 
+class UploadUnconfirmed(ResponseFormatError):
+    """Inqom answered 2xx to an upload, so it holds the document, but the body names no single one."""
+
+    outcome_unknown = True
+
+
 class DownloadRefused(ApiError):
     """A download URL fails ``safe_download_url``'s checks, or redirects."""
 
@@ -74,6 +81,7 @@ class InqomDocument:
     origin_id: int | None = None
     status_reasons: tuple[str, ...] = ()
     name: str | None = None
+    source_id: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     counter_party: str | None = None
     amount: Decimal | None = None
@@ -102,6 +110,7 @@ class InqomDocument:
             origin_id=_optional_int(origin),
             status_reasons=tuple(str(r).strip() for r in reasons if r and str(r).strip() != "None"),
             name=payload.get("OriginalName") or payload.get("Name"),
+            source_id=_text(payload.get("SourceId")),
             raw=payload,
             counter_party=_text(payload.get("CounterParty")),
             amount=_decimal(payload.get("Amount")),
@@ -114,6 +123,14 @@ class InqomDocument:
 
 def _optional_int(value: Any) -> int | None:
     return None if value in (None, "") else int(value)
+
+
+def _optional_int_or_none(value: Any) -> int | None:
+    """An id as answered, None when it is missing or no integer."""
+    try:
+        return _optional_int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]+")
@@ -232,7 +249,12 @@ class InqomClient:
             fields["WithoutWorkflow"] = "true"
         url = self._base + DOCUMENTS_PATH.format(folder=int(folder_id)) + "/"
         response = self._post_multipart(url, fields, "Document", file_name, open_file)
-        return InqomDocument.parse(_json(response))
+        try:
+            return InqomDocument.parse(_json(response))
+        except (ResponseFormatError, ValueError, TypeError) as exc:
+            reason = str(exc).removeprefix("inqom: ")
+            raise UploadUnconfirmed("inqom", f"upload accepted (HTTP {response.status_code}) but the answer "
+                                    f"cannot be read ({reason})", response.status_code) from None
 
     def upload_expense_bill(
         self,
@@ -248,13 +270,46 @@ class InqomClient:
         if document_reference:
             fields["DocumentReference"] = document_reference
         url = self._base + EXPENSE_BILLS_PATH.format(folder=int(folder_id))
-        payload = _json(self._post_multipart(url, fields, "File", file_name, open_file))
+        response = self._post_multipart(url, fields, "File", file_name, open_file)
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = None
         if isinstance(payload, list) and len(payload) == 1:
             payload = payload[0]
-        document_id = payload.get("DocumentId") if isinstance(payload, dict) else None
+        document_id = _optional_int_or_none(payload.get("DocumentId")) if isinstance(payload, dict) else None
         if document_id is None:
-            raise ResponseFormatError("inqom", "expense-bill response has no DocumentId")
-        return int(document_id)
+            raise UploadUnconfirmed("inqom", f"expense bill accepted (HTTP {response.status_code}) but the answer "
+                                    "names no DocumentId", response.status_code)
+        return document_id
+
+    def list_documents(self, folder_id: int, page: int, page_size: int = 100) -> list[InqomDocument]:
+        """One page (from 1) of the folder's documents; elements that name no document are left out."""
+        url = f"{self._base}{DOCUMENTS_PATH.format(folder=int(folder_id))}"
+        payload = _json(self._http.request("GET", url, params={"pageNumber": page, "pageSize": page_size}))
+        if isinstance(payload, dict):  # a paged envelope
+            payload = next((payload[k] for k in ("Items", "Documents", "Data", "Results", "items")
+                            if isinstance(payload.get(k), list)), [])
+        if not isinstance(payload, list):
+            raise ResponseFormatError("inqom", "document list is not a list")
+        documents = []
+        for item in payload:
+            try:
+                documents.append(InqomDocument.parse(item))
+            except (ResponseFormatError, ValueError, TypeError):
+                continue
+        return documents
+
+    def find_documents(self, folder_id: int, match: Callable[[InqomDocument], bool], *, max_pages: int = 20,
+                       page_size: int = 100) -> list[InqomDocument]:
+        """Every document of the folder that ``match``es, reading at most ``max_pages`` pages (newest first)."""
+        found: list[InqomDocument] = []
+        for page in range(1, max_pages + 1):
+            documents = self.list_documents(folder_id, page, page_size)
+            found += [document for document in documents if match(document)]
+            if len(documents) < page_size:
+                break
+        return found
 
     def get_document(self, folder_id: int, document_id: int) -> InqomDocument:
         url = f"{self._base}{DOCUMENTS_PATH.format(folder=int(folder_id))}/{int(document_id)}"

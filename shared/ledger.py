@@ -214,9 +214,10 @@ class Ledger:
                 return None
             if entry.state == UPLOADING and (parse_iso(entry.get("ClaimUntil")) or self.clock()) > self.clock():
                 return None
-            try:
-                return self.update(entry, State=UPLOADING, Attempts=int(entry.get("Attempts") or 0) + 1,
-                                   ClaimUntil=iso(claim_until), NextPollAt=claim_until)
+            try:  # the row may have been adopted by the repair sweep, which knew only the blob: fill it in
+                return self.update(entry, **{k: v for k, v in fields.items() if v is not None}, State=UPLOADING,
+                                   Attempts=int(entry.get("Attempts") or 0) + 1, ClaimUntil=iso(claim_until),
+                                   NextPollAt=claim_until)
             except LedgerConflict:
                 continue
 

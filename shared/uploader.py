@@ -3,8 +3,11 @@
     outcome = upload_inbox_blob(services, blob_client)   # blob_client: the trigger's BlobClient
 
 Order of work: check the name (pure) → read properties → route (pure checks) → claim the ledger row
-(ETag; the claim's number is its fence) → stream the blob to Inqom while a keeper renews the claim →
-record the Inqom id and schedule the first status poll. The id is recorded even when the claim was
+(ETag; the claim's number is its fence) → when an earlier claim may have reached Inqom (it crashed,
+or its answer was lost or unreadable), look in Inqom's document list for what it made (``SourceId``
+and ``Checksum``; name and beneficiary for expense bills) → else stream the blob to Inqom while a
+keeper renews the claim → record the Inqom id(s) and schedule the first status poll. A 2xx whose
+body names no document is found the same way at once: Inqom has it, so it is never sent again blind. The id is recorded even when the claim was
 taken over meanwhile (then it is linked as an extra upload): Inqom never holds a document the ledger
 cannot name. Permanent failures (routing, Inqom 400/404) quarantine the blob; others are recorded and
 re-raised so the Functions host retries, until ``UPLOAD_MAX_ATTEMPTS``, when the blob is quarantined
@@ -26,20 +29,24 @@ from azure.storage.blob import BlobClient
 
 from .auth import AuthenticationError
 from .http import ApiError, DeadlineExceeded, ThrottledError
-from .inqom import InqomDocument
+from .inqom import InqomDocument, UploadUnconfirmed
 from .ledger import (
-    DUPLICATE, FAILED, REFUSED, SUPERSEDED, UPLOADED, ClaimKeeper, Ledger, LedgerConflict, LedgerEntry,
+    DUPLICATE, FAILED, QUARANTINING, REFUSED, SUPERSEDED, UPLOADED, ClaimKeeper, Ledger, LedgerConflict, LedgerEntry,
     iso, ledger_key, partition_for,
 )
 from . import metrics
 from .observability import bind, error_text
 from .polling import PollPolicy
-from .quarantine import quarantine_document
+from .quarantine import finish_quarantine, quarantine_document
 from .routing import RoutingError, UploadInstruction, route, unaddressable
 from .services import Services
 from .storage import BlobRangeReader
 
 log = logging.getLogger(__name__)
+
+#: Pages of 100 of a folder's document list (newest first) read to find an earlier send: the send being
+#: looked for is recent, and a folder taking more than 2,000 documents meanwhile is not a case we meet.
+LOOKUP_PAGES = 20
 
 
 @dataclass(frozen=True)
@@ -74,7 +81,14 @@ def upload_inbox_blob(services: Services, blob: BlobClient) -> UploadOutcome:
     try:
         instruction = route(name, metadata, size, services.routing_rules)
     except RoutingError as exc:
-        return _outcome(quarantine_document(services, partition, key, base_fields, str(exc)), reason=str(exc))
+        adopted = ledger.get(partition, key)  # e.g. a row the repair sweep created for a blob whose event was lost
+        if adopted is None or (adopted.state == FAILED and adopted.get("InqomId") in (None, "")):
+            return _outcome(quarantine_document(services, partition, key, base_fields, str(exc), entry=adopted),
+                            reason=str(exc))
+        if adopted.state == QUARANTINING:
+            return _outcome(finish_quarantine(services, adopted), reason=str(exc))
+        log.info("blob %s (ledger %s) is refused by routing but its row is %s; left as it is", name, key, adopted.state)
+        return UploadOutcome(key, adopted.state or "", reason=str(exc))
 
     fields = {**base_fields, "Kind": instruction.kind, "FolderId": instruction.folder_id}
     entry = ledger.claim_upload(partition, key, fields, settings.upload_claim_seconds)
@@ -90,9 +104,18 @@ def upload_inbox_blob(services: Services, blob: BlobClient) -> UploadOutcome:
         return readers[-1]
 
     keeper = ClaimKeeper(ledger, entry, settings.upload_claim_seconds)
+    found: list[InqomDocument] = []
     try:
         with keeper:
-            document = _send(services, instruction, key, open_blob)
+            if _may_have_been_sent(entry):
+                found = _find_sent(services, instruction, key, _blob_sha1(open_blob))
+            if not found:
+                try:
+                    found = [_send(services, instruction, key, open_blob)]
+                except UploadUnconfirmed:
+                    found = _find_sent(services, instruction, key, readers[-1].sha1.hexdigest().upper())
+                    if not found:
+                        raise
     except ResourceModifiedError:
         _settle(ledger, keeper.entry, State=SUPERSEDED, ClaimUntil=None, NextPollAt=None,
                 LastError="blob was replaced during upload; the new version is handled by its own trigger")
@@ -100,9 +123,10 @@ def upload_inbox_blob(services: Services, blob: BlobClient) -> UploadOutcome:
         return UploadOutcome(key, SUPERSEDED, reason="replaced during upload")
     except ThrottledError as exc:
         return _hand_back(services, keeper.entry, exc)
-    except DeadlineExceeded:  # the poll tick driving this watchdog upload ran out of time: not an attempt
+    except DeadlineExceeded as exc:  # the poll tick driving this watchdog upload ran out of time: not an attempt
         _settle(ledger, keeper.entry, State=FAILED, CutShort=int(keeper.entry.get("CutShort") or 0) + 1,
-                ClaimUntil=None, NextPollAt=ledger.clock(), LastError="upload cut short by the poll tick's deadline")
+                ClaimUntil=None, NextPollAt=ledger.clock(), LastError="upload cut short by the poll tick's deadline",
+                **_unsent(keeper.entry, exc))
         raise
     except ApiError as exc:
         claimed = keeper.entry
@@ -115,7 +139,7 @@ def upload_inbox_blob(services: Services, blob: BlobClient) -> UploadOutcome:
             reason = f"gave up after {failures} attempts: {exc}"
             return _outcome(quarantine_document(services, partition, key, fields, reason, entry=claimed),
                             reason=reason)
-        _record_failure(ledger, claimed, str(exc), settings.upload_claim_seconds)
+        _record_failure(ledger, claimed, str(exc), settings.upload_claim_seconds, **_unsent(claimed, exc))
         log.warning("upload of %s (ledger %s) failed, attempt %d of %d: %s",
                     name, key, failures, settings.upload_max_attempts, exc)
         raise
@@ -123,6 +147,7 @@ def upload_inbox_blob(services: Services, blob: BlobClient) -> UploadOutcome:
         _record_failure(ledger, keeper.entry, error_text(exc), settings.upload_claim_seconds)
         raise
 
+    document, *extra = sorted(found, key=lambda d: d.id)
     bind(inqom_id=document.id)
     now = ledger.clock()
     sha1 = readers[-1].sha1.hexdigest().upper()
@@ -132,6 +157,11 @@ def upload_inbox_blob(services: Services, blob: BlobClient) -> UploadOutcome:
         Sha1=sha1, InqomChecksum=document.checksum, UploadedAt=iso(now), ClaimUntil=None, LastError=None,
         NextPollAt=now + PollPolicy.from_settings(settings).first_poll(), Polls=0,
     )
+    for other in extra:  # earlier attempts whose answers were lost each made one
+        recorded = ledger.record_sent(recorded, other.id)
+    if extra:
+        log.error("blob %s (ledger %s) reached Inqom %d times (answers lost): document %s is followed, %s linked "
+                  "to the row as extra uploads", name, key, len(found), document.id, ",".join(str(d.id) for d in extra))
     if recorded.get("InqomId") != document.id:
         log.error("blob %s (ledger %s) was sent to Inqom twice (its claim was taken over): document %s is linked "
                   "to the row as an extra upload of document %s", name, key, document.id, recorded.get("InqomId"))
@@ -140,6 +170,45 @@ def upload_inbox_blob(services: Services, blob: BlobClient) -> UploadOutcome:
     log.info("uploaded %s (ledger %s) to Inqom folder %s as document %s (%s)",
              name, key, instruction.folder_id, document.id, document.status or "accepted")
     return UploadOutcome(key, state, document.id)
+
+
+def _may_have_been_sent(entry: LedgerEntry) -> bool:
+    """Whether an earlier claim of this row may have reached Inqom: one that crashed, or whose outcome was
+    unknown. Claims known not to have sent anything are counted in ``Unsent``."""
+    earlier = int(entry.get("Attempts") or 1) - 1
+    return earlier > int(entry.get("Unsent") or 0)
+
+
+def _unsent(entry: LedgerEntry, exc: Exception) -> dict[str, int]:
+    """The ``Unsent`` count to write when this attempt ends in ``exc``: grown when Inqom surely made nothing."""
+    if getattr(exc, "outcome_unknown", True):
+        return {}
+    return {"Unsent": int(entry.get("Unsent") or 0) + 1}
+
+
+def _blob_sha1(open_blob) -> str:
+    reader = open_blob()
+    while reader.read(4 * 1024 * 1024):
+        pass
+    return reader.sha1.hexdigest().upper()
+
+
+def _find_sent(services: Services, instruction: UploadInstruction, key: str, sha1: str) -> list[InqomDocument]:
+    """What Inqom made of earlier sends of this blob version (its document list, newest first)."""
+    source_id = instruction.source_id or key
+
+    def ours(document: InqomDocument) -> bool:
+        if document.checksum and document.checksum.upper() != sha1:
+            return False
+        if instruction.is_expense_bill:  # expense bills carry no SourceId
+            return (bool(document.checksum) and document.name == instruction.file_name
+                    and (document.third_party_name or "") == (instruction.beneficiary or ""))
+        return document.source_id == source_id
+
+    found = services.inqom.find_documents(instruction.folder_id, ours, max_pages=LOOKUP_PAGES)
+    log.warning("ledger %s: an earlier send may have reached Inqom; its document list shows %s", key,
+                ", ".join(str(d.id) for d in found) or "nothing of this file, so it is sent")
+    return found
 
 
 def _failed_attempts(entry: LedgerEntry) -> int:
@@ -158,10 +227,10 @@ def _settle(ledger: Ledger, entry: LedgerEntry, **changes) -> None:
         log.warning("ledger %s changed meanwhile; its own due time stays", entry.key)
 
 
-def _record_failure(ledger: Ledger, entry: LedgerEntry, error: str, retry_after_seconds: float) -> None:
+def _record_failure(ledger: Ledger, entry: LedgerEntry, error: str, retry_after_seconds: float, **extra) -> None:
     """Failed, to be retried by the host; the pending-index entry is a watchdog in case it is not."""
     _settle(ledger, entry, State=FAILED, LastError=error, ClaimUntil=None,
-            NextPollAt=ledger.clock() + timedelta(seconds=retry_after_seconds))
+            NextPollAt=ledger.clock() + timedelta(seconds=retry_after_seconds), **extra)
 
 
 def _hand_back(services: Services, entry: LedgerEntry, exc: ThrottledError) -> UploadOutcome:
@@ -170,7 +239,8 @@ def _hand_back(services: Services, entry: LedgerEntry, exc: ThrottledError) -> U
     wait = exc.retry_after if exc.retry_after is not None else services.settings.http_backoff_cap
     due = ledger.clock() + timedelta(seconds=wait)
     _settle(ledger, entry, State=FAILED, Throttled=int(entry.get("Throttled") or 0) + 1, ClaimUntil=None,
-            LastError=f"throttled by Inqom; handed back until {iso(due)}: {exc}", NextPollAt=due)
+            LastError=f"throttled by Inqom; handed back until {iso(due)}: {exc}", NextPollAt=due,
+            **_unsent(entry, exc))
     log.warning("upload of ledger %s throttled by Inqom; handed back to the poller until %s (not a failed attempt)",
                 entry.key, iso(due))
     return UploadOutcome(entry.key, FAILED, reason="throttled")

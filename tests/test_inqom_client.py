@@ -124,12 +124,13 @@ def test_403_refreshes_the_token_once_and_retries_once(inqom):
 
 
 @pytest.mark.parametrize("kind", ["500", "503", "429", "drop"])
-def test_transient_failures_are_retried_then_succeed(inqom, kind):
+def test_transient_failures_of_a_get_are_retried_then_succeed(inqom, kind):
     client = Client(inqom)
-    inqom.inject(kind, times=2, path_contains="/Documents", retry_after=3 if kind == "429" else None)
     document = upload(client)
-    assert document.id in inqom.documents
-    calls = inqom.calls("POST", "/Documents")
+    inqom.inject(kind, times=2, path_contains=f"/Documents/{document.id}",
+                 retry_after=3 if kind == "429" else None)
+    assert client.inqom.get_document(FOLDER, document.id).id == document.id
+    calls = inqom.calls("GET", f"/Documents/{document.id}")
     assert len(calls) == 3 and calls[-1].status == 200
     assert len(client.sleeps) == 2
     if kind == "429":
@@ -138,13 +139,37 @@ def test_transient_failures_are_retried_then_succeed(inqom, kind):
         assert all(0 <= s <= 5 for s in client.sleeps)
 
 
-def test_retries_are_capped(inqom):
-    client = Client(inqom, max_attempts=3)
-    inqom.inject("500", times=10, path_contains="/Documents")
+def test_a_refused_upload_is_retried_in_call(inqom):
+    """429: Inqom refused before doing anything, so sending again is safe."""
+    client = Client(inqom)
+    inqom.inject("429", times=2, path_contains="/Documents", retry_after=3)
+    document = upload(client)
+    assert list(inqom.documents) == [document.id]
+    assert [c.status for c in inqom.calls("POST", "/Documents")] == [429, 429, 200]
+    assert client.sleeps == [3, 3]
+
+
+@pytest.mark.parametrize("kind", ["500", "503", "504", "drop", "drop_after_process"])
+def test_an_upload_whose_outcome_is_unknown_is_never_resent_in_call(inqom, kind):
+    """A 5xx or a lost answer may hide a document Inqom made: the caller must look before sending again."""
+    client = Client(inqom)
+    inqom.inject(kind, times=3, path_contains="/Documents", method="POST")
     with pytest.raises(TransientError) as error:
         upload(client)
+    assert error.value.outcome_unknown
+    assert len(inqom.calls("POST", "/Documents")) == 1
+    assert client.sleeps == []
+    assert inqom.document_count() == (1 if kind == "drop_after_process" else 0)
+
+
+def test_retries_are_capped(inqom):
+    client = Client(inqom, max_attempts=3)
+    document = upload(client)
+    inqom.inject("500", times=10, path_contains=f"/Documents/{document.id}")
+    with pytest.raises(TransientError) as error:
+        client.inqom.get_document(FOLDER, document.id)
     assert error.value.status == 500
-    assert len(inqom.calls("POST", "/Documents")) == 3
+    assert len(inqom.calls("GET", f"/Documents/{document.id}")) == 3
 
 
 def test_retry_after_that_is_not_a_number_is_retried_as_if_absent(inqom):

@@ -94,8 +94,9 @@ def test_concurrent_deliveries_upload_once(services, host, inqom):
     assert row_for(services, name).state == UPLOADED
 
 
-def test_crash_after_upload_then_redelivery_links_the_duplicate(services, host, inqom):
-    """The worker died after Inqom accepted the file but before the ledger said so."""
+def test_crash_after_upload_then_redelivery_finds_what_inqom_made(services, host, inqom):
+    """The worker died after Inqom accepted the file but before the ledger said so: the next claim
+    looks in Inqom's list (SourceId) before sending, and records the document it finds."""
     name = "5/supplier/crash.pdf"
     drop(services, name, PDF)
     deliver(host, name)
@@ -106,9 +107,9 @@ def test_crash_after_upload_then_redelivery_links_the_duplicate(services, host, 
     assert stale.state == UPLOADING
     deliver(host, name)
     row = row_for(services, name)
-    assert inqom.document_count() == 2
-    assert row.state == DUPLICATE
-    assert row.get("OriginId") == first.get("InqomId")
+    assert inqom.document_count() == 1
+    assert len(inqom.calls("POST", "/Documents")) == 1
+    assert row.state == UPLOADED and row.get("InqomId") == first.get("InqomId")
     assert row.get("Attempts") == 2
 
 
@@ -159,7 +160,7 @@ def test_unknown_folder_is_quarantined(services, host, inqom):
 def test_transient_errors_raise_for_the_host_retry_then_succeed(services, host, inqom):
     name = "12/client/flaky.pdf"
     drop(services, name, PDF)
-    inqom.inject("503", times=4, path_contains="/Documents")  # one delivery makes 4 HTTP attempts
+    inqom.inject("503", times=1, path_contains="/Documents", method="POST")  # a POST is not resent in-call
     with pytest.raises(TransientError):
         deliver(host, name)
     row = row_for(services, name)
@@ -195,23 +196,25 @@ def test_blob_replaced_after_event_is_not_sent_as_the_old_version(services, host
     assert sent == [PDF, PDF + b"v2"]
 
 
-def test_lost_response_then_retry_is_linked_as_duplicate(services, host, inqom):
-    """Inqom created the document but the answer was lost: the in-call retry is marked Duplicate."""
+def test_lost_response_is_not_resent_in_call_and_the_retry_finds_the_document(services, host, inqom):
+    """Inqom created the document but the answer was lost: no blind resend; the host's retry finds it."""
     name = "12/supplier/lost-answer.pdf"
     drop(services, name, PDF)
-    inqom.inject("drop_after_process", times=1, path_contains="/Documents")
+    inqom.inject("drop_after_process", times=1, path_contains="/Documents", method="POST")
+    with pytest.raises(TransientError):
+        deliver(host, name)
+    assert inqom.document_count() == 1
     deliver(host, name)
     row = row_for(services, name)
-    assert inqom.document_count() == 2
-    assert row.state == DUPLICATE and row.get("OriginId") in inqom.documents
-    assert row.get("OriginId") != row.get("InqomId")
+    assert inqom.document_count() == 1 and len(inqom.calls("POST", "/Documents")) == 1
+    assert row.state == UPLOADED and row.get("InqomId") in inqom.documents
 
 
 def test_failed_upload_not_retried_by_the_host_is_retried_by_the_poller(services, host, inqom):
     """The host gave up (or never retried): the pending-index watchdog drives the upload again."""
     name = "12/client/orphaned.pdf"
     drop(services, name, PDF)
-    inqom.inject("503", times=4, path_contains="/Documents")
+    inqom.inject("503", times=1, path_contains="/Documents", method="POST")
     with pytest.raises(TransientError):
         deliver(host, name)
     assert row_for(services, name).state == "Failed"

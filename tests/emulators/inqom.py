@@ -6,6 +6,9 @@ against it should pass against Inqom. One loopback server plays both hosts, the 
 (``POST /identity/connect/token``) and the API:
 
 * ``POST /api/accounting-documents/accounting-folders/{folderId}/Documents``
+* ``GET  /api/accounting-documents/accounting-folders/{folderId}/Documents?pageNumber=N&pageSize=M``
+  (the list, newest first: not in the seed document, named in Inqom's other documents and in
+  issue 19; the bridge reads it to learn what an upload whose answer was lost created)
 * ``GET  /api/accounting-documents/accounting-folders/{folderId}/Documents/{id}``
 * ``GET  /api/accounting-documents/accounting-folders/{folderId}/Documents/{id}/public-url``
 * ``POST /api/v1/accounting-folders/{folderId}/expense-bills``
@@ -46,6 +49,7 @@ import email.utils
 import hashlib
 import io
 import itertools
+import json
 import math
 import os
 import re
@@ -95,9 +99,16 @@ STATUSES = frozenset(
 )
 #: What Inqom extracts from a document (answered by GET Documents/{id} once set, null members left out).
 EXTRACTED_FIELDS = ("CounterParty", "Amount", "EffectifDate", "DocRef", "Type", "UserDefinedThirdPartyName")
+#: Legal-but-odd 2xx answers: the request is processed, then answered 200 with this body.
+ODD_ANSWERS = {
+    "ok_empty_array": lambda created: [],
+    "ok_two_elements": lambda created: [created, dict(created)],
+    "ok_no_id": lambda created: {k: v for k, v in created.items() if k not in ("Id", "DocumentId")},
+}
 FAULT_KINDS = frozenset(
-    {"500", "502", "503", "429", "400", "403", "drop", "slow", "drop_after_process"}
+    {"500", "502", "503", "504", "429", "400", "403", "drop", "slow", "drop_after_process", *ODD_ANSWERS}
 )
+MAX_PAGE_SIZE = 100
 TYPE_SCANS = ("Client", "Supplier", "Others")
 TOKEN_PATH = "/identity/connect/token"
 TOKEN_FIELDS = ("username", "password", "grant_type", "scope", "client_id", "client_secret")
@@ -540,7 +551,8 @@ class InqomEmulator(EmulatorServer):
       (on ``/api/`` paths, or on every path with ``random_faults_on_all``).
     * ``token_ttl``, ``status_flow``, ``polls_per_step``: defaults for what comes next.
 
-    Fault kinds: ``FAULT_KINDS`` ("drop_after_process" creates the document, then drops).
+    Fault kinds: ``FAULT_KINDS`` ("drop_after_process" creates the document, then drops; the
+    ``ODD_ANSWERS`` kinds create it, then answer 200 with an empty array, two elements, or no id).
     """
 
     _name = "inqom"
@@ -551,6 +563,7 @@ class InqomEmulator(EmulatorServer):
         "429": "Rate limit is exceeded. Try again later.",
         "400": "The request is invalid.",
         "403": _FORBIDDEN,
+        "504": "The gateway timed out.",
     }
     _api_prefix = "/api/"
     _no_route = "No HTTP resource was found that matches {path}"
@@ -608,6 +621,8 @@ class InqomEmulator(EmulatorServer):
             ("POST", re.compile(re.escape(TOKEN_PATH)), self._token),
             ("POST", re.compile(r"/api/accounting-documents/accounting-folders/([^/]+)/Documents/?"),
              self._upload_document),
+            ("GET", re.compile(r"/api/accounting-documents/accounting-folders/([^/]+)/Documents/?"),
+             self._list_documents),
             ("GET", re.compile(r"/api/accounting-documents/accounting-folders/([^/]+)/Documents/([^/]+)/?"),
              self._get_document),
             ("GET", re.compile(
@@ -737,6 +752,15 @@ class InqomEmulator(EmulatorServer):
     def _error(self, status: int, text: str) -> Reply:
         return _message(status, text)
 
+    def _answer(self, fault: Fault | None, dispatch) -> Reply | None:
+        odd = ODD_ANSWERS.get(fault.kind) if fault else None
+        if odd is None:
+            return super()._answer(fault, dispatch)
+        reply = dispatch()
+        if reply is None or reply.status != 200:
+            return reply
+        return json_reply(200, odd(json.loads(reply.body)))
+
     def _random_fault_applies(self, path: str) -> bool:
         return super()._random_fault_applies(path) or self.random_faults_on_all
 
@@ -852,6 +876,22 @@ class InqomEmulator(EmulatorServer):
             folder_id, bill, name=file_name, original_name=file_name, type_scan="Others",
             source_id=None, doc_ref=form.get("DocumentReference"), beneficiary=beneficiary)
         return json_reply(200, {"DocumentId": created["Id"]})
+
+    def _list_documents(self, folder: str, *, request: _Request) -> Reply:
+        """One page of the folder's documents, newest first (the statuses as they stand, no polling)."""
+        folder_id = _positive_int(folder)
+        page, size = (_positive_int((request.query.get(name) or ["1"])[0]) for name in ("pageNumber", "pageSize"))
+        if folder_id is None or page is None or size is None or size > MAX_PAGE_SIZE:
+            return _message(400, f"accountingFolderId, pageNumber and pageSize (1-{MAX_PAGE_SIZE}) must be "
+                                 "positive integers")
+        denied = self._folder_denied(folder_id)
+        if denied:
+            return denied
+        with self._lock:
+            newest_first = sorted((d for d in self._documents.values() if d.folder_id == folder_id),
+                                  key=lambda d: d.id, reverse=True)
+            payload = [self._document_json(d) for d in newest_first[(page - 1) * size: page * size]]
+        return json_reply(200, payload)
 
     def _get_document(self, folder: str, doc_id: str, *, request: _Request) -> Reply:
         found = self._find(folder, doc_id)
