@@ -36,13 +36,14 @@ split into two **lanes**, each a schedule of call times (slots) spaced ``1/lane 
   batch, about 2 to 7 s of one lane at the default rate). Nothing needs releasing or expiring.
 - **429 as a shared signal**: ``hold_off(seconds)`` (HttpClient calls it on a ``Retry-After``) drops
   this process's slots before the end of the hold and records ``HoldUntil`` in the row: no process
-  reserves a slot before it. Processes already holding slots inside the hold (the one or two whose
-  batch spans it) learn it at their own next 429 or reservation. The same write cuts the fleet's
-  rate (``RateFactor``, ``FactorAt``): × 0.7 per 429 episode (a 429 whose hold the row already shows
-  is the same episode), never below 25 % of the budget, then recovering by 2 % of the budget per
-  second (additive increase, multiplicative decrease, as the AWS SDKs' adaptive retry mode and the
-  SRE book's client-side throttling do), so other tools on the same Inqom account that take part
-  of the 15/s push the fleet down instead of into a 429 per hold.
+  reserves a slot before it (one answer holds the fleet ``MAX_SHARED_HOLD``, 300 s, at most). Processes
+  already holding slots inside the hold (the one or two whose batch spans it) learn it at their own
+  next 429 or reservation. The same write cuts the fleet's rate (``RateFactor``, ``FactorAt``): × 0.7
+  per 429 episode (a 429 whose hold the row already shows is the same episode), never below 25 % of
+  the budget, then recovering by 2 % of the budget per second (additive increase, multiplicative
+  decrease, as the AWS SDKs' adaptive retry mode and the SRE book's client-side throttling do), so
+  other tools on the same Inqom account that take part of the 15/s push the fleet down instead of
+  into a 429 per hold.
 - **Never longer than the caller can wait**: when the next slot (or a hold) is further away than
   ``HTTP_BACKOFF_CAP_SECONDS`` (and a second), ``acquire`` raises ``ThrottledError`` (``retry_after`` = that wait)
   instead of sleeping, so an upload is handed back to the ledger (not a failed attempt) and a poll
@@ -68,7 +69,10 @@ rather than kept waiting.
 Times are wall-clock epoch seconds (``time.time``), the same on every instance (the ledger's
 clock, which tests move ahead to make documents due, plays no part: slots are real time); clock
 skew between instances of tens of ms shifts a few slots, well within the headroom under Inqom's
-limit.
+limit. Each lane's schedule and the hold also record their writer's clock (``UploadAt``, ``PollAt``,
+``FactorAt``): times set more than ``CLOCK_SKEW_BOUND`` (1 s) ahead of the reader's clock are suspect,
+moved back by as much (the lead their writer gave is kept) with one warning, and the next write stores
+them so; a fast clock cannot stall the fleet.
 """
 
 from __future__ import annotations
@@ -101,6 +105,7 @@ LANES = (UPLOAD, POLL)
 BUDGET_PARTITION = "budget"  # in the ledger table; a system partition, not documents
 _NEXT = {UPLOAD: "UploadNext", POLL: "PollNext"}  # next unreserved slot of each lane's schedule
 _OWNED = {UPLOAD: "UploadOwned", POLL: "PollOwned"}  # end of the last batch a lane reserved for itself
+_AT = {UPLOAD: "UploadAt", POLL: "PollAt"}  # the writer's clock when it last set the lane's schedule
 _OTHER = {UPLOAD: POLL, POLL: UPLOAD}
 #: Budget storage calls stay short: a slow store delays Inqom calls, so fall back early instead.
 STORAGE_CALL = {"connection_timeout": min(3, TIMEOUTS["connection_timeout"]),
@@ -114,6 +119,12 @@ MIN_PATIENCE = 1.0  # seconds: a shorter wait for a slot is always waited out, w
 ADAPT_DECREASE = 0.7
 ADAPT_FLOOR = 0.25
 ADAPT_RECOVERY = 0.02
+#: The longest one ``Retry-After`` holds the fleet (here and in the row): 5 minutes honour any real rate
+#: window; a longer (or bogus) one costs one refused call per 5 minutes, each renewing the hold, not a day.
+MAX_SHARED_HOLD = 300.0
+#: How far the instances' clocks are assumed to agree (NTP keeps them within milliseconds): a time the row
+#: says was set further ahead of the reader's clock is suspect (``InqomBudget._trusted``).
+CLOCK_SKEW_BOUND = 1.0
 
 _lane: contextvars.ContextVar[str] = contextvars.ContextVar("inqom_budget_lane", default=UPLOAD)
 
@@ -171,11 +182,13 @@ class _Row:
     hold_until: float
     etag: str | None  # None: the row does not exist yet
     factor: float = 1.0  # share of INQOM_RATE_LIMIT in force when it was set (``factor_at``)
-    factor_at: float = 0.0
+    factor_at: float = 0.0  # the writer's clock when it set the factor and the hold
+    at: dict[str, float] = field(default_factory=lambda: {UPLOAD: 0.0, POLL: 0.0})
+    rebased: bool = False  # times from a fast clock were moved back on reading: write them back (never copied)
 
     def copy(self, **changes: Any) -> "_Row":
         fields = {"next": dict(self.next), "owned": dict(self.owned), "hold_until": self.hold_until,
-                  "etag": self.etag, "factor": self.factor, "factor_at": self.factor_at}
+                  "etag": self.etag, "factor": self.factor, "factor_at": self.factor_at, "at": dict(self.at)}
         fields.update(changes)
         return _Row(**fields)
 
@@ -253,10 +266,11 @@ class InqomBudget:
         self._key: str | None = None
         self._cached: _Row | None = None  # the row as this process last wrote it
         self._trust_cache = False  # write without reading first: the last read found our own last write
-        self._fallback = RateLimiter(fallback_rate)
+        self._fallback = RateLimiter(fallback_rate, sleep=sleep)
         self._fallback_rate = fallback_rate
         self._fallback_until = 0.0
         self._outage_logged = False
+        self._skew_logged = False
         self._stats = BudgetStats()
 
     @classmethod
@@ -281,6 +295,10 @@ class InqomBudget:
         lane = _lane.get()
         while True:
             if self._clock() < self._fallback_until:
+                held = self._fallback.held_off()
+                if held > self._allowed_wait():
+                    self._count("throttled")
+                    self._raise_too_long(held)
                 self._fallback.acquire()
                 self._count("fallback_calls")
                 return
@@ -330,9 +348,14 @@ class InqomBudget:
             return
 
     def hold_off(self, seconds: float) -> None:
-        """Inqom said wait (``Retry-After``): nothing is sent before then, here or (via the row) elsewhere."""
+        """Inqom said wait (``Retry-After``): nothing is sent before then (``MAX_SHARED_HOLD`` at most), here
+        or (via the row) elsewhere."""
+        if seconds > MAX_SHARED_HOLD:
+            log.warning("Inqom asked to wait %.0fs; the fleet holds off %.0fs at most (MAX_SHARED_HOLD)",
+                        seconds, MAX_SHARED_HOLD)
+        seconds = min(max(seconds, 0.0), MAX_SHARED_HOLD)
         now = self._clock()
-        until = now + max(seconds, 0.0)
+        until = now + seconds
         with self._cond:
             self._stats.holds += 1
             self._apply_hold(until)
@@ -451,7 +474,12 @@ class InqomBudget:
         table, key = self._store()
         for row in self._rows(table, key):
             now = self._clock()
-            plan = self._plan(row, lane, now)
+            try:
+                plan = self._plan(row, lane, now)
+            except (ThrottledError, DeadlineExceeded):
+                if row.rebased:  # written back at our time, or every reader moves it again on each read
+                    self._write(table, key, row, row.copy())
+                raise
             if self._write(table, key, row, plan.row):
                 if self._outage_logged:
                     log.info("Inqom budget store reachable again; the fleet-wide budget applies")
@@ -499,12 +527,14 @@ class InqomBudget:
         slots = [start + i / r_own for i in range(count)]
         new = row.copy()
         new.next[own] = new.owned[own] = start + span
+        new.at[own] = now
         borrowed = 0
         if borrow:
             lent = max(row.next[other], ready)  # the idle lane's schedule up to the end of our batch
             borrowed = max(0, math.ceil((start + span - lent) * r_other - 1e-9))
             slots += [lent + i / r_other for i in range(borrowed)]
             new.next[other] = lent + borrowed / r_other
+            new.at[other] = now  # its older ``owned`` moves with it if found suspect: it only decides borrowing
         return _Plan(new, sorted(slots), borrowed, span, start)
 
     def _share_hold(self, until: float) -> None:
@@ -543,8 +573,45 @@ class InqomBudget:
         row = _Row({lane: float(entity.get(column) or 0.0) for lane, column in _NEXT.items()},
                    {lane: float(entity.get(column) or 0.0) for lane, column in _OWNED.items()},
                    float(entity.get("HoldUntil") or 0.0), entity.metadata.get("etag"),
-                   float(entity.get("RateFactor") or 1.0), float(entity.get("FactorAt") or 0.0))
+                   float(entity.get("RateFactor") or 1.0), float(entity.get("FactorAt") or 0.0),
+                   {lane: float(entity.get(column) or 0.0) for lane, column in _AT.items()})
         self._trust_cache = self._cached is not None and row.etag == self._cached.etag
+        stamp = entity.metadata.get("timestamp")  # the store's clock at the last write
+        return self._trusted(row, stamp.timestamp() if stamp else None)
+
+    def _trusted(self, row: _Row, stamp: float | None) -> _Row:
+        """``row`` with the times set by a clock over ``CLOCK_SKEW_BOUND`` ahead of ours moved back (invariant 9).
+
+        Each lane's schedule and the hold carry their writer's clock (``UploadAt``/``PollAt``, ``FactorAt``;
+        one ``WrittenAt`` would not tell which times its writer set and which it copied from others). That
+        clock was at least ``at - now`` ahead, so moving its times back by as much keeps the lead it gave
+        (its batch, its hold), now counted from our clock: never earlier than its writer spends them. The
+        moved times are to be written back (``rebased``) unless the store's clock says ours is the late one.
+        """
+        now = self._clock()
+        behind = stamp is not None and stamp - now > CLOCK_SKEW_BOUND
+        shifts = {lane: row.at[lane] - now for lane in LANES if row.at[lane] - now > CLOCK_SKEW_BOUND}
+        for lane, shift in shifts.items():
+            row.next[lane] -= shift
+            row.owned[lane] -= shift
+            row.at[lane] = now
+        hold_shift = row.factor_at - now
+        if hold_shift > CLOCK_SKEW_BOUND:
+            row.hold_until -= hold_shift
+            row.factor_at = now
+            shifts["hold"] = hold_shift
+        row.hold_until = min(row.hold_until, row.factor_at + MAX_SHARED_HOLD)  # a hold written before the cap
+        if shifts:
+            row.rebased = not behind
+            worst = max(shifts.values())
+            if not self._skew_logged:
+                self._skew_logged = True
+                log.warning("Inqom budget row set %.1fs ahead of this instance's clock (more than "
+                            "CLOCK_SKEW_BOUND = %gs; %s): its slots and hold are counted from now instead",
+                            worst, CLOCK_SKEW_BOUND, "this clock is behind the store's" if behind
+                            else "another instance's clock is fast")
+            else:
+                log.debug("Inqom budget row set %.1fs ahead of this instance's clock", worst)
         return row
 
     def _write(self, table: TableClient, key: str, old: _Row, new: _Row) -> bool:
@@ -554,7 +621,8 @@ class InqomBudget:
                   "Rate": float(self.rate), "PollRate": float(self.rates[POLL]),
                   "UpdatedAt": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
                   **{column: float(new.next[lane]) for lane, column in _NEXT.items()},
-                  **{column: float(new.owned[lane]) for lane, column in _OWNED.items()}}
+                  **{column: float(new.owned[lane]) for lane, column in _OWNED.items()},
+                  **{column: float(new.at[lane]) for lane, column in _AT.items()}}
         self._count("writes")
         began = time.monotonic()
         try:
