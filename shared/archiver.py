@@ -57,7 +57,7 @@ from azure.core.exceptions import (
 
 from .archive_index import ArchiveFields, archive_tags
 from .blobmove import BlobGone, BlobReplaced, metadata_text, move_blob
-from .budget import priority
+from .budget import MAX_SHARED_HOLD, priority
 from .http import DeadlineExceeded, ForbiddenError, ThrottledError, deadline, time_left
 from .inqom import InqomDocument
 from .ledger import (
@@ -311,7 +311,7 @@ def _reschedule(ledger: Ledger, entry: LedgerEntry, observed: dict, due: datetim
 
 def _record_throttled(ledger: Ledger, entry: LedgerEntry, exc: ThrottledError, now: datetime) -> None:
     """Throttling is no error: no ``Errors`` count, no backoff growth; due again once Inqom allows."""
-    due = now + timedelta(seconds=exc.retry_after or 60)
+    due = now + timedelta(seconds=min(exc.retry_after or 60, MAX_SHARED_HOLD))
     log.warning("Inqom throttles the poller; ledger %s and the rest of this tick wait until %s", entry.key, iso(due))
     try:
         ledger.update(entry, NextPollAt=due, LastError=f"throttled by Inqom until {iso(due)}")

@@ -28,10 +28,29 @@ _SAFE = " !#$&'()*+,-./:;=?@[]^_`{|}~"
 _MAX_METADATA_VALUE = 2000
 _COPY_TIMEOUT = 300.0
 MOVE_ID = "moveid"
+DROPPED = "droppedmetadata"
+METADATA_LIMIT = 8 * 1024  # all names and values of one blob's metadata
 
 
 def metadata_text(text: str) -> str:
     return quote(text, safe=_SAFE)[:_MAX_METADATA_VALUE]
+
+
+def _within_limit(theirs: dict[str, str], ours: dict[str, str]) -> dict[str, str]:
+    """``ours`` and as much of the source's metadata as fits the service's 8 KiB (names and values): the
+    largest values of the source's go first, and ``droppedmetadata`` names them."""
+    def size(items: dict[str, str]) -> int:
+        return sum(len(k.encode()) + len(v.encode()) for k, v in items.items())
+
+    kept = dict(theirs)
+    dropped: list[str] = []
+    while kept and size(kept) + size(ours) + len(DROPPED) + sum(len(d) + 1 for d in dropped) > METADATA_LIMIT:
+        largest = max(kept, key=lambda k: len(k) + len(kept[k]))
+        dropped.append(largest)
+        del kept[largest]
+    if dropped:
+        kept[DROPPED] = ",".join(dropped)
+    return {**kept, **ours}
 
 
 class BlobMoveError(RuntimeError):
@@ -106,8 +125,9 @@ def move_blob(stores: StorageClients, source_container: str, blob_name: str, des
         raise BlobReplaced(f"{source_container}/{blob_name} was replaced by a newer version; left in place")
     dropped = {name.lower() for name in drop_metadata}
     metadata = {k: v for k, v in props.metadata.items() if k.lower() not in dropped and k.lower() != MOVE_ID}
-    metadata.update({k: metadata_text(v) for k, v in (extra_metadata or {}).items()})
-    metadata[MOVE_ID] = owner
+    ours = {k: metadata_text(v) for k, v in (extra_metadata or {}).items()}
+    ours[MOVE_ID] = owner
+    metadata = _within_limit({k: v for k, v in metadata.items() if k not in ours}, ours)
     chosen = None
     for candidate in candidate_names(wanted, owner):
         dest = stores.container(dest_container).get_blob_client(candidate)

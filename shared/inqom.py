@@ -82,6 +82,7 @@ class InqomDocument:
     status_reasons: tuple[str, ...] = ()
     name: str | None = None
     source_id: str | None = None
+    size_kib: int | None = None  # ``Size``: whole KiB, rounded up
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     counter_party: str | None = None
     amount: Decimal | None = None
@@ -111,6 +112,7 @@ class InqomDocument:
             status_reasons=tuple(str(r).strip() for r in reasons if r and str(r).strip() != "None"),
             name=payload.get("OriginalName") or payload.get("Name"),
             source_id=_text(payload.get("SourceId")),
+            size_kib=_optional_int_or_none(payload.get("Size")),
             raw=payload,
             counter_party=_text(payload.get("CounterParty")),
             amount=_decimal(payload.get("Amount")),

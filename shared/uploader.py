@@ -28,6 +28,7 @@ from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobClient
 
 from .auth import AuthenticationError
+from .budget import MAX_SHARED_HOLD
 from .http import ApiError, DeadlineExceeded, ThrottledError
 from .inqom import InqomDocument, UploadUnconfirmed
 from .ledger import (
@@ -108,12 +109,12 @@ def upload_inbox_blob(services: Services, blob: BlobClient) -> UploadOutcome:
     try:
         with keeper:
             if _may_have_been_sent(entry):
-                found = _find_sent(services, instruction, key, _blob_sha1(open_blob))
+                found = _find_sent(services, instruction, key, _blob_sha1(open_blob), size)
             if not found:
                 try:
                     found = [_send(services, instruction, key, open_blob)]
                 except UploadUnconfirmed:
-                    found = _find_sent(services, instruction, key, readers[-1].sha1.hexdigest().upper())
+                    found = _find_sent(services, instruction, key, readers[-1].sha1.hexdigest().upper(), size)
                     if not found:
                         raise
     except ResourceModifiedError:
@@ -193,15 +194,21 @@ def _blob_sha1(open_blob) -> str:
     return reader.sha1.hexdigest().upper()
 
 
-def _find_sent(services: Services, instruction: UploadInstruction, key: str, sha1: str) -> list[InqomDocument]:
-    """What Inqom made of earlier sends of this blob version (its document list, newest first)."""
+def _find_sent(services: Services, instruction: UploadInstruction, key: str, sha1: str,
+               size: int) -> list[InqomDocument]:
+    """What Inqom made of earlier sends of this blob version (its document list, newest first).
+
+    A document answered without ``Checksum`` is matched by what else it carries: its ``SourceId``, or
+    for an expense bill (which carries none) its name, beneficiary and size (``Size``, in whole KiB).
+    """
     source_id = instruction.source_id or key
 
     def ours(document: InqomDocument) -> bool:
         if document.checksum and document.checksum.upper() != sha1:
             return False
-        if instruction.is_expense_bill:  # expense bills carry no SourceId
-            return (bool(document.checksum) and document.name == instruction.file_name
+        if instruction.is_expense_bill:
+            same_size = document.checksum or document.size_kib == -(-size // 1024)
+            return (bool(same_size) and document.name == instruction.file_name
                     and (document.third_party_name or "") == (instruction.beneficiary or ""))
         return document.source_id == source_id
 
@@ -236,7 +243,8 @@ def _record_failure(ledger: Ledger, entry: LedgerEntry, error: str, retry_after_
 def _hand_back(services: Services, entry: LedgerEntry, exc: ThrottledError) -> UploadOutcome:
     """Inqom asked us to slow down: not a failed attempt; the poller drives it again when Inqom said."""
     ledger = services.ledger
-    wait = exc.retry_after if exc.retry_after is not None else services.settings.http_backoff_cap
+    wait = min(exc.retry_after if exc.retry_after is not None else services.settings.http_backoff_cap,
+               MAX_SHARED_HOLD)
     due = ledger.clock() + timedelta(seconds=wait)
     _settle(ledger, entry, State=FAILED, Throttled=int(entry.get("Throttled") or 0) + 1, ClaimUntil=None,
             LastError=f"throttled by Inqom; handed back until {iso(due)}: {exc}", NextPollAt=due,
