@@ -7,6 +7,8 @@ The search is one ``Find Blobs by Tags`` request (pages followed), in the archiv
 ``--account``, in every container of the account; no ledger or blob listing is scanned. Each match is
 then read once (its properties, for the original values in its metadata and its size, and its tags).
 Criteria are combined with AND; see ``shared.archive_index`` for how names and amounts are normalised.
+Amount bounds are taken to the cent inwards (``--min-amount 10.004`` is 10.01, ``--max-amount 9.995`` 9.99),
+so no amount outside the bounds is ever found.
 The blob index is eventually consistent in Azure: a document archived seconds ago may not be found yet.
 """
 
@@ -24,7 +26,7 @@ from urllib.parse import unquote
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 
-from shared.archive_index import TagError, TagQuery, fields_from_tags, tag_filter
+from shared.archive_index import AMOUNT_TAG_LIMIT, TagError, TagQuery, fields_from_tags, tag_filter
 from shared.services import Services
 
 from .common import CliError, human_bytes, print_json, table, text
@@ -63,13 +65,17 @@ def parse_date(value: str) -> date:
 
 
 def parse_amount(value: str) -> Decimal:
+    """An amount bound as typed (``1234.56``, ``1 234,56``), within what the archive's tags hold."""
     cleaned = value.replace(" ", "").replace("\u00a0", "")
     if not re.fullmatch(r"[+-]?(\d+([.,]\d*)?|[.,]\d+)", cleaned):
         raise argparse.ArgumentTypeError(f"{value!r} is not an amount (e.g. 1234.56 or 1234,56)")
     try:
-        return Decimal(cleaned.replace(",", "."))
+        amount = Decimal(cleaned.replace(",", "."))
     except InvalidOperation:
         raise argparse.ArgumentTypeError(f"{value!r} is not an amount") from None
+    if abs(amount) >= AMOUNT_TAG_LIMIT // 100:
+        raise argparse.ArgumentTypeError(f"{value!r} is beyond what the archive's tags hold (±9,999,999,999.99)")
+    return amount
 
 
 def query_from_args(args: argparse.Namespace) -> TagQuery:

@@ -25,7 +25,9 @@ Tags (all keys start ``inqom_``, so an account-wide search never mixes them with
   the counterparty (the docref keeps ``/ - + . : = _``).
 
 A value that is missing, or empty once normalised, or an amount beyond ±10^10 (12 digits of cents),
-gives no tag: the blob is archived and tagged for the rest, never refused.
+gives no tag: the blob is archived and tagged for the rest, never refused. However long or odd a value
+Inqom extracted, it is cut to fit (ledger columns by UTF-16 length, metadata by encoded length, tags by
+the tag limits), and a lone surrogate becomes U+FFFD: extracted data never keeps a document from the archive.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import date
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, Mapping
 
 from azure.data.tables import EdmType, EntityProperty
@@ -70,8 +72,12 @@ AMOUNT_TAG_LIMIT = 10**12
 _INT64 = 2**63
 _CENT = Decimal("0.01")
 
-#: Blob metadata (all of it) holds 8 KiB; each original value is kept to this many encoded characters.
+#: Blob metadata (all of it, names and values) holds 8 KiB; each original value is kept to this many encoded
+#: characters, so the six values take at most about 3.1 KiB and leave the rest to the archiver's own.
 METADATA_VALUE_LIMIT = 512
+#: Each extracted text in a ledger column, in UTF-16 code units (a Table string holds 32,767): far above
+#: any real name or reference, and small beside the row's 1 MiB.
+LEDGER_TEXT_LIMIT = 2_048
 
 #: Ledger columns written from Inqom's answer (``show`` and ``export`` list them).
 LEDGER_COLUMNS = ("CounterParty", "Amount", "AmountCents", "EffectifDate", "DocRef", "InqomType",
@@ -117,9 +123,23 @@ def _cut(text: str) -> str | None:
     return text[:MAX_VALUE_LENGTH].rstrip() or None
 
 
-def to_cents(amount: Decimal) -> int:
-    """Whole cents, half away from zero (12.345 → 1235)."""
-    return int(amount.quantize(_CENT, rounding=ROUND_HALF_UP) * 100)
+def _well_formed(text: str) -> str:
+    """``text`` with each lone surrogate (what a JSON ``"\\ud835"`` decodes to) replaced by U+FFFD."""
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def _table_text(text: str) -> str:
+    """``text``, well formed, cut to ``LEDGER_TEXT_LIMIT`` UTF-16 code units, never inside a surrogate pair."""
+    encoded = _well_formed(text).encode("utf-16-le")
+    head = encoded[: 2 * LEDGER_TEXT_LIMIT]
+    if len(head) < len(encoded) and 0xD8 <= head[-1] <= 0xDB:  # the first half of a pair cut in two
+        head = head[:-2]
+    return head.decode("utf-16-le")
+
+
+def to_cents(amount: Decimal, rounding: str = ROUND_HALF_UP) -> int:
+    """Whole cents, half away from zero by default (12.345 → 1235)."""
+    return int(amount.quantize(_CENT, rounding=rounding) * 100)
 
 
 def amount_text(amount: Decimal) -> str:
@@ -186,8 +206,8 @@ class ArchiveFields:
         return cents if -_INT64 <= cents < _INT64 else None
 
     def ledger_columns(self) -> dict[str, Any]:
-        """Ledger columns for the values present: texts, ``Amount`` ("14.87"), ``AmountCents`` (Int64),
-        ``EffectifDate`` ("2025-03-12")."""
+        """Ledger columns for the values present: texts (at most ``LEDGER_TEXT_LIMIT`` UTF-16 units each),
+        ``Amount`` ("14.87"), ``AmountCents`` (Int64), ``EffectifDate`` ("2025-03-12")."""
         columns: dict[str, Any] = {
             "CounterParty": self.counter_party,
             "Amount": amount_text(self.amount) if self.amount is not None else None,
@@ -197,7 +217,8 @@ class ArchiveFields:
             "InqomType": self.type,
             "UserDefinedThirdPartyName": self.third_party_name,
         }
-        return {name: value for name, value in columns.items() if value is not None}
+        return {name: _table_text(value) if isinstance(value, str) else value
+                for name, value in columns.items() if value is not None}
 
     def metadata(self) -> dict[str, str]:
         """The original values for the archive blob's metadata (ASCII, percent-encoded, each capped)."""
@@ -214,6 +235,7 @@ class ArchiveFields:
 
 def _metadata_value(text: str) -> str:
     """Percent-encoded, at most ``METADATA_VALUE_LIMIT`` characters, cut between characters (never inside one)."""
+    text = _well_formed(text)
     encoded = metadata_text(text)
     if len(encoded) <= METADATA_VALUE_LIMIT:
         return encoded
@@ -290,8 +312,11 @@ def _clause(key: str, operator: str, value: str) -> str:
     return f'"{key}" {operator} {_quoted(value)}'
 
 
-def _amount_bound(amount: Decimal, name: str) -> str:
-    tag = amount_tag(to_cents(amount))
+def _amount_bound(amount: Decimal, name: str, rounding: str) -> str:
+    """The tag of a bound, rounded to the cent towards the inside of the range: a minimum up
+    (``ROUND_CEILING``: 10.004 → 10.01), a maximum down (``ROUND_FLOOR``: 9.995 → 9.99)."""
+    # Checked before rounding: quantize raises InvalidOperation beyond 28 digits (a 30-digit bound).
+    tag = amount_tag(to_cents(amount, rounding)) if abs(amount) < AMOUNT_TAG_LIMIT // 100 else None
     if tag is None:
         raise TagError(f"{name} {amount} is beyond what the archive's tags hold (±9,999,999,999.99)")
     return tag
@@ -338,9 +363,9 @@ def tag_filter(query: TagQuery, container: str | None = None) -> str:
     if query.min_amount is not None and query.max_amount is not None and query.min_amount > query.max_amount:
         raise TagError(f"the amount range is empty: {query.min_amount} is more than {query.max_amount}")
     if query.min_amount is not None:
-        clauses.append(_clause(TAG_AMOUNT, ">=", _amount_bound(query.min_amount, "minimum amount")))
+        clauses.append(_clause(TAG_AMOUNT, ">=", _amount_bound(query.min_amount, "minimum amount", ROUND_CEILING)))
     if query.max_amount is not None:
-        clauses.append(_clause(TAG_AMOUNT, "<=", _amount_bound(query.max_amount, "maximum amount")))
+        clauses.append(_clause(TAG_AMOUNT, "<=", _amount_bound(query.max_amount, "maximum amount", ROUND_FLOOR)))
     if query.docref is not None:
         ref = normalise_ref(query.docref)
         if ref is None:

@@ -344,7 +344,7 @@ def _archive(services: Services, ledger: Ledger, policy: PollPolicy, entry: Ledg
     fields = ArchiveFields.from_document(document)
     observed = {**observed, **fields.ledger_columns()}
     metadata = {
-        "inqomid": str(document.id), "inqomstatus": document.status or "", "checksum": document.checksum.upper(),
+        "inqomid": str(document.id), "inqomstatus": metadata_text(document.status or ""), "checksum": document.checksum.upper(),
         "sourcepath": metadata_text(f"{entry.get('Container')}/{entry.get('BlobPath')}"), "ledgerkey": entry.key,
         **fields.metadata(),
     }

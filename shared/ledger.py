@@ -55,7 +55,10 @@ SYSTEM_PARTITIONS = (PENDING_PARTITION, WEBHOOK_PARTITION, ENFACT_PARTITION, SWE
 #: Free-text columns that may carry error text from elsewhere: masked like log lines.
 TEXT_COLUMNS = frozenset({"LastError", "QuarantineReason", "Reason", "StatusReasons"})
 UNROUTED_PARTITION = "unrouted"
-_MAX_TEXT = 32_000  # a Table string property holds 64 KiB (32 K UTF-16 characters)
+# UTF-16 code units per string column, "…" included. A Table string holds 32,767 and an entity 1 MiB: at
+# 8 KiB and a few bytes per column, a row reaches 1 MiB only past 120 such columns, while the ledger writes
+# about 60 column names in all. Paths (blob names ≤ 1,024 characters, 2,048 units) stay below the cap.
+_MAX_TEXT = 4_096
 
 
 def utcnow() -> datetime:
@@ -118,8 +121,13 @@ def _encode(value: Any, column: str = "") -> Any:
         return EntityProperty(value, EdmType.INT64)
     if isinstance(value, datetime):
         return iso(value)
-    if isinstance(value, str) and len(value) > _MAX_TEXT:
-        return value[: _MAX_TEXT - 1] + "…"
+    if isinstance(value, str) and len(value) > _MAX_TEXT // 2:  # shorter strings fit in any case
+        units = value.encode("utf-16-le", "surrogatepass")
+        if len(units) > 2 * _MAX_TEXT:
+            head = units[: 2 * (_MAX_TEXT - 1)]
+            if 0xD8 <= head[-1] <= 0xDB:  # a high surrogate: the first half of a pair, never kept alone
+                head = head[:-2]
+            return head.decode("utf-16-le", "surrogatepass") + "…"
     return value
 
 

@@ -15,6 +15,7 @@ answer yet, or an error) backs off like a machine state.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -46,4 +47,9 @@ class PollPolicy:
         """Delay after the ``polls``-th poll (counting from 1) answered ``status``."""
         if status in HUMAN_STATES or (status is not None and not is_known_status(status)):
             return timedelta(seconds=self.review_interval)
-        return timedelta(seconds=min(self.first_delay * (2 ** max(polls, 0)), self.max_interval))
+        exponent = min(max(polls, 0), self._doublings_to_cap())  # 2.0 ** 1024 overflows a float
+        return timedelta(seconds=min(self.first_delay * 2 ** exponent, self.max_interval))
+
+    def _doublings_to_cap(self) -> int:
+        """The smallest n with first_delay · 2^n ≥ max_interval: more doublings cannot change the delay."""
+        return max(0, math.ceil(math.log2(self.max_interval / self.first_delay)))

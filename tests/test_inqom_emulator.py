@@ -531,8 +531,10 @@ def test_scripted_status_faults(inqom: InqomEmulator) -> None:
     assert upload(inqom, headers, b"three").json() == {"Message": "The request is invalid."}
     inqom.inject("403")
     assert upload(inqom, headers, b"three").status_code == 403
+    inqom.inject("504")
+    assert upload(inqom, headers, b"four").status_code == 504
     with pytest.raises(ValueError):
-        inqom.inject("504")
+        inqom.inject("505")
 
 
 def test_drop_faults(inqom: InqomEmulator) -> None:
@@ -548,6 +550,29 @@ def test_drop_faults(inqom: InqomEmulator) -> None:
     assert [(c.status, c.fault) for c in inqom.calls("POST", "/Documents")] == [
         (None, "drop"), (None, "drop_after_process")]
     assert upload(inqom, headers).json()["Status"] == "Duplicate"
+
+
+@pytest.mark.parametrize("kind, body", [("ok_empty_array", []), ("ok_no_id", None)])
+def test_odd_answer_faults_process_then_answer_200(inqom: InqomEmulator, kind, body) -> None:
+    headers = auth(inqom)
+    inqom.inject(kind, path_contains="/Documents")
+    reply = upload(inqom, headers)
+    assert reply.status_code == 200 and inqom.document_count() == 1
+    if body is not None:
+        assert reply.json() == body
+    else:
+        assert "Id" not in reply.json() and reply.json()["Status"] == "Received"
+
+
+def test_document_list_pages_newest_first(inqom: InqomEmulator) -> None:
+    headers = auth(inqom)
+    ids = [upload(inqom, headers, bytes([i])).json()["Id"] for i in range(3)]
+    page = requests.get(documents_url(inqom), params={"pageNumber": 1, "pageSize": 2}, headers=headers, timeout=5)
+    assert [d["Id"] for d in page.json()] == ids[::-1][:2]
+    rest = requests.get(documents_url(inqom), params={"pageNumber": 2, "pageSize": 2}, headers=headers, timeout=5)
+    assert [d["Id"] for d in rest.json()] == ids[:1]
+    refused = requests.get(documents_url(inqom), params={"pageSize": 1000}, headers=headers, timeout=5)
+    assert refused.status_code == 400
 
 
 def test_slow_fault(inqom: InqomEmulator) -> None:
@@ -570,7 +595,7 @@ def test_random_faults(inqom: InqomEmulator) -> None:
     inqom.random_faults_on_all = True  # ... unless asked
     assert requests.post(inqom.token_url, data=token_form(inqom), timeout=5).status_code == 502
     with pytest.raises(ValueError):
-        inqom.error_kinds = ("504",)
+        inqom.error_kinds = ("505",)
 
     def statuses(seed: int) -> list[int]:
         with InqomEmulator() as emulator:
