@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/pytest ] && [ -x node_modules/.bin/azurite ] || bash scripts/setup.sh
-exec .venv/bin/python -m pytest "$@"
+# Three workers on two cores: most of a test is waiting on Azurite or an emulator (each worker has its own).
+exec .venv/bin/python -m pytest -n 3 "$@"

@@ -6,6 +6,7 @@ each other's blobs or rows.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Iterator
 
 import pytest
@@ -70,6 +71,39 @@ def host(app_env):
     from devtools.host import LocalHost
 
     return LocalHost(function_app.app)
+
+
+def pytest_configure(config) -> None:
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_StatsFromWorkers(), "simulation-stats-from-workers")
+
+
+def pytest_sessionfinish(session) -> None:
+    """Under pytest-xdist each worker hands its simulation counts to the controller, which prints them."""
+    worker_output = getattr(session.config, "workeroutput", None)
+    if worker_output is not None:
+        from tests.support.simulation import STATS
+
+        worker_output["simulation_stats"] = {
+            f.name: (sorted_sets(value) if isinstance(value, dict) else value)
+            for f in dataclasses.fields(STATS) for value in [getattr(STATS, f.name)]}
+
+
+def sorted_sets(points: dict[str, set[str]]) -> dict[str, list[str]]:
+    return {scenario: sorted(names) for scenario, names in points.items()}
+
+
+class _StatsFromWorkers:
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node, error) -> None:
+        from tests.support.simulation import STATS
+
+        for name, value in node.workeroutput.get("simulation_stats", {}).items():
+            if isinstance(value, dict):
+                for scenario, names in value.items():
+                    getattr(STATS, name).setdefault(scenario, set()).update(names)
+            else:
+                setattr(STATS, name, getattr(STATS, name) + value)
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

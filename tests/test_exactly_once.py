@@ -266,7 +266,8 @@ def test_a_throttled_poll_is_due_when_inqom_says_and_counts_no_error(services, h
     rows = list(services.ledger.scan())
     throttled = [r for r in rows if "throttled" in (r.get("LastError") or "")]
     assert len(throttled) == 1 and not throttled[0].get("Errors")
-    assert throttled[0].next_poll - services.ledger.clock() > timedelta(minutes=59)
+    # Retry-After 3600: one answer parks a row at most MAX_SHARED_HOLD (5 minutes), as it holds the fleet
+    assert timedelta(minutes=4.9) < throttled[0].next_poll - services.ledger.clock() <= timedelta(minutes=5)
     assert len(inqom.calls("GET", "/Documents/")) == 1  # the rest of the tick waited
 
 

@@ -62,7 +62,7 @@ class Azurite:
               data_dir: Path | None = None) -> "Azurite":
         """Start on ``ports`` (blob, queue, table) when given and free, else on free ports.
 
-        Data lives in a temporary folder removed at stop, or in ``data_dir`` (kept) when given.
+        Data lives in memory (gone at stop), or in ``data_dir`` (kept) when given.
         """
         if not AZURITE_BIN.exists():
             raise RuntimeError(f"Azurite not installed at {AZURITE_BIN}: run `npm ci` in {REPO_ROOT}")
@@ -75,7 +75,7 @@ class Azurite:
             log = open(workdir / "azurite.log", "wb")
             process = subprocess.Popen(
                 [str(AZURITE_BIN), "--silent", "--disableTelemetry", "--skipApiVersionCheck", "--loose",
-                 "--location", str(data_dir or workdir / "data"),
+                 *(["--location", str(data_dir)] if data_dir else ["--inMemoryPersistence"]),
                  "--blobHost", "127.0.0.1", "--blobPort", str(ports[0]),
                  "--queueHost", "127.0.0.1", "--queuePort", str(ports[1]),
                  "--tableHost", "127.0.0.1", "--tablePort", str(ports[2])],
