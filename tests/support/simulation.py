@@ -5,8 +5,8 @@ parts: the registered functions (``devtools.host.LocalHost``), Azurite and the l
 
     world = World.create(azurite)                        # fresh containers, table, queue, emulators
     world.drop("11287/supplier/a.pdf", data)
-    with world.interceptor.crash_at(7, "after"):         # the 7th crashable call: the process dies
-        world.run()                                      # deliveries, queue, pushes, ticks until settled
+    world.interceptor.arm(7, "after")                    # crash point #7 (from 0): the process dies
+    world.run()                                          # deliveries, queue, pushes, ticks until settled
     problems = world.check()                             # the invariants; [] when they hold
 
 ``Interceptor`` sits under every HTTP call the app makes (Azure SDK and ``requests`` share
@@ -19,22 +19,41 @@ after its visibility timeout up to ``maxDequeueCount``, then goes to the poison 
 sender retries until it gets a 2xx; timers keep ticking while the ledger clock advances, so
 claims and leases lapse. A crashed process is a new process: services are rebuilt.
 
+Each invocation is one *process* (``Process``, held in a context variable, so the threads a
+function starts with ``contextvars.copy_context()`` — the poll tick's workers — belong to it):
+when one of its threads crashes, the whole process is dead and its other threads die at their next
+call. The interceptor also keeps what the invariants need, all from what it saw on the wire:
+every upload POST and the blob version it sent (``Send``), the Inqom ids answered, the crashes
+that came after a process sent something, every takeover of an upload claim and whether the claim
+had lapsed (``Takeover``), and the invoices enFact listed.
+
 ``Scheduler`` steps several invocations (threads) through the orders of their calls: at each
-call, one runnable actor is chosen by a seeded random generator; a clock advance is an actor too.
+call, one runnable actor is chosen by a seeded random generator (a clock advance is an actor too),
+or by seeded priorities with a stall at a drawn step (PCT), the clock jumping while one stalls.
+Tasks an actor starts through a ``ThreadPoolExecutor`` (the poll tick's workers) are actors too,
+named after their parent (``tick/0``): the parent waiting on them is at rest while they run.
+
+``after_equals_next_before`` says, from a clean trace, which "crash after #i" runs provably end as
+"crash before #i+1" does, so the enumeration runs only one of the two.
 """
 
 from __future__ import annotations
 
 import base64
+import concurrent.futures
+import contextvars
 import hashlib
-import inspect
+import itertools
 import json
 import logging
 import os
 import random
+import re
+import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -45,7 +64,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import requests
 
 from shared.config import get_settings
-from shared.ledger import FINAL_STATES, PENDING_PARTITION, SYSTEM_PARTITIONS, ledger_key, partition_for
+from shared.enfact_push import enfact_row_key
+from shared.ledger import (
+    ENFACT_PARTITION, FINAL_STATES, PENDING_PARTITION, SYSTEM_PARTITIONS, ledger_key, parse_iso, partition_for,
+)
 from shared.observability import ContextFilter
 from shared.services import Services, get_services
 from shared.webhook import sign
@@ -62,10 +84,32 @@ MAX_DEQUEUE_COUNT = int(_HOST["extensions"]["queues"]["maxDequeueCount"])
 PUSH_ATTEMPTS = 5
 #: Modules whose frames are plumbing, not the step a crash point is named after.
 _PLUMBING = {"http", "storage", "inqom", "enfact", "auth", "secrets", "observability"}
+#: States in which an invoice's inbox blob was set aside with a reason (invariant 1 checks the copy).
+_SET_ASIDE = ("Quarantined", "Deleted")
+_UPLOADING = "Uploading"
+_REJECTED = "Rejected"  # an ``enfact`` row's state for an invoice enFact does not know
+_ROW_KEYS = re.compile(r"PartitionKey='((?:[^']|'')*)',\s*RowKey='((?:[^']|'')*)'")
+
+VersionKey = tuple[str, str]  # (blob name, ETag without quotes)
 
 
 class SimulatedCrash(BaseException):
     """The process dies here (not an ``Exception``: no handler in the app sees it)."""
+
+
+@dataclass
+class Process:
+    """One invocation: a process of its own, with every thread it starts in a copied context."""
+
+    serial: int
+    label: str
+    told: list[int] = field(default_factory=list)  # Inqom ids answered to its uploads
+    sent: set[VersionKey] = field(default_factory=set)  # blob versions it POSTed (Inqom may hold them)
+    dead: bool = False
+    ended: bool = False
+
+
+_PROCESS: contextvars.ContextVar[Process | None] = contextvars.ContextVar("simulated_process", default=None)
 
 
 @dataclass(frozen=True)
@@ -74,6 +118,10 @@ class Call:
     op: str
     target: str
     caller: str
+    chain: str = field(default="", compare=False)  # every app step on the stack, outermost first
+    process: int = field(default=0, compare=False)  # ``Process.serial``; 0 outside any invocation
+    version: VersionKey | None = field(default=None, compare=False)  # the blob version being uploaded
+    keys: tuple[str, str] | None = field(default=None, compare=False)  # a table entity's (partition, row key)
 
     @property
     def crashable(self) -> bool:
@@ -86,8 +134,48 @@ class Call:
         return not self.target.startswith(("sweep", "budget"))
 
     @property
+    def mutates(self) -> bool:
+        """Whether the call may change stored state that matters: anything but a storage read is assumed to,
+        except a write of the rate budget's row (plumbing, as for crash points: how many a run makes
+        depends on timing, and what it holds only paces calls)."""
+        if self.service in ("blob", "table"):
+            return not (self.op.startswith("read") or self.op == "list" or self.target.startswith("budget"))
+        return True
+
+    @property
     def name(self) -> str:
         return f"{self.caller}: {self.service} {self.op} {self.target}".strip()
+
+
+@dataclass(frozen=True)
+class Send:
+    """One upload POST as the harness saw it."""
+
+    version: VersionKey | None
+    op: str
+    status: int | None  # None: no answer came back (connection lost, timeout)
+    document_id: int | None  # the id the answer named, when it could be read
+    process: int
+
+    @property
+    def reached(self) -> bool:
+        """Inqom may hold a document for it: answered 2xx, or no answer at all."""
+        return self.status is None or self.status < 300
+
+
+@dataclass(frozen=True)
+class Takeover:
+    """A claim of an upload written over another worker's ``Uploading`` claim."""
+
+    version: VersionKey
+    stalled: bool  # the claim had lapsed (the harness's clock is past its ``ClaimUntil``)
+    holder_running: bool  # the worker that held it was alive and still in its invocation
+    claim_until: str
+
+    @property
+    def allows_resend(self) -> bool:
+        """A live worker's lapsed claim: both it and the new claimant may send (and must both be named)."""
+        return self.stalled and self.holder_running
 
 
 @dataclass
@@ -95,15 +183,28 @@ class Stats:
     """What the harness ran, for the terminal summary and the README."""
 
     crash_runs: int = 0
+    equivalent_skipped: int = 0
+    double_fault_runs: int = 0
     schedules: int = 0
+    watchdog_schedules: int = 0
+    takeover_schedules: int = 0
+    poll_worker_steps: int = 0
     invariant_checks: int = 0
+    versions_checked: int = 0
+    invoices_checked: int = 0
+    violations: int = 0
     crash_points: dict[str, set[str]] = field(default_factory=dict)  # scenario -> point names
 
     def summary(self) -> str:
         points = sum(len(names) for names in self.crash_points.values())
         lines = [f"simulation: {points} distinct crash points in {len(self.crash_points)} scenarios, "
-                 f"{self.crash_runs} crash × recovery runs, {self.schedules} interleaving schedules, "
-                 f"{self.invariant_checks} invariant checks"]
+                 f"{self.crash_runs} crash × recovery runs ({self.equivalent_skipped} 'after' runs skipped as "
+                 f"equal to the next 'before'), {self.double_fault_runs} double-fault runs, "
+                 f"{self.schedules} interleaving schedules ({self.watchdog_schedules} raced the poller's "
+                 f"watchdog upload, {self.takeover_schedules} took over a lapsed claim, "
+                 f"{self.poll_worker_steps} poll-worker steps), {self.invariant_checks} invariant checks "
+                 f"({self.versions_checked} blob versions and {self.invoices_checked} invoices accounted, "
+                 f"sends counted), {self.violations} violations"]
         return "\n".join(lines)
 
 
@@ -113,14 +214,27 @@ STATS = Stats()
 class Interceptor:
     """Names, records and (when armed) crashes the app's outgoing HTTP calls."""
 
-    def __init__(self, ports: dict[int, str], roles: dict[str, str]) -> None:
+    def __init__(self, ports: dict[int, str], roles: dict[str, str],
+                 clock: Callable[[], datetime] | None = None,
+                 peek_row: Callable[[str, str], Any] | None = None) -> None:
         self.ports = ports
         self.roles = roles  # container / table / queue name -> role
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.peek_row = peek_row  # (partition, row key) -> the ledger row as stored now (read quietly)
         self.trace: list[Call] = []
         self.crashable: list[Call] = []
         self.overwrites: list[str] = []
+        self.crashed: list[tuple[int, str, str]] = []  # (crashable index, mode, point name) of armed crashes
+        self.sends: list[Send] = []
+        self.answers: dict[int, VersionKey | None] = {}  # Inqom id -> the version whose upload it answered
+        self.crashes_after_send: Counter[VersionKey] = Counter()
+        self.takeovers: list[Takeover] = []
+        self.listed: set[tuple[str, str, str]] = set()  # (company, invoice id, date) enFact listed
+        self.processes: dict[int, Process] = {}
+        self._claims: dict[tuple[str, str, int], int] = {}  # (partition, key, Attempts) -> holding process
         self._created: set[str] = set()
-        self._crash: tuple[int, str] | None = None
+        self._armed: dict[int, str] = {}
+        self._serials = itertools.count(1)
         self._local = threading.local()
         self.scheduler: Scheduler | None = None
         self._lock = threading.Lock()
@@ -135,39 +249,127 @@ class Interceptor:
         finally:
             self._local.quiet = previous
 
-    def told(self) -> list[int]:
-        """Inqom document ids answered to the app's uploads in this thread (``World.invoke`` takes them)."""
-        if not hasattr(self._local, "told"):
-            self._local.told = []
-        return self._local.told
+    def new_process(self, label: str) -> Process:
+        process = Process(next(self._serials), label)
+        with self._lock:
+            self.processes[process.serial] = process
+        return process
 
     def arm(self, index: int, mode: str) -> None:
-        self._crash = (index, mode)
+        """Crash the ``index``-th crashable call of the run (``before`` it leaves or ``after`` its answer).
+        Arm twice for a double fault."""
+        self._armed[index] = mode
 
     def send(self, original: Callable, session: requests.Session, request: requests.PreparedRequest, **kwargs: Any):
         if getattr(self._local, "quiet", False):
             return original(session, request, **kwargs)
-        call = self.classify(request)
+        process = _PROCESS.get()
+        call = self.classify(request, process)
+        if process is not None and process.dead:  # another thread of this process crashed: this one dies too
+            raise SimulatedCrash(f"{call.name} (its process died)")
         if self.scheduler is not None and call.target != "budget":  # the rate budget's own row: plumbing
             self.scheduler.yield_point(call)
+        replaced = self._row_before_claim(call)
         with self._lock:
             self.trace.append(call)
-            crash_mode = None
+            crash_mode = index = None
             if call.crashable:
+                index = len(self.crashable)
                 self.crashable.append(call)
-                if self._crash and self._crash[0] == len(self.crashable) - 1:
-                    crash_mode = self._crash[1]
+                crash_mode = self._armed.get(index)
             forced = self.scheduler.take_crash() if self.scheduler is not None else False
         if crash_mode == "before" or forced:
+            self._die(process, call, index, crash_mode)
             raise SimulatedCrash(call.name)
-        response = original(session, request, **kwargs)
+        uploading = call.service == "inqom" and call.op.startswith("upload")
+        try:
+            response = original(session, request, **kwargs)
+        except Exception:
+            if uploading:  # no answer: Inqom may well have made the document
+                self._record_send(call, process, None, None)
+            raise
         self._watch_writes(call, request, response)
-        if call.service == "inqom" and call.op.startswith("upload") and response.status_code < 300 and crash_mode is None:
-            self.told().append(_document_id(response))
+        if uploading:
+            document_id = _document_id(response) if response.status_code < 300 else None
+            self._record_send(call, process, response.status_code, document_id)
+            if document_id is not None and crash_mode is None and process is not None:
+                process.told.append(document_id)
+        elif call.service == "table" and response.status_code < 300:
+            self._watch_claims(call, request, process, replaced)
+        elif call.service == "enfact" and call.op == "list" and response.status_code < 300:
+            self._watch_list(request, response)
         if crash_mode == "after":
             response.close()
+            self._die(process, call, index, crash_mode)
             raise SimulatedCrash(call.name)
         return response
+
+    # ------------------------------------------------------------ what the harness keeps
+    def _die(self, process: Process | None, call: Call, index: int | None, armed: str | None) -> None:
+        with self._lock:
+            if armed is not None and index is not None:
+                self.crashed.append((index, armed, call.name))
+            if process is not None and not process.dead:
+                process.dead = True
+                for version in process.sent:  # a crash after the send: the id may be lost with the process
+                    self.crashes_after_send[version] += 1
+
+    def _record_send(self, call: Call, process: Process | None, status: int | None, document_id: int | None) -> None:
+        send = Send(call.version, call.op, status, document_id, process.serial if process else 0)
+        with self._lock:
+            self.sends.append(send)
+            if document_id is not None:
+                self.answers[document_id] = call.version
+            if send.reached and process is not None and call.version is not None:
+                process.sent.add(call.version)
+
+    @staticmethod
+    def _is_claim(call: Call) -> bool:
+        return (call.service == "table" and call.target == "row" and call.op in ("insert", "replace")
+                and "ledger.claim_upload" in call.chain)
+
+    def _row_before_claim(self, call: Call) -> Any:
+        """The row an upload claim is about to replace, as stored now (a successful conditional write replaces it)."""
+        if self.peek_row is None or call.op != "replace" or call.keys is None or not self._is_claim(call):
+            return None
+        return self.peek_row(*call.keys)
+
+    def _watch_claims(self, call: Call, request: requests.PreparedRequest, process: Process | None,
+                      replaced: Any) -> None:
+        """Who holds each upload claim (its ``Attempts`` number), and every takeover of an ``Uploading`` claim."""
+        if not self._is_claim(call):
+            return
+        body = _json_body(request)
+        partition, key = call.keys or (body.get("PartitionKey", ""), body.get("RowKey", ""))
+        try:
+            attempts = int(body.get("Attempts"))
+        except (TypeError, ValueError):
+            return
+        with self._lock:
+            self._claims[(partition, key, attempts)] = process.serial if process else 0
+        if replaced is None or replaced.get("State") != _UPLOADING:
+            return  # a first claim, or the retry of a failed attempt: nobody else may be sending
+        until = parse_iso(replaced.get("ClaimUntil") or None)
+        holder = self.processes.get(self._claims.get((partition, key, int(replaced.get("Attempts") or 0)), -1))
+        takeover = Takeover(version=(replaced.get("BlobPath") or "", str(replaced.get("BlobETag") or "").strip('"')),
+                            stalled=until is None or until <= self.clock(),
+                            holder_running=holder is not None and not holder.dead and not holder.ended,
+                            claim_until=replaced.get("ClaimUntil") or "")
+        with self._lock:
+            self.takeovers.append(takeover)
+
+    def _watch_list(self, request: requests.PreparedRequest, response: requests.Response) -> None:
+        """The invoices enFact listed to the app (reconcile): each must end up accounted for."""
+        try:
+            payload = response.json()
+        except ValueError:
+            return
+        items = (payload.get("items") or payload.get("data") or []) if isinstance(payload, dict) else payload
+        company = str(request.headers.get("X-COMPANY-UUID", "")).strip().lower()
+        with self._lock:
+            for item in items if isinstance(items, list) else []:
+                if isinstance(item, dict) and item.get("id") not in (None, ""):
+                    self.listed.add((company, str(item["id"]), str(item.get("date") or "")[:10]))
 
     def _watch_writes(self, call: Call, request: requests.PreparedRequest, response: requests.Response) -> None:
         """Invariant 3: an archive or quarantine blob is created once and never deleted by the app."""
@@ -184,13 +386,19 @@ class Interceptor:
         elif call.op == "delete":
             self.overwrites.append(f"{role} blob {path} deleted ({call.name})")
 
-    def classify(self, request: requests.PreparedRequest) -> Call:
+    # ------------------------------------------------------------ naming
+    def classify(self, request: requests.PreparedRequest, process: Process | None = None) -> Call:
         url = urlsplit(request.url)
         service = self.ports.get(url.port or 0, "other")
         path = unquote(url.path)
         query = parse_qs(url.query)
         method = request.method
-        caller = _caller()
+        caller, chain, version = _stack()
+        serial = process.serial if process else 0
+
+        def call(op: str, target: str, keys: tuple[str, str] | None = None) -> Call:
+            return Call(service, op, target, caller, chain, serial, version, keys)
+
         if service == "blob":
             parts = path.split("/", 3)  # '', account, container, blob
             container = parts[2] if len(parts) > 2 else ""
@@ -204,22 +412,24 @@ class Interceptor:
                 op = "delete"
             else:
                 op = "list" if not blob else f"read-{comp or method.lower()}"
-            return Call(service, op, f"{role}:{blob}" if blob else role, caller)
+            return call(op, f"{role}:{blob}" if blob else role)
         if service == "table":
             table, _, keys = path.split("/", 2)[-1].partition("(")
+            matched = _ROW_KEYS.search(keys)
+            entity = (matched[1].replace("''", "'"), matched[2].replace("''", "'")) if matched else None
             partition = keys.split("'")[1] if "'" in keys else ""
             kind = ("index" if partition == PENDING_PARTITION else partition if partition in SYSTEM_PARTITIONS
                     else "row")
             if method == "GET":
-                return Call(service, "read", kind if partition else "query", caller)
+                return call("read", kind if partition else "query", entity)
             op = {"POST": "insert", "PUT": "replace", "MERGE": "merge", "PATCH": "merge", "DELETE": "delete"}[method]
             if method == "POST":
                 kind = _posted_partition(request)
-            return Call(service, op, kind, caller)
+            return call(op, kind, entity)
         if service == "queue":
             name = path.split("/")[2] if path.count("/") >= 2 else ""
             op = {"POST": "send", "GET": "receive", "DELETE": "delete", "PUT": "update"}.get(method, method)
-            return Call(service, op, self.roles.get(name, name), caller)
+            return call(op, self.roles.get(name, name))
         if service == "inqom":
             if "connect/token" in path:
                 op = "token"
@@ -229,41 +439,79 @@ class Interceptor:
                 op = "download"
             elif method == "POST":
                 op = "upload-expense" if "expense-bills" in path else "upload"
+            elif path.rstrip("/").endswith("/Documents"):
+                op = "list-documents"
             else:
                 op = "get-document"
-            return Call(service, op, "", caller)
+            return call(op, "")
         if service == "enfact":
             op = "list" if path.endswith("invoices.json") else ("pdf" if path.endswith(".pdf") else "invoice")
-            return Call(service, op, "", caller)
-        return Call(service, method, url.netloc, caller)
+            return call(op, "")
+        return call(method, url.netloc)
 
 
-def _document_id(response: requests.Response) -> int:
-    payload = response.json()
-    payload = payload[0] if isinstance(payload, list) else payload
-    return int(payload.get("Id") or payload.get("DocumentId"))
+def _document_id(response: requests.Response) -> int | None:
+    """The document id an upload answer names (``Id`` or ``DocumentId``), None when it names none."""
+    try:
+        payload = response.json()
+        payload = payload[0] if isinstance(payload, list) and len(payload) == 1 else payload
+        value = payload.get("Id") or payload.get("DocumentId") if isinstance(payload, dict) else None
+        return int(value) if value not in (None, "") else None
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+def _json_body(request: requests.PreparedRequest) -> dict[str, Any]:
+    try:
+        body = json.loads(request.body or b"{}")
+    except (ValueError, TypeError):
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 def _posted_partition(request: requests.PreparedRequest) -> str:
     try:
         partition = json.loads(request.body or b"{}").get("PartitionKey", "")
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, AttributeError):
         return "row"
     if partition == PENDING_PARTITION:
         return "index"
     return partition if partition in SYSTEM_PARTITIONS else "row"
 
 
-def _caller() -> str:
-    """The app's own steps on the stack (outermost first), plumbing left out: e.g. 'uploader.upload_inbox_blob > ledger.insert'."""
-    names: list[str] = []
-    for frame in inspect.stack(0)[2:]:
-        path = Path(frame.filename)
-        if path.parent.name == "shared" and path.parent.parent == REPO and path.stem not in _PLUMBING:
-            name = f"{path.stem}.{frame.function}"
+_MODULES: dict[str, str | None] = {}
+
+
+def _app_module(filename: str) -> str | None:
+    """The ``shared`` module a code file is (its stem), None for anything else; cached per file."""
+    try:
+        return _MODULES[filename]
+    except KeyError:
+        path = Path(filename)
+        stem = path.stem if path.parent.name == "shared" and path.parent.parent == REPO else None
+        _MODULES[filename] = stem
+        return stem
+
+
+def _stack() -> tuple[str, str, VersionKey | None]:
+    """The app's own steps on the stack, plumbing left out: the innermost three (outermost first, e.g.
+    'uploader.upload_inbox_blob > ledger.claim_upload > ledger.insert'), all of them, and the blob version
+    an ``uploader.upload_inbox_blob`` frame on the stack is sending (its ``name`` and ``etag``)."""
+    names: list[str] = []  # innermost first
+    version: VersionKey | None = None
+    frame = sys._getframe(2)
+    while frame is not None:
+        stem = _app_module(frame.f_code.co_filename)
+        if stem is not None and stem not in _PLUMBING:
+            name = f"{stem}.{frame.f_code.co_name}"
             if not names or names[-1] != name:
                 names.append(name)
-    return " > ".join(reversed(names[:3]))
+            if version is None and name == "uploader.upload_inbox_blob":
+                local = frame.f_locals
+                if local.get("name") and local.get("etag"):
+                    version = (str(local["name"]), str(local["etag"]).strip('"'))
+        frame = frame.f_back
+    return " > ".join(reversed(names[:3])), " > ".join(reversed(names)), version
 
 
 @contextmanager
@@ -280,23 +528,65 @@ def intercepting(interceptor: Interceptor) -> Iterator[Interceptor]:
         requests.Session.send = original  # type: ignore[method-assign]
 
 
-class Scheduler:
-    """Steps registered actor threads one call at a time, in an order drawn from ``seed``."""
+class _WatchedFuture(concurrent.futures.Future):
+    """A scheduled actor's pool future: while its parent waits on it, the parent is at rest."""
 
-    def __init__(self, seed: int, crash_probability: float = 0.0) -> None:
+    _sim_waiting: Callable[[], Any]
+
+    def result(self, timeout: float | None = None) -> Any:
+        with self._sim_waiting():
+            return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        with self._sim_waiting():
+            return super().exception(timeout)
+
+
+class Scheduler:
+    """Steps registered actor threads one call at a time, in an order drawn from ``seed``.
+
+    An actor is at rest when it is parked at a call, done, or waiting on its pool children while
+    some of them still run; the next step is chosen only when every actor is at rest, so the order
+    depends on the seed alone, not on thread timing.
+    """
+
+    def __init__(self, seed: int, crash_probability: float = 0.0, priorities: bool = False,
+                 change_points: int = 2, horizon: int = 30, skip: int = 0, not_first: tuple[str, ...] = (),
+                 stalls_jump: bool = True) -> None:
         self.rng = random.Random(seed)
         self.seed = seed
+        # PCT (probabilistic concurrency testing): with ``priorities`` the highest-priority runnable actor
+        # always goes, and at ``change_points`` steps drawn below ``horizon`` the one about to go drops to
+        # the lowest priority: schedules in which one worker stalls mid-way while the others run on (no
+        # change point among the first ``skip`` steps). With ``stalls_jump`` the clock jumps at a stall (it
+        # lasts long enough for claims to lapse); without, the clock never jumps (the claims stay live).
+        self._priorities = priorities
+        self._priority: dict[str, float] = {}
+        self._changes = set(self.rng.sample(range(skip, horizon), change_points)) if priorities else set()
+        self._lowest = 0.0
+        self._decisions = 0
+        self._not_first = not_first  # actors never given the highest priority (e.g. a timer that fires later)
+        self._stalls_jump = stalls_jump
         self.steps: list[str] = []
+        self.crashed_actor: str | None = None
         self._crash_probability = crash_probability
         self._crash_next: str | None = None
         self._crashed = False
         self._local = threading.local()
         self._cond = threading.Condition()
+        self._actors: list[str] = []
         self._parked: set[str] = set()
+        self._done: set[str] = set()
+        self._children: dict[str, set[str]] = {}  # parent -> its pool children still running
+        self._waiting: dict[str, int] = {}  # parent -> how many waits on its children it is in
+        self._spawned: dict[str, int] = {}
         self._go: str | None = None
 
+    def current(self) -> str | None:
+        return getattr(self._local, "actor", None)
+
     def yield_point(self, call: Call) -> None:
-        actor = getattr(self._local, "actor", None)
+        actor = self.current()
         if actor is None:
             return  # not a scheduled thread (emulators, a claim keeper)
         with self._cond:
@@ -304,58 +594,160 @@ class Scheduler:
             self._cond.notify_all()
             while self._go != actor:
                 self._cond.wait()
+            self.steps.append(f"{actor}: {call.name}")
             self._go = None
             self._cond.notify_all()
-        self.steps.append(f"{actor}: {call.name}")
+
+    def pause(self, label: str) -> None:
+        """A step that is no call (e.g. before the tick reads the clock): other actors may go first."""
+        self.yield_point(Call("sim", label, "", ""))
 
     def take_crash(self) -> bool:
-        actor = getattr(self._local, "actor", None)
+        actor = self.current()
         if actor is not None and actor == self._crash_next:
             self._crash_next = None
+            self.crashed_actor = actor
             return True
         return False
 
-    def run(self, actors: dict[str, Callable[[], Any]], clock_events: list[Callable[[], None]]) -> list[str]:
-        done: set[str] = set()
+    # ------------------------------------------------------------ pool threads are actors too
+    def _finish(self, actor: str, parent: str | None = None) -> None:
+        with self._cond:
+            self._done.add(actor)
+            self._parked.discard(actor)
+            if parent is not None:
+                self._children.get(parent, set()).discard(actor)
+            self._cond.notify_all()
+
+    @contextmanager
+    def _waits(self, parent: str) -> Iterator[None]:
+        with self._cond:
+            self._waiting[parent] = self._waiting.get(parent, 0) + 1
+            self._cond.notify_all()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._waiting[parent] -= 1
+                self._cond.notify_all()
+
+    def _at_rest(self, actor: str) -> bool:
+        return (actor in self._parked or actor in self._done
+                or (self._waiting.get(actor, 0) > 0 and bool(self._children.get(actor))))
+
+    def _choose(self, runnable: list[str]) -> tuple[str, bool]:
+        """The actor to step, and whether one stalled (a change point) just before."""
+        if not self._priorities:
+            return self.rng.choice(runnable), False
+        decision, self._decisions = self._decisions, self._decisions + 1
+        first = max(runnable, key=lambda actor: (self._priority[actor], actor))
+        if decision not in self._changes:
+            return first, False
+        self._lowest -= 1
+        self._priority[first] = self._lowest  # it stalls: every other actor goes first from now on
+        return max(runnable, key=lambda actor: (self._priority[actor], actor)), True
+
+    @contextmanager
+    def _pools_scheduled(self) -> Iterator[None]:
+        """``ThreadPoolExecutor.submit`` from an actor registers the task as a child actor."""
+        pool_class = concurrent.futures.ThreadPoolExecutor
+        original_submit, original_shutdown = pool_class.submit, pool_class.shutdown
+        scheduler = self
+
+        def submit(pool, fn, /, *args, **kwargs):
+            parent = scheduler.current()
+            if parent is None:
+                return original_submit(pool, fn, *args, **kwargs)
+            with scheduler._cond:
+                number = scheduler._spawned.get(parent, 0)
+                scheduler._spawned[parent] = number + 1
+                child = f"{parent}/{number}"
+                scheduler._priority[child] = scheduler._priority.get(parent, 0.0) - (number + 1) / 1000
+                scheduler._actors.append(child)
+                scheduler._children.setdefault(parent, set()).add(child)
+
+            def run():
+                scheduler._local.actor = child
+                try:
+                    scheduler.pause("start")  # one at a time from its first line: which task takes which row
+                    return fn(*args, **kwargs)  # is the seed's choice, not the threads' start-up race
+                finally:
+                    scheduler._local.actor = None
+                    scheduler._finish(child, parent)
+
+            future = original_submit(pool, run)
+            future.__class__ = _WatchedFuture
+            future._sim_waiting = lambda: scheduler._waits(parent)
+            return future
+
+        def shutdown(pool, wait=True, *, cancel_futures=False):
+            parent = scheduler.current()
+            if parent is None or not wait:
+                return original_shutdown(pool, wait, cancel_futures=cancel_futures)
+            with scheduler._waits(parent):
+                return original_shutdown(pool, wait, cancel_futures=cancel_futures)
+
+        pool_class.submit, pool_class.shutdown = submit, shutdown  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            pool_class.submit, pool_class.shutdown = original_submit, original_shutdown  # type: ignore[method-assign]
+
+    def run(self, actors: dict[str, Callable[[], Any]], clock_events: list[Callable[[], None]],
+            clock_not_before: int = 0) -> list[str]:
+        """Run ``actors`` to their end; the clock events are runnable once ``clock_not_before`` steps were taken."""
 
         def body(name: str, fn: Callable[[], Any]) -> None:
             self._local.actor = name
             try:
                 fn()
             finally:
-                with self._cond:
-                    done.add(name)
-                    self._cond.notify_all()
+                self._local.actor = None
+                self._finish(name)
 
+        with self._cond:
+            self._actors.extend(actors)
+            order = list(actors)
+            if self._priorities:
+                self.rng.shuffle(order)
+                swap = next((i for i, name in enumerate(order) if name not in self._not_first), 0)
+                order[0], order[swap] = order[swap], order[0]
+            self._priority.update({name: float(len(order) - rank) for rank, name in enumerate(order)})
         threads = [threading.Thread(target=body, args=(n, f), name=f"sim-{n}", daemon=True) for n, f in actors.items()]
-        for thread in threads:
-            thread.start()
-        pending_clock = list(clock_events)
-        while True:
-            with self._cond:
-                deadline = time.monotonic() + 10
-                while len(self._parked) + len(done) < len(actors) and time.monotonic() < deadline:
-                    self._cond.wait(0.05)
-                runnable = sorted(self._parked) + (["clock"] if pending_clock else [])
-                if not runnable:
-                    if len(done) == len(actors):
-                        break
-                    raise RuntimeError(f"seed {self.seed}: actors neither parked nor done: {set(actors) - done}")
-                choice = self.rng.choice(runnable)
-                if choice == "clock":
-                    self.steps.append("clock: advance")
-                    pending_clock.pop(0)()
-                    continue
-                if not self._crashed and self.rng.random() < self._crash_probability:
-                    self._crashed = True
-                    self._crash_next = choice
-                self._parked.discard(choice)
-                self._go = choice
-                self._cond.notify_all()
-                while self._go is not None:  # the chosen actor has taken its turn before the next choice
-                    self._cond.wait()
-        for thread in threads:
-            thread.join(timeout=30)
+        with self._pools_scheduled():
+            for thread in threads:
+                thread.start()
+            pending_clock = list(clock_events)
+            while True:
+                with self._cond:
+                    deadline = time.monotonic() + 10
+                    while not all(self._at_rest(a) for a in self._actors) and time.monotonic() < deadline:
+                        self._cond.wait(0.05)
+                    clock = pending_clock and len(self.steps) >= clock_not_before and not self._priorities
+                    runnable = sorted(self._parked) + (["clock"] if clock else [])
+                    if not runnable:
+                        if set(self._actors) <= self._done:
+                            break
+                        raise RuntimeError(f"seed {self.seed}: actors neither parked nor done: "
+                                           f"{set(self._actors) - self._done}")
+                    choice, stalled = self._choose(runnable)
+                    if stalled and pending_clock and self._stalls_jump:  # a long stall: the clock jumps
+                        self.steps.append("clock: advance")
+                        pending_clock.pop(0)()
+                    if choice == "clock":
+                        self.steps.append("clock: advance")
+                        pending_clock.pop(0)()
+                        continue
+                    if not self._crashed and self.rng.random() < self._crash_probability:
+                        self._crashed = True
+                        self._crash_next = choice
+                    self._parked.discard(choice)
+                    self._go = choice
+                    self._cond.notify_all()
+                    while self._go is not None:  # the chosen actor has taken its turn before the next choice
+                        self._cond.wait()
+            for thread in threads:
+                thread.join(timeout=30)
         return self.steps
 
 
@@ -365,6 +757,11 @@ class Version:
     etag: str
     data: bytes
     event: bool = True
+    enfact_id: str | None = None  # the enFact invoice it carries (blob metadata ``enfactid``)
+
+    @property
+    def sha1(self) -> str:
+        return hashlib.sha1(self.data).hexdigest().upper()
 
 
 class World:
@@ -379,11 +776,13 @@ class World:
         self.events: dict[tuple[str, str], int] = {}
         self.poisoned: list[str] = []
         self.pushes: list[dict[str, Any]] = []
+        self.pushed: list[str] = []  # every invoice id pushed (each must end accounted for)
         self.crashes = 0
         self.failures: list[str] = []
         self.step_problems: list[str] = []
         self.log_lines: list[str] = []
         self.reconcile_rounds: set[int] = set()
+        self.reconcile_again = False
         self.must_name: set[int] = set()
         import function_app
         from devtools.host import LocalHost
@@ -395,7 +794,7 @@ class World:
                  settings.enfact_queue: "enfact-queue"}
         ports = {azurite.blob_port: "blob", azurite.table_port: "table", azurite.queue_port: "queue",
                  inqom.port: "inqom", enfact.port: "enfact"}
-        self.interceptor = Interceptor(ports, roles)
+        self.interceptor = Interceptor(ports, roles, clock=self.now, peek_row=self._peek_row)
 
     # ----------------------------------------------------------------- lifecycle
     @classmethod
@@ -443,12 +842,16 @@ class World:
         services.ledger.clock = self.now
         return services
 
+    def _peek_row(self, partition: str, key: str) -> Any:
+        with self.interceptor.quiet():
+            return self.services().ledger.get(partition, key)
+
     # ----------------------------------------------------------------- inputs
     def drop(self, name: str, data: bytes, metadata: dict[str, str] | None = None, event: bool = True) -> None:
         with self.interceptor.quiet():
             inbox = self.services().stores.container(self.services().settings.inbox_container)
             etag = inbox.upload_blob(name, data, metadata=metadata, overwrite=True).get_blob_properties().etag
-        version = Version(name, etag.strip('"'), data, event)
+        version = Version(name, etag.strip('"'), data, event, (metadata or {}).get("enfactid"))
         self.versions[(name, version.etag)] = version
         if event:
             self.events[(name, version.etag)] = 0
@@ -457,24 +860,31 @@ class World:
         body = json.dumps({"type": "invoice.created",
                            "data": {"invoice_id": invoice_id, "company_uuid": ENFACT_COMPANY}}).encode()
         self.pushes.append({"id": webhook_id or f"msg_{uuid.uuid4().hex[:12]}", "body": body, "attempts": 0})
+        self.pushed.append(invoice_id)
 
     # ----------------------------------------------------------------- recovery, as Azure would
     def invoke(self, label: str, fn: Callable[[], Any]) -> str:
         self.services()
-        told = self.interceptor.told()
-        told.clear()
+        process = self.interceptor.new_process(label)
+        token = _PROCESS.set(process)
         try:
             fn()
             outcome = "ok"
         except SimulatedCrash:
-            self.crashes += 1
-            get_services.cache_clear()  # the process died: the next invocation runs in a new one
             outcome = "crashed"
         except Exception as exc:  # the host logs it and retries as its trigger says
             self.failures.append(f"{label}: {type(exc).__name__}: {exc}")
             outcome = "failed"
-        if outcome != "crashed":  # a live worker that was told an id must have recorded it
-            self.must_name.update(told)
+        finally:
+            process.ended = True
+            _PROCESS.reset(token)
+        if process.dead:  # one of its threads crashed, whatever the others returned
+            outcome = "crashed"
+        if outcome == "crashed":
+            self.crashes += 1
+            get_services.cache_clear()  # the process died: the next invocation runs in a new one
+        else:  # a live worker that was told an id must have recorded it
+            self.must_name.update(process.told)
         self.step_problems.extend(self.stranded_rows())
         return outcome
 
@@ -495,11 +905,11 @@ class World:
         """Blobs the app itself wrote into the inbox (enFact) raise BlobCreated too."""
         with self.interceptor.quiet():
             inbox = self.services().stores.container(self.services().settings.inbox_container)
-            for blob in inbox.list_blobs():
+            for blob in inbox.list_blobs(include=["metadata"]):
                 key = (blob.name, blob.etag.strip('"'))
                 if key not in self.versions:
                     data = inbox.get_blob_client(blob.name).download_blob().readall()
-                    self.versions[key] = Version(blob.name, key[1], data)
+                    self.versions[key] = Version(blob.name, key[1], data, True, (blob.metadata or {}).get("enfactid"))
                     self.events[key] = 0
 
     def deliver_queue(self) -> None:
@@ -548,14 +958,16 @@ class World:
             self.deliver_queue()
             self.deliver_events()
             self.tick()
-            if round_number in self.reconcile_rounds:
-                self.invoke("reconcile", lambda: self.host.fire_timer("enfact_reconcile"))
+            if round_number in self.reconcile_rounds or self.reconcile_again:
+                # A reconcile that crashed or failed runs again at the timer's next occurrence.
+                outcome = self.invoke("reconcile", lambda: self.host.fire_timer("enfact_reconcile"))
+                self.reconcile_again = outcome != "ok"
             if self.settled():
                 return
             self.advance(minutes=minutes_per_round)
 
     def settled(self) -> bool:
-        if self.pushes or self.events:
+        if self.pushes or self.events or self.reconcile_again:
             return False
         with self.interceptor.quiet():
             services = self.services()
@@ -587,10 +999,17 @@ class World:
         with self.interceptor.quiet():
             problems = sorted(set(self.step_problems))
             problems += self._every_version_accounted(settled)
+            problems += self._every_invoice_accounted(settled)
             problems += self._inqom_documents_named()
+            problems += self._no_double_send()
+            problems += self._claims_respected()
             problems += list(self.interceptor.overwrites)
             problems += self._no_secrets()
+        STATS.violations += len(problems)
         return problems
+
+    def _where(self, version: VersionKey | None) -> str:
+        return f"{version[0]!r} ({version[1][-8:]})" if version else "(no blob version on the stack)"
 
     def _every_version_accounted(self, settled: bool) -> list[str]:
         services = self.services()
@@ -598,8 +1017,9 @@ class World:
         ledger = services.ledger
         problems = []
         for (name, etag), version in self.versions.items():
+            STATS.versions_checked += 1
             entry = ledger.get(partition_for(name), ledger_key(settings.inbox_container, name, etag))
-            where = f"{name!r} ({etag[-8:]})"
+            where = self._where((name, etag))
             if entry is None:
                 problems.append(f"lost: {where} has no ledger row")
                 continue
@@ -629,8 +1049,54 @@ class World:
                     problems.append(f"unexplained: {where} quarantined blob has no reason metadata")
         return problems
 
+    def _every_invoice_accounted(self, settled: bool) -> list[str]:
+        """enFact end to end: every invoice pushed, or listed by enFact to the reconcile, ends ``Archived``
+        (its inbox blob's row), set aside with a reason (``Rejected`` by the fetch; its blob ``Quarantined``
+        or ``Deleted``), or is still pending where a queue message or a due entry will find it."""
+        services = self.services()
+        settings = services.settings
+        ledger = services.ledger
+        expected: dict[tuple[str, str], str] = {}
+        for invoice_id in self.pushed:
+            expected.setdefault((ENFACT_COMPANY.lower(), invoice_id), "pushed")
+        since = (self.now() - timedelta(days=settings.enfact_reconcile_days)).date().isoformat()
+        for company, invoice_id, day in sorted(self.interceptor.listed):
+            if day >= since:  # older ones are outside the reconcile's window by design
+                expected.setdefault((company, invoice_id), "listed by enFact")
+        queued = None
+        problems = []
+        for (company, invoice_id), how in sorted(expected.items()):
+            STATS.invoices_checked += 1
+            where = f"enFact invoice {invoice_id} ({how})"
+            row = ledger.get(ENFACT_PARTITION, enfact_row_key(company, invoice_id))
+            if row is not None and row.state == _REJECTED:
+                if not row.get("Reason"):
+                    problems.append(f"unexplained: {where} Rejected without a reason")
+                continue
+            entries = [ledger.get(partition_for(v.name), ledger_key(settings.inbox_container, v.name, v.etag))
+                       for v in self.versions.values() if v.enfact_id == invoice_id]
+            entries = [e for e in entries if e is not None]
+            if any(e.state == "Archived" for e in entries):
+                continue
+            if any(e.state in _SET_ASIDE and e.get("QuarantineReason") for e in entries):
+                continue
+            if not settled:
+                if any(e.state not in FINAL_STATES and ledger.has_index(e) for e in entries):
+                    continue
+                if queued is None:
+                    queue = services.stores.queue(settings.enfact_queue)
+                    queued = bool(self.pushes) or bool(queue.peek_messages(max_messages=1))
+                if queued:
+                    continue
+            problems.append(f"lost: {where} is neither Archived, Rejected nor pending: its enfact row is "
+                            f"{row.state if row is not None else 'absent'}, its inbox versions "
+                            f"{[e.state for e in entries] or 'none'}")
+        return problems
+
     def _inqom_documents_named(self) -> list[str]:
-        """Invariant 2: at most one Inqom document per blob version that the ledger cannot name."""
+        """Invariant 2, from what Inqom answered: every document Inqom holds is named by a row (``InqomId``,
+        ``ExtraInqomIds``, ``OriginId``), whatever its kind (expense bills carry no ``SourceId``), except at
+        most one per crash that came after its blob version was sent."""
         recorded: set[int] = set()
         linked: set[int] = set()
         for entry in self.services().ledger.scan():
@@ -642,13 +1108,80 @@ class World:
         named = recorded | linked
         problems = [f"forgotten: Inqom answered document {doc_id} to a worker that lived on, and no row records it"
                     for doc_id in sorted(self.must_name - recorded)]
-        unnamed: dict[str, int] = {}
-        for doc_id, document in self.inqom.documents.items():
-            if doc_id not in named:
-                source = document.get("SourceId") or f"#{doc_id}"
-                unnamed[source] = unnamed.get(source, 0) + 1
-        return problems + [f"orphaned: {count} Inqom documents of blob version {source} are named by no ledger row"
-                           for source, count in unnamed.items() if count > 1]
+        unnamed: dict[VersionKey | None, list[int]] = {}
+        unanswered: list[int] = []
+        for doc_id, document in sorted(self.inqom.documents.items()):
+            if doc_id in named:
+                continue
+            if doc_id in self.interceptor.answers:
+                version = self.interceptor.answers[doc_id]
+            else:  # its answer never reached the app: matched to the version by bytes and name
+                version = self._version_of(document)
+                unanswered.append(doc_id)
+            unnamed.setdefault(version, []).append(doc_id)
+        for version, ids in unnamed.items():
+            allowed = self.interceptor.crashes_after_send[version] if version else 0
+            if len(ids) > allowed:
+                lost = [i for i in ids if i in unanswered]
+                problems.append(
+                    f"orphaned: Inqom documents {ids} of blob version {self._where(version)} are named by no ledger "
+                    f"row; allowed {allowed} (one per crash after the send)"
+                    + (f"; the answers to {lost} never reached the app" if lost else ""))
+        return problems
+
+    def _version_of(self, document: dict[str, Any]) -> VersionKey | None:
+        checksum = str(document.get("Checksum") or "").upper()
+        names = {document.get("OriginalName"), document.get("Name")}
+        candidates = [key for key, v in self.versions.items() if v.sha1 == checksum]
+        if len(candidates) > 1:
+            candidates = [key for key in candidates if key[0].rsplit("/", 1)[-1] in names] or candidates
+        return candidates[0] if len(candidates) == 1 else None
+
+    def _no_double_send(self) -> list[str]:
+        """Invariant 8, counted from the wire: upload POSTs that may have made a document (answered 2xx, or
+        not answered) per blob version ≤ 1 + crashes after its send + takeovers of a live worker's lapsed
+        claim; and the same summed per enFact invoice (one invoice, one Inqom document)."""
+        interceptor = self.interceptor
+        sends: Counter[VersionKey] = Counter()
+        problems = []
+        for send in interceptor.sends:
+            if not send.reached:
+                continue
+            if send.version is None:
+                problems.append(f"unattributed: an upload POST ({send.op}) was made with no blob version on the stack")
+            else:
+                sends[send.version] += 1
+        resends = Counter(t.version for t in interceptor.takeovers if t.allows_resend)
+
+        def allowed(versions: list[VersionKey]) -> tuple[int, int, int]:
+            crashes = sum(interceptor.crashes_after_send[v] for v in versions)
+            takeovers = sum(resends[v] for v in versions)
+            return 1 + crashes + takeovers, crashes, takeovers
+
+        for version, count in sorted(sends.items()):
+            limit, crashes, takeovers = allowed([version])
+            if count > limit:
+                problems.append(f"sent twice: blob version {self._where(version)} was POSTed to Inqom {count} times; "
+                                f"allowed {limit} (1 + {crashes} crashes after the send + {takeovers} takeovers of "
+                                "a live worker's lapsed claim)")
+        invoices: dict[str, list[VersionKey]] = {}
+        for key, version in self.versions.items():
+            if version.enfact_id:
+                invoices.setdefault(version.enfact_id, []).append(key)
+        held = Counter(str(d.get("SourceId")) for d in self.inqom.documents.values() if d.get("SourceId"))
+        for invoice_id, versions in sorted(invoices.items()):
+            limit, crashes, takeovers = allowed(versions)
+            count = max(sum(sends[v] for v in versions), held[invoice_id])
+            if count > limit:
+                problems.append(f"sent twice: enFact invoice {invoice_id} reached Inqom {count} times "
+                                f"({len(versions)} inbox versions); allowed {limit} (1 + {crashes} crashes after the "
+                                f"send + {takeovers} takeovers of a live worker's lapsed claim)")
+        return problems
+
+    def _claims_respected(self) -> list[str]:
+        """Two workers never both upload: an upload claim is taken over only once it has lapsed."""
+        return [f"claim stolen: an upload claim of {self._where(t.version)} was taken over while it was live "
+                f"(until {t.claim_until})" for t in self.interceptor.takeovers if not t.stalled]
 
     def _no_secrets(self) -> list[str]:
         """Invariant 6: no secret in a log record (tracebacks included) or a ledger column."""
@@ -689,6 +1222,22 @@ class _Capture(logging.Handler):
 
 def crash_points(trace: list[Call]) -> list[str]:
     return [call.name for call in trace if call.crashable]
+
+
+def after_equals_next_before(trace: list[Call], index: int) -> bool:
+    """Whether crashing *after* crash point ``index`` of a clean ``trace`` provably leaves the same stored
+    state as crashing *before* point ``index + 1``: both points were made by the same process (invocation)
+    and every call between them only reads storage. The process dies either way before anything else it
+    does reaches storage or a vendor, and the recovery that follows is the same; so only the 'before' run
+    is needed (its log lines are a superset of the other's)."""
+    positions = [position for position, call in enumerate(trace) if call.crashable]
+    if index + 1 >= len(positions):
+        return False
+    first, second = positions[index], positions[index + 1]
+    process = trace[first].process
+    if not process or trace[second].process != process:
+        return False
+    return all(call.process == process and not call.mutates for call in trace[first + 1:second])
 
 
 def pdf(tag: str) -> bytes:
