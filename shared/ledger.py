@@ -141,6 +141,7 @@ class DueItem:
     partition: str
     key: str
     due: datetime
+    etag: str | None = None  # of the index entry as read: a drop never removes one rewritten since
 
 
 def _document_filter(query_filter: str | None) -> tuple[str, dict[str, str]]:
@@ -276,7 +277,8 @@ class Ledger:
         )
         items: list[DueItem] = []
         for entity in query:
-            items.append(DueItem(entity["RowKey"], entity["Partition"], entity["Key"], parse_iso(entity["DueAt"])))
+            items.append(DueItem(entity["RowKey"], entity["Partition"], entity["Key"], parse_iso(entity["DueAt"]),
+                                 entity.metadata.get("etag")))
             if len(items) >= limit:
                 break
         return items
@@ -292,9 +294,12 @@ class Ledger:
         return count, max(overdue, 0.0)
 
     def drop_index(self, item: DueItem) -> None:
+        """Remove a stale entry, unless it was written again since ``due()`` read it (a claim taking the
+        same due time): then it is live, and stays."""
+        condition = {"etag": item.etag, "match_condition": MatchConditions.IfNotModified} if item.etag else {}
         try:
-            self.table.delete_entity(PENDING_PARTITION, item.index_row_key)
-        except ResourceNotFoundError:
+            self.table.delete_entity(PENDING_PARTITION, item.index_row_key, **condition)
+        except (ResourceNotFoundError, ResourceModifiedError):
             pass
 
     def has_index(self, entry: LedgerEntry) -> bool:

@@ -216,3 +216,27 @@ def test_two_messages_for_one_invoice_reach_inqom_once(services, host, inqom, en
     assert row(services, names[0]).state == ARCHIVED
     assert fetch_invoice(services, {**message, "event": "invoice.updated"}, "message-3") == "InInbox"
     assert list(inbox.list_blobs()) == [] and len(inqom.documents) == 1
+
+
+# --------------------------------------------------------------------------- the pending index
+
+
+def test_a_stale_looking_index_entry_rewritten_by_a_claim_is_not_dropped(services):
+    """A claim's first insert writes its index entry, finds the row and stalls; a tick reads that entry
+    as stale (the row's due time differs); the claim then takes the row over with that same due time.
+    The tick's drop must not remove the now-live entry (found by the interleaving simulation)."""
+    ledger = services.ledger
+    base = ledger.clock()
+    offset = [timedelta(0)]
+    ledger.clock = lambda: base + offset[0]
+    fields = {"Container": "inbox", "BlobPath": "7/supplier/a.pdf", "BlobETag": "e1", "FolderId": 7}
+    ledger.claim_upload("7", "k", fields, 900)
+    claim_until = ledger.clock() + timedelta(seconds=901)
+    ledger._index("7", "k", None, claim_until)  # noqa: SLF001 (the second claim's insert: entry first, then conflict)
+    offset[0] = timedelta(seconds=961)
+    stale = next(item for item in ledger.due(ledger.clock(), 10) if item.due == claim_until)
+    assert ledger.get("7", "k").next_poll != stale.due  # what the tick sees: an entry the row disowns
+    entry = ledger.get("7", "k")
+    taken = ledger.update(entry, State="Uploading", Attempts=2, ClaimUntil=claim_until, NextPollAt=claim_until)
+    ledger.drop_index(stale)
+    assert ledger.has_index(taken)
