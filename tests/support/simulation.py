@@ -159,9 +159,8 @@ class Send:
 
     @property
     def reached(self) -> bool:
-        """Inqom may hold a document for it: answered 2xx, a 5xx (a gateway may answer after the work was
-        done), or no answer at all."""
-        return self.status is None or self.status < 300 or self.status >= 500
+        """Inqom may hold a document for it: answered 2xx, or no answer at all."""
+        return self.status is None or self.status < 300
 
 
 @dataclass(frozen=True)
