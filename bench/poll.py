@@ -50,9 +50,9 @@ from urllib.parse import quote
 from bench._setup import (
     Bench, FunctionalFailure, Goals, bench_environment, count_kinds, header, quantile, run_main, table,
 )
-from shared.archiver import TickReport
-from shared.ledger import ARCHIVED, UPLOADED, iso, parse_iso
-from shared.repair import repair_sweep
+from shared.archive.poll import TickReport
+from shared.ledger.rows import ARCHIVED, UPLOADED, iso, parse_iso
+from shared.archive.repair import repair_sweep
 
 TICK_FOLDER = 11287
 LIFECYCLE_FOLDER = 11290
@@ -139,7 +139,7 @@ def fire_tick(bench: Bench, tick_log: TickLog) -> TickReport:
     before = len(tick_log.reports)
     bench.host.fire_timer("poll_documents")
     if len(tick_log.reports) != before + 1:
-        raise FunctionalFailure("poll_documents did not call shared.archiver.poll_tick through functions.poll")
+        raise FunctionalFailure("poll_documents did not call shared.archive.poll.poll_tick through functions.poll")
     report = tick_log.reports[-1]
     if report.errors:
         raise FunctionalFailure(f"tick errors: {report.errors[:3]}")

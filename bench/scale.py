@@ -9,7 +9,7 @@ per credential, 429 with ``Retry-After`` above it; it records every call it answ
 Flex instances would be, drive the app's registered functions through ``devtools.host.LocalHost``:
 ``--threads`` blob deliveries at once each (host.json ``maxDegreeOfParallelism``), and in worker 0
 the poll timer fired back to back (a timer runs on one instance at a time) inside
-``priority("poll")``, as ``shared.archiver.poll_tick`` does once wired. A delivery that raises is
+``priority("poll")``, as ``shared.archive.poll.poll_tick`` does once wired. A delivery that raises is
 retried like the host would, up to host.json's ``poisonBlobThreshold`` (then it counts as poisoned).
 
 Scenario 1, month-end: ``--count`` small drops over ``--folders`` folders are in the inbox at the
@@ -95,7 +95,7 @@ def worker(job_path: str) -> None:
         logging.getLogger(noisy).setLevel(logging.ERROR)
     import function_app  # validates the settings, as the host does at start-up
     from devtools.host import LocalHost
-    from shared.budget import priority
+    from shared.inqom.budget import priority
     from shared.http import RateLimiter
     from shared.services import get_services
 

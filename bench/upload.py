@@ -36,7 +36,7 @@ from bench._setup import (
     INQOM_CREDENTIALS, MiB, Bench, FunctionalFailure, Goals, RssSampler, bench_environment, count_kinds, header,
     run_main, table,
 )
-from shared.ledger import UPLOADED
+from shared.ledger.rows import UPLOADED
 
 FUNCTION_FOLDER = 11287
 BASELINE_FOLDER = 11288

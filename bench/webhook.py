@@ -32,7 +32,7 @@ from standardwebhooks.webhooks import Webhook
 from bench._setup import (
     ENFACT_COMPANY, WEBHOOK_SECRET, FunctionalFailure, Goals, bench_environment, header, quantile, run_main, table,
 )
-from shared.ledger import iso
+from shared.ledger.rows import iso
 
 URL = "http://localhost/api/enfact/invoices"
 P99_GOAL_MS = 20.0

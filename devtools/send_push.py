@@ -19,7 +19,7 @@ import uuid
 
 import requests
 
-from shared.webhook import sign
+from shared.enfact.webhook import sign
 
 
 def send(url: str, secret: str, company: str, invoice: str, event: str = "invoice.created",

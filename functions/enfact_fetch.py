@@ -7,7 +7,7 @@ host moves it to ``<ENFACT_QUEUE>-poison``; invoices enFact does not know are re
 import azure.functions as func
 
 from shared.config import STORAGE_CONNECTION
-from shared.enfact_fetch import fetch_invoice
+from shared.enfact.fetch import fetch_invoice
 from shared.observability import log_context
 from shared.services import get_services
 

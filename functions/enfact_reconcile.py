@@ -4,7 +4,7 @@ import logging
 
 import azure.functions as func
 
-from shared.enfact_fetch import reconcile
+from shared.enfact.fetch import reconcile
 from shared.observability import log_context
 from shared.services import get_services
 

@@ -8,7 +8,7 @@ import json
 
 import azure.functions as func
 
-from shared.enfact_push import accept_push
+from shared.enfact.push import accept_push
 from shared.observability import log_context
 from shared.services import get_services
 

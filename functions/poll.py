@@ -9,7 +9,7 @@ import logging
 
 import azure.functions as func
 
-from shared.archiver import poll_tick
+from shared.archive.poll import poll_tick
 from shared.observability import log_context
 from shared.services import get_services
 

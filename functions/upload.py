@@ -11,7 +11,7 @@ import azurefunctions.extensions.bindings.blob as blob
 from shared.config import STORAGE_CONNECTION
 from shared.observability import log_context
 from shared.services import get_services
-from shared.uploader import upload_inbox_blob
+from shared.drop.upload import upload_inbox_blob
 
 bp = func.Blueprint()
 

@@ -24,8 +24,8 @@ from pathlib import Path
 from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.storage.blob import ContainerClient
 
-from shared.ledger import QUARANTINED
-from shared.routing import EXPENSE, RoutingError, route
+from shared.ledger.rows import QUARANTINED
+from shared.drop.routing import EXPENSE, RoutingError, route
 from shared.services import Services
 from shared.storage import STORAGE_TIMEOUT, StorageClients
 

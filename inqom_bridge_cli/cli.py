@@ -10,7 +10,7 @@ from typing import Sequence
 from azure.core.exceptions import AzureError, ClientAuthenticationError, ResourceNotFoundError
 
 from shared.config import SettingsError
-from shared.routing import KINDS
+from shared.drop.routing import KINDS
 from shared.services import Services, get_services
 
 from . import backfill, export, find, quarantine, show, status, tagging

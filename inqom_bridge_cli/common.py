@@ -9,8 +9,8 @@ from typing import Any, Iterable, TextIO
 
 from azure.data.tables import EntityProperty
 
-from shared.archive_index import LEDGER_COLUMNS
-from shared.ledger import DUPLICATE, STALE, TEXT_COLUMNS, UPLOADED, LedgerEntry, parse_iso
+from shared.archive.tags import LEDGER_COLUMNS
+from shared.ledger.rows import DUPLICATE, STALE, TEXT_COLUMNS, UPLOADED, LedgerEntry, parse_iso
 from shared.observability import redact
 
 PROG = "inqom_bridge_cli"

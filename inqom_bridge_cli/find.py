@@ -6,7 +6,7 @@
 The search is one ``Find Blobs by Tags`` request (pages followed), in the archive container or, with
 ``--account``, in every container of the account; no ledger or blob listing is scanned. Each match is
 then read once (its properties, for the original values in its metadata and its size, and its tags).
-Criteria are combined with AND; see ``shared.archive_index`` for how names and amounts are normalised.
+Criteria are combined with AND; see ``shared.archive.tags`` for how names and amounts are normalised.
 Amount bounds are taken to the cent inwards (``--min-amount 10.004`` is 10.01, ``--max-amount 9.995`` 9.99),
 so no amount outside the bounds is ever found.
 The blob index is eventually consistent in Azure: a document archived seconds ago may not be found yet.
@@ -26,7 +26,7 @@ from urllib.parse import unquote
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 
-from shared.archive_index import AMOUNT_TAG_LIMIT, TagError, TagQuery, fields_from_tags, tag_filter
+from shared.archive.tags import AMOUNT_TAG_LIMIT, TagError, TagQuery, fields_from_tags, tag_filter
 from shared.services import Services
 
 from .common import CliError, human_bytes, print_json, table, text

@@ -16,9 +16,9 @@ from urllib.parse import unquote
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared.blobmove import move_blob
-from shared.ledger import DELETED, QUARANTINED, REPLAYED, LedgerConflict, LedgerEntry, iso, partition_for
+from shared.ledger.rows import DELETED, QUARANTINED, REPLAYED, LedgerConflict, LedgerEntry, iso, partition_for
 from shared.observability import redact
-from shared.routing import RoutingError, route
+from shared.drop.routing import RoutingError, route
 from shared.services import Services
 
 from .common import CliError, human_bytes, print_json, table, text

@@ -8,7 +8,7 @@ from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 
-from shared.ledger import ENFACT_PARTITION
+from shared.ledger.rows import ENFACT_PARTITION
 from shared.services import Services
 
 from .common import SECTIONS, KNOWN_COLUMNS, CliError, plain, print_json, row_dict, text

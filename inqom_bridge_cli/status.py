@@ -7,8 +7,8 @@ import sys
 from collections import Counter
 from typing import Any
 
-from shared.ledger import ARCHIVED, iso
-from shared.polling import is_known_status
+from shared.ledger.rows import ARCHIVED, iso
+from shared.inqom.polling import is_known_status
 from shared.services import Services
 
 from .common import PENDING_STATES, human_age, is_empty, print_json, row_dict, started_at, table, text

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 
-from shared.archive_index import ArchiveFields, archive_tags, merge_tags
+from shared.archive.tags import ArchiveFields, archive_tags, merge_tags
 from shared.http import ApiError, ThrottledError
-from shared.ledger import ARCHIVED, LedgerConflict, LedgerEntry, iso
+from shared.ledger.rows import ARCHIVED, LedgerConflict, LedgerEntry, iso
 from shared.observability import error_text
 from shared.services import Services
 

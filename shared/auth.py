@@ -15,8 +15,8 @@ import threading
 import time
 from typing import Callable, Mapping
 
-from .http import ApiError, HttpClient
-from .secrets import (
+from shared.http import ApiError, HttpClient
+from shared.secrets import (
     ENFACT_SESSION_KEY,
     INQOM_CLIENT_ID,
     INQOM_CLIENT_SECRET,

@@ -22,7 +22,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobClient
 
-from .storage import StorageClients
+from shared.storage import StorageClients
 
 _SAFE = " !#$&'()*+,-./:;=?@[]^_`{|}~"
 _MAX_METADATA_VALUE = 2000

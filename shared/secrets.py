@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any, Callable, Mapping, Protocol
 
-from .config import Settings
+from shared.config import Settings
 
 INQOM_USERNAME = "inqom-username"
 INQOM_PASSWORD = "inqom-password"

@@ -12,16 +12,16 @@ from functools import cached_property, lru_cache
 
 from azure.storage.queue import QueueClient
 
-from .auth import InqomTokenProvider
-from .budget import InqomBudget
-from .config import Settings, get_settings
-from .http import HttpClient, RetryPolicy
-from .inqom import InqomClient
-from .ledger import Ledger
-from .metrics import InqomCallMetrics
-from .routing import RoutingRules
-from .secrets import SecretProvider, secret_provider
-from .storage import StorageClients
+from shared.auth import InqomTokenProvider
+from shared.inqom.budget import InqomBudget
+from shared.config import Settings, get_settings
+from shared.http import HttpClient, RetryPolicy
+from shared.inqom.client import InqomClient
+from shared.ledger.rows import Ledger
+from shared.metrics import InqomCallMetrics
+from shared.drop.routing import RoutingRules
+from shared.secrets import SecretProvider, secret_provider
+from shared.storage import StorageClients
 
 
 class Services:

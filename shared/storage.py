@@ -20,7 +20,7 @@ from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient
 from azure.data.tables import TableClient, TableServiceClient
 from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
-from .config import Settings, StorageConnection
+from shared.config import Settings, StorageConnection
 
 READ_CHUNK = 4 * 1024 * 1024
 STORAGE_TIMEOUT = 60  # seconds per storage operation (server + connection)

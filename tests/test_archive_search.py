@@ -20,16 +20,16 @@ import pytest
 from azure.data.tables import EdmType, EntityProperty
 
 from inqom_bridge_cli import main
-from shared import archiver
-from shared.archive_index import (
+from shared.archive import poll as archiver
+from shared.archive.tags import (
     MAX_TAGS, MAX_VALUE_LENGTH, METADATA_VALUE_LIMIT, TAG_AMOUNT, TAG_COUNTERPARTY, TAG_DATE, TAG_DOCREF, TAG_FOLDER,
     TAG_ID, TAG_KIND, ArchiveFields, TagError, TagQuery, amount_from_tag, amount_tag, archive_tags, merge_tags,
     normalise_name, normalise_ref, tag_filter, to_cents, valid_tag,
 )
-from shared.archiver import poll_tick
-from shared.inqom import InqomDocument
-from shared.ledger import ARCHIVED, DELETED, UPLOADED
-from shared.polling import PollPolicy, is_known_status
+from shared.archive.poll import poll_tick
+from shared.inqom.client import InqomDocument
+from shared.ledger.rows import ARCHIVED, DELETED, UPLOADED
+from shared.inqom.polling import PollPolicy, is_known_status
 from tests.support.documents import assert_accounted, drop
 
 PDF = b"%PDF-1.4\n% archive search\n" + bytes(range(256)) * 16 + b"\n%%EOF\n"
@@ -340,7 +340,7 @@ def test_unknown_status_is_logged_once_followed_slowly_counted_and_never_crashes
     name = "7/supplier/strange.pdf"
     entry = upload(services, host, name)
     inqom.set_status(entry.get("InqomId"), "Archiving", unknown=True)
-    caplog.set_level(logging.WARNING, logger="shared.archiver")
+    caplog.set_level(logging.WARNING, logger="shared.archive.poll")
     now = services.ledger.clock() + timedelta(minutes=2)
     for polls in range(3):
         report = poll_tick(services, now=now)

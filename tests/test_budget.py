@@ -1,4 +1,4 @@
-"""The fleet-wide Inqom budget (``shared/budget.py``) across real processes, Azurite and the Inqom emulator.
+"""The fleet-wide Inqom budget (``shared/inqom/budget.py``) across real processes, Azurite and the Inqom emulator.
 
 Each worker is ``python -m tests.test_budget worker …``: its own interpreter with the app's own
 ``Services`` (settings from its environment, the budget wired as in production), running threads
@@ -26,10 +26,10 @@ from typing import Any, Iterator
 
 import pytest
 
-from shared.budget import BUDGET_PARTITION, FIRST_BATCH, InqomBudget, credential_key, priority
+from shared.inqom.budget import BUDGET_PARTITION, FIRST_BATCH, InqomBudget, credential_key, priority
 from shared.config import load_settings
 from shared.http import ThrottledError
-from shared.ledger import FAILED
+from shared.ledger.rows import FAILED
 from shared.services import Services
 from tests.support.appsettings import INQOM_CREDENTIALS, app_settings
 from tests.support.azurite import ACCOUNT, ACCOUNT_KEY
@@ -318,7 +318,7 @@ def test_the_store_is_tried_again_and_used_once_it_answers(azurite, inqom, monke
     tables = iter([dead, closed()])
     budget = InqomBudget(lambda: next(tables), lambda: ("u", "c"), rate=RATE, poll_share=0.3, fallback_rate=50,
                          max_wait=30, store_retry=0.3)
-    with caplog.at_level(logging.INFO, logger="shared.budget"):
+    with caplog.at_level(logging.INFO, logger="shared.inqom.budget"):
         budget.acquire()
         assert budget.in_fallback and budget.stats().store_errors == 1 and budget.stats().fallback_calls == 1
         time.sleep(0.35)

@@ -1,4 +1,4 @@
-"""Edges of the fleet-wide Inqom budget (``shared/budget.py``) over a real Azurite table: a fast clock
+"""Edges of the fleet-wide Inqom budget (``shared/inqom/budget.py``) over a real Azurite table: a fast clock
 (invariant 9), a huge ``Retry-After`` and a hold-off while the store is unreachable.
 
 Each ``InqomBudget`` here stands for one process of the fleet; they share one row. Their ``sleep`` only
@@ -16,7 +16,7 @@ import pytest
 from azure.core.exceptions import ServiceRequestError
 from azure.data.tables import TableClient
 
-from shared.budget import BUDGET_PARTITION, MAX_SHARED_HOLD, InqomBudget, credential_key, priority
+from shared.inqom.budget import BUDGET_PARTITION, MAX_SHARED_HOLD, InqomBudget, credential_key, priority
 from shared.http import DeadlineExceeded, ThrottledError, deadline
 
 FAST = 120.0  # seconds a misconfigured instance's clock is ahead
@@ -55,7 +55,7 @@ def test_a_fast_clock_does_not_stall_the_instances_with_a_right_one(table, caplo
     fast.hold_off(HOLD)  # a 429 shared with a hold that ends 122 s from now by the others' clocks
     waits: list[float] = []
     right = process(table, waits)
-    with caplog.at_level(logging.WARNING, logger="shared.budget"):
+    with caplog.at_level(logging.WARNING, logger="shared.inqom.budget"):
         right.acquire()
         with priority("poll"):
             right.acquire()

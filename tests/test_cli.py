@@ -18,7 +18,7 @@ from pathlib import Path
 
 from inqom_bridge_cli import main
 from shared.config import load_settings
-from shared.ledger import ARCHIVED, QUARANTINED, UPLOADED, parse_iso
+from shared.ledger.rows import ARCHIVED, QUARANTINED, UPLOADED, parse_iso
 from shared.services import Services
 from tests.support.documents import drop, where_is
 

@@ -18,10 +18,10 @@ from urllib.parse import unquote
 import pytest
 
 from inqom_bridge_cli import main
-from shared.archive_index import MAX_VALUE_LENGTH, TAG_COUNTERPARTY, TAG_DOCREF, ArchiveFields, archive_tags, valid_tag
-from shared.ledger import ARCHIVED
-from shared.polling import PollPolicy
-from shared.webhook import SignatureError, verify_signature
+from shared.archive.tags import MAX_VALUE_LENGTH, TAG_COUNTERPARTY, TAG_DOCREF, ArchiveFields, archive_tags, valid_tag
+from shared.ledger.rows import ARCHIVED
+from shared.inqom.polling import PollPolicy
+from shared.enfact.webhook import SignatureError, verify_signature
 from tests.conftest import ENFACT_COMPANY, WEBHOOK_SECRET
 from tests.support.documents import assert_accounted, drop
 

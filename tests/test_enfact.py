@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from shared.webhook import SignatureError, sign, verify_signature
+from shared.enfact.webhook import SignatureError, sign, verify_signature
 from tests.conftest import ENFACT_COMPANY, ENFACT_FOLDER, ENFACT_SESSION_KEY, INQOM_CREDENTIALS, WEBHOOK_SECRET
 
 URL = "http://localhost/api/enfact/invoices"

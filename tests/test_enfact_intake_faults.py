@@ -12,8 +12,8 @@ from datetime import timedelta
 
 import pytest
 
-from shared.enfact_fetch import ReconcileError
-from shared.enfact_push import enfact_row_key
+from shared.enfact.fetch import ReconcileError
+from shared.enfact.push import enfact_row_key
 from shared.keys import safe_key
 from tests.conftest import ENFACT_COMPANY, ENFACT_FOLDER
 from tests.test_enfact import body_for, push, queued, signed_headers

@@ -12,13 +12,13 @@ from datetime import timedelta
 
 import pytest
 
-from shared.archiver import _record_error, poll_tick
+from shared.archive.poll import _record_error, poll_tick
 from shared.blobmove import MOVE_ID, candidate_names
 from shared.config import SettingsError, load_settings
-from shared.ledger import (
+from shared.ledger.rows import (
     ARCHIVED, DELETED, FAILED, QUARANTINED, QUARANTINING, REFUSED, UPLOADED, UPLOADING, ClaimKeeper, ledger_key,
 )
-from shared.polling import PollPolicy
+from shared.inqom.polling import PollPolicy
 from tests.support.appsettings import app_settings
 from tests.support.documents import drop
 from tests.support.simulation import World, crash_points, pdf
@@ -45,7 +45,7 @@ def crash_where(azurite, scenario, point: str, mode: str, **overrides: str) -> t
 # 1. The claim row was written before its pending-index entry: a crash in between stranded it.
 def test_crash_right_after_the_claim_row_is_written_is_recovered(azurite):
     point, problems, _ = crash_where(azurite, lambda w: w.drop("7/supplier/a.pdf", PDF),
-                                     "claim_upload > ledger.insert: table insert row", "after")
+                                     "claim_upload > rows.insert: table insert row", "after")
     assert problems == [], (point, problems)
 
 
@@ -224,7 +224,7 @@ def test_repair_sweep_reindexes_a_row_whose_index_entry_is_missing(services):
     entry = ledger.claim_upload("7", "k10", {"Container": "inbox", "BlobPath": "x.pdf", "BlobETag": "e"}, 900)
     ledger.table.delete_entity("pending", next(iter(ledger.due(entry.next_poll, 1))).index_row_key)
     assert not ledger.has_index(entry)
-    from shared.repair import repair_sweep
+    from shared.archive.repair import repair_sweep
 
     report = repair_sweep(services, ledger.clock())
     assert report.reindexed == 1 and ledger.has_index(ledger.get("7", "k10"))

@@ -12,10 +12,10 @@ from datetime import timedelta
 
 import pytest
 
-from shared.enfact_fetch import fetch_invoice
-from shared.enfact_push import enfact_row_key
+from shared.enfact.fetch import fetch_invoice
+from shared.enfact.push import enfact_row_key
 from shared.http import TransientError
-from shared.ledger import ARCHIVED, DUPLICATE, QUARANTINED, UPLOADED
+from shared.ledger.rows import ARCHIVED, DUPLICATE, QUARANTINED, UPLOADED
 from tests.conftest import ENFACT_COMPANY, ENFACT_FOLDER
 from tests.support.documents import assert_accounted, drop
 
@@ -102,7 +102,7 @@ class Crash(BaseException):
 
 
 def test_crash_after_the_archive_commit_then_deleted_in_inqom_ends_archived(services, host, inqom, monkeypatch):
-    import shared.archiver as archiver
+    import shared.archive.poll as archiver
 
     name = "11287/supplier/committed.pdf"
     drop(services, name, PDF)

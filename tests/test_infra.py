@@ -764,11 +764,11 @@ def test_archive_is_versioned_and_write_once(storage: Template, main: Template) 
 def test_the_app_never_overwrites_or_deletes_in_the_archive() -> None:
     """The WORM policy refuses overwrites and deletes: the code writes the archive create-only
     (staged blocks, then Put Block List with If-None-Match: *) and never deletes there."""
-    archiver = (ROOT / "shared" / "archiver.py").read_text(encoding="utf-8")
+    archiver = (ROOT / "shared" / "archive" / "poll.py").read_text(encoding="utf-8")
     assert 'commit_block_list(block_ids, metadata=metadata, if_none_match="*")' in archiver
     writes = re.findall(r"archive_blob\.(\w+)\(", archiver)
     assert set(writes) <= {"stage_block", "commit_block_list", "get_blob_properties"}, writes
-    for path in [*(ROOT / "shared").glob("*.py"), *(ROOT / "inqom_bridge_cli").glob("*.py"), *(ROOT / "functions").glob("*.py")]:
+    for path in [*(ROOT / "shared").rglob("*.py"), *(ROOT / "inqom_bridge_cli").glob("*.py"), *(ROOT / "functions").glob("*.py")]:
         text = path.read_text(encoding="utf-8")
         for line in text.splitlines():
             if "archive_container" in line:
@@ -1068,9 +1068,9 @@ KQL_WORDS = {
 }
 # Log lines the workbook reads from traces: prefix → (file, the logging call that writes it).
 TRACE_LINES = {
-    "archived ledger ": ("shared/archiver.py", 'log.info("archived ledger %s (Inqom %s) to %s"'),
+    "archived ledger ": ("shared/archive/poll.py", 'log.info("archived ledger %s (Inqom %s) to %s"'),
     # The first %s is entry.state.lower(): "quarantined" for a quarantined document.
-    "quarantined ": ("shared/quarantine.py", 'log.warning("%s %s (ledger %s): %s", entry.state.lower()'),
+    "quarantined ": ("shared/ledger/quarantine.py", 'log.warning("%s %s (ledger %s): %s", entry.state.lower()'),
 }
 REQUIRED_ALERTS = {  # item 6 of issue 12, plus the silent poller
     "documentQuarantined", "oldestPending", "deadLettered", "poisonMessages", "inqomRefusals", "functionFailures",

@@ -14,7 +14,7 @@ import pytest
 from shared.auth import AuthenticationError, InqomTokenProvider
 from shared.http import (BadRequestError, HttpClient, NotFoundError, RateLimiter, RetryPolicy, ThrottledError,
                          TransientError)
-from shared.inqom import DownloadRefused, InqomClient, InqomDocument, safe_download_url
+from shared.inqom.client import DownloadRefused, InqomClient, InqomDocument, safe_download_url
 from shared.secrets import EnvironmentSecrets
 from tests.conftest import INQOM_CREDENTIALS
 

@@ -38,7 +38,7 @@ def test_every_line_of_a_document_path_carries_its_ids(services, host, inqom, ca
         host.fire_timer("poll_documents")
     finally:
         logging.getLogger().removeHandler(capture)
-    ours = [r for r in capture.records if r.name.startswith(("shared.uploader", "shared.archiver"))]
+    ours = [r for r in capture.records if r.name.startswith(("shared.drop.upload", "shared.archive.poll"))]
     assert {"uploaded", "archived"} <= {r.getMessage().split()[0] for r in ours}
     for record in ours:
         assert record.ledger_key == row.key, record.getMessage()

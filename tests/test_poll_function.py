@@ -11,8 +11,8 @@ from urllib.parse import unquote
 
 import pytest
 
-from shared.archiver import poll_tick, safe_name
-from shared.ledger import ARCHIVED, DELETED, STALE, UPLOADED
+from shared.archive.poll import poll_tick, safe_name
+from shared.ledger.rows import ARCHIVED, DELETED, STALE, UPLOADED
 from tests.support.documents import assert_accounted, drop, where_is
 
 PDF = b"%PDF-1.4\n% poll test\n" + bytes(range(256)) * 64 + b"\n%%EOF\n"

@@ -8,9 +8,9 @@ from datetime import timedelta
 
 import pytest
 
-from shared.archiver import poll_tick
+from shared.archive.poll import poll_tick
 from shared.http import DeadlineExceeded, deadline
-from shared.ledger import ARCHIVED, FAILED, UPLOADED
+from shared.ledger.rows import ARCHIVED, FAILED, UPLOADED
 from tests.support.documents import drop
 from tests.support.simulation import pdf
 

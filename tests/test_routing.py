@@ -1,6 +1,6 @@
 import pytest
 
-from shared.routing import RoutingError, RoutingRules, route
+from shared.drop.routing import RoutingError, RoutingRules, route
 
 RULES = RoutingRules(frozenset(), frozenset({"pdf", "jpg", "png"}), max_bytes=1000)
 

@@ -258,7 +258,7 @@ def _interleave(azurite, seed: int) -> Interleaving:
         problems = world.check()
     result = Interleaving(
         problems, steps,
-        watchdog=any("archiver._retry_upload" in c.chain and "uploader.upload_inbox_blob" in c.chain for c in raced),
+        watchdog=any("poll._retry_upload" in c.chain and "upload.upload_inbox_blob" in c.chain for c in raced),
         takeover=takeover)
     STATS.schedules += 1
     STATS.watchdog_schedules += result.watchdog

@@ -8,7 +8,7 @@ import pytest
 from azure.core.exceptions import ResourceModifiedError
 
 from shared.blobmove import move_blob
-from shared.ledger import ARCHIVED, UPLOADED, UPLOADING, Ledger, LedgerConflict
+from shared.ledger.rows import ARCHIVED, UPLOADED, UPLOADING, Ledger, LedgerConflict
 from shared.storage import BlobRangeReader
 
 

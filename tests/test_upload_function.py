@@ -9,7 +9,7 @@ from urllib.parse import unquote
 import pytest
 
 from shared.http import TransientError
-from shared.ledger import DUPLICATE, QUARANTINED, UPLOADED, UPLOADING, ledger_key
+from shared.ledger.rows import DUPLICATE, QUARANTINED, UPLOADED, UPLOADING, ledger_key
 from tests.conftest import INQOM_CREDENTIALS
 from tests.support.documents import assert_accounted, drop
 

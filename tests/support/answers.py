@@ -46,7 +46,7 @@ from urllib.parse import unquote, urlsplit
 import requests
 from requests.structures import CaseInsensitiveDict
 
-from shared.ledger import ARCHIVED, DELETED, FINAL_STATES, QUARANTINED, ledger_key, partition_for
+from shared.ledger.rows import ARCHIVED, DELETED, FINAL_STATES, QUARANTINED, ledger_key, partition_for
 from shared.services import get_services
 from tests.support.simulation import World
 

@@ -55,7 +55,7 @@ class Mutation:
 MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "insert-row-before-index", "ledger.insert writes the row before its pending-index entry",
-        "shared/ledger.py", (
+        "shared/ledger/rows.py", (
             ('        self._index(partition, key, None, parse_iso(entity.get("NextPollAt")))  # entry before row\n', ""),
             ('            raise LedgerConflict(f"{partition}/{key} exists") from exc\n',
              '            raise LedgerConflict(f"{partition}/{key} exists") from exc\n'
@@ -63,7 +63,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         ), DROP, "issue 24"),
     Mutation(
         "update-drops-old-index-first", "ledger.update deletes the old index entry before writing the row",
-        "shared/ledger.py", (
+        "shared/ledger/rows.py", (
             ("        if old_due is not None and old_due != new_due:\n"
              "            self._index(entry.partition, entry.key, old_due, None)\n", ""),
             ('        entity = {"PartitionKey": entry.partition, "RowKey": entry.key, **fields}\n',
@@ -73,56 +73,56 @@ MUTATIONS: tuple[Mutation, ...] = (
         ), DROP, "issue 24"),
     Mutation(
         "claim-ignores-live-claim", "claim_upload takes over another worker's live claim",
-        "shared/ledger.py", (
+        "shared/ledger/rows.py", (
             ('            if entry.state == UPLOADING and (parse_iso(entry.get("ClaimUntil")) or self.clock()) > '
              'self.clock():\n                return None\n', ""),
         ), INTERLEAVED, "issue 24"),
     Mutation(
         "plain-update-not-record-sent", "the uploader records its Inqom id with a plain update, not record_sent",
-        "shared/uploader.py", (
+        "shared/drop/upload.py", (
             ("    recorded = ledger.record_sent(\n        keeper.entry, document.id, ",
              "    recorded = ledger.update(\n        keeper.entry, InqomId=document.id, "),
         ), INTERLEAVED, "issue 24"),
     Mutation(
         "webhook-never-queues", "the webhook answers 202 but never queues the push",
-        "shared/enfact_push.py", (
+        "shared/enfact/push.py", (
             ("        services.enfact_queue.send_message(json.dumps(message))\n",
              "        pass  # mutated: never queued\n"),
         ), PUSH, "issue 24"),
     Mutation(
         "record-sent-forgets-extra", "record_sent drops a second upload's id instead of linking it (ExtraInqomIds)",
-        "shared/ledger.py", (
+        "shared/ledger/rows.py", (
             ('                return self.update(entry, ExtraInqomIds=",".join([*extras, str(inqom_id)]))\n',
              "                return entry  # mutated: the extra upload is not linked\n"),
         ), INTERLEAVED),
     Mutation(
         "failed-upload-not-due", "a failed upload is recorded without a due time (no watchdog entry)",
-        "shared/uploader.py", (
+        "shared/drop/upload.py", (
             ("NextPollAt=ledger.clock() + timedelta(seconds=retry_after_seconds)", "NextPollAt=None"),
         ), TRANSIENT),
     Mutation(
         "sweep-never-adopts", "the repair sweep never adopts an inbox blob that has no ledger row",
-        "shared/repair.py", (
+        "shared/archive/repair.py", (
             ("        if ledger.get(partition, key) is not None:\n            continue\n",
              "        if True:  # mutated: never adopted\n            continue\n"),
         ), LOST_EVENT),
     Mutation(
         "push-queued-before-hand-off", "the webhook marks a push Queued before handing it to the queue",
-        "shared/enfact_push.py", (
+        "shared/enfact/push.py", (
             ("    try:\n        services.enfact_queue.send_message(json.dumps(message))\n",
              "    received = ledger.update(received, State=QUEUED)  # mutated: before the hand-off\n"
              "    try:\n        services.enfact_queue.send_message(json.dumps(message))\n"),
         ), PUSH),
     Mutation(
         "fetch-in-inbox-before-write", "the enFact fetch records InInbox before the inbox blob is written",
-        "shared/enfact_fetch.py", (
+        "shared/enfact/fetch.py", (
             ("    try:\n        inbox.upload_blob(blob_name, pdf, ",
              "    current = ledger.update(current, State=IN_INBOX, InboxPath=blob_name)  # mutated: before the write\n"
              "    try:\n        inbox.upload_blob(blob_name, pdf, "),
         ), PUSH),
     Mutation(
         "expense-bill-sent-twice", "an expense bill is POSTed twice (a blind resend; the first answer dropped)",
-        "shared/uploader.py", (
+        "shared/drop/upload.py", (
             ("        document_id = services.inqom.upload_expense_bill(\n",
              "        services.inqom.upload_expense_bill(instruction.folder_id, open_file=open_blob,  # mutated\n"
              "                                           file_name=instruction.file_name,\n"

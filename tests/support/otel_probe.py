@@ -43,7 +43,7 @@ from opentelemetry._logs import get_logger_provider  # noqa: E402
 from shared.observability import configure_telemetry, log_context  # noqa: E402
 
 enabled = configure_telemetry()
-log = logging.getLogger("shared.uploader")
+log = logging.getLogger("shared.drop.upload")
 log.setLevel(logging.INFO)
 with log_context(invocation_id="inv-1", ledger_key="k-123", inqom_id=77, enfact_id="5001"):
     log.warning("uploaded with Authorization: Bearer eyJhbGciOi.secret.token")

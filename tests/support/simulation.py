@@ -64,13 +64,13 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import requests
 
 from shared.config import get_settings
-from shared.enfact_push import enfact_row_key
-from shared.ledger import (
+from shared.enfact.push import enfact_row_key
+from shared.ledger.rows import (
     ENFACT_PARTITION, FINAL_STATES, PENDING_PARTITION, SYSTEM_PARTITIONS, ledger_key, parse_iso, partition_for,
 )
 from shared.observability import ContextFilter
 from shared.services import Services, get_services
-from shared.webhook import sign
+from shared.enfact.webhook import sign
 from tests.emulators.enfact import EnfactEmulator
 from tests.emulators.inqom import InqomEmulator
 from tests.support.appsettings import (
@@ -83,7 +83,7 @@ POISON_BLOB_THRESHOLD = int(_HOST["extensions"]["blobs"]["poisonBlobThreshold"])
 MAX_DEQUEUE_COUNT = int(_HOST["extensions"]["queues"]["maxDequeueCount"])
 PUSH_ATTEMPTS = 5
 #: Modules whose frames are plumbing, not the step a crash point is named after.
-_PLUMBING = {"http", "storage", "inqom", "enfact", "auth", "secrets", "observability"}
+_PLUMBING = {"http", "storage", "client", "auth", "secrets", "observability"}  # module names (inqom/enfact client)
 #: States in which an invoice's inbox blob was set aside with a reason (invariant 1 checks the copy).
 _SET_ASIDE = ("Quarantined", "Deleted")
 _UPLOADING = "Uploading"
@@ -326,7 +326,7 @@ class Interceptor:
     @staticmethod
     def _is_claim(call: Call) -> bool:
         return (call.service == "table" and call.target == "row" and call.op in ("insert", "replace")
-                and "ledger.claim_upload" in call.chain)
+                and "rows.claim_upload" in call.chain)
 
     def _row_before_claim(self, call: Call) -> Any:
         """The row an upload claim is about to replace, as stored now (a successful conditional write replaces it)."""
@@ -488,15 +488,15 @@ def _app_module(filename: str) -> str | None:
         return _MODULES[filename]
     except KeyError:
         path = Path(filename)
-        stem = path.stem if path.parent.name == "shared" and path.parent.parent == REPO else None
+        stem = path.stem if path.is_relative_to(REPO / "shared") else None
         _MODULES[filename] = stem
         return stem
 
 
 def _stack() -> tuple[str, str, VersionKey | None]:
     """The app's own steps on the stack, plumbing left out: the innermost three (outermost first, e.g.
-    'uploader.upload_inbox_blob > ledger.claim_upload > ledger.insert'), all of them, and the blob version
-    an ``uploader.upload_inbox_blob`` frame on the stack is sending (its ``name`` and ``etag``)."""
+    'upload.upload_inbox_blob > rows.claim_upload > rows.insert'), all of them, and the blob version
+    an ``upload.upload_inbox_blob`` frame on the stack is sending (its ``name`` and ``etag``)."""
     names: list[str] = []  # innermost first
     version: VersionKey | None = None
     frame = sys._getframe(2)
@@ -506,7 +506,7 @@ def _stack() -> tuple[str, str, VersionKey | None]:
             name = f"{stem}.{frame.f_code.co_name}"
             if not names or names[-1] != name:
                 names.append(name)
-            if version is None and name == "uploader.upload_inbox_blob":
+            if version is None and name == "upload.upload_inbox_blob":
                 local = frame.f_locals
                 if local.get("name") and local.get("etag"):
                     version = (str(local["name"]), str(local["etag"]).strip('"'))

@@ -22,12 +22,12 @@ from datetime import datetime, timedelta
 
 from azure.core.exceptions import AzureError
 
-from .ledger import (
+from shared.ledger.rows import (
     FAILED, FINAL_STATES, SWEEP_PARTITION, Ledger, LedgerConflict, ledger_key, partition_for,
 )
-from .routing import unaddressable
-from .services import Services
-from .uploader import record_refused
+from shared.drop.routing import unaddressable
+from shared.services import Services
+from shared.drop.upload import record_refused
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ lease), asks Inqom for the status and acts:
   blob stays and a later tick retries. What Inqom extracted (``CounterParty``, ``Amount``,
   ``EffectifDate``, ``DocRef``, ``Type``, ``UserDefinedThirdPartyName``) goes on the row, typed, and
   into the copy: original values in its metadata, searchable values as blob index tags set by the
-  same create-only commit (``shared.archive_index``). A document without extracted data is archived
+  same create-only commit (``shared.archive.tags``). A document without extracted data is archived
   with the tags it has (folder, kind, Inqom id). Should the service refuse the tags (400/403, e.g. an
   identity without the ``tags/write`` permission), the copy is committed without them and the row
   stays untagged for ``python -m inqom_bridge_cli backfill-tags``.
@@ -31,7 +31,7 @@ Archive paths are unique per document (``{folder}/{yyyy}/{mm}/{inqomId}-{name}``
 create-only: an archived blob is never replaced or deleted by the app. A tick repeated after a
 crash recognises its own copy (metadata ``ledgerkey``) and goes on from there.
 Rows left ``Failed``/``Uploading`` (the upload watchdog) or ``Quarantining`` are driven from here
-too, and a bounded repair sweep (``shared.repair``) ends each tick.
+too, and a bounded repair sweep (``shared.archive.repair``) ends each tick.
 """
 
 from __future__ import annotations
@@ -55,21 +55,21 @@ from azure.core.exceptions import (
     HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError,
 )
 
-from .archive_index import ArchiveFields, archive_tags
-from .blobmove import BlobGone, BlobReplaced, metadata_text, move_blob
-from .budget import MAX_SHARED_HOLD, priority
-from .http import DeadlineExceeded, ForbiddenError, ThrottledError, deadline, time_left
-from .inqom import InqomDocument
-from .ledger import (
+from shared.archive.tags import ArchiveFields, archive_tags
+from shared.blobmove import BlobGone, BlobReplaced, metadata_text, move_blob
+from shared.inqom.budget import MAX_SHARED_HOLD, priority
+from shared.http import DeadlineExceeded, ForbiddenError, ThrottledError, deadline, time_left
+from shared.inqom.client import InqomDocument
+from shared.ledger.rows import (
     ARCHIVED, DELETED, DUPLICATE, FAILED, QUARANTINING, STALE, SUPERSEDED, UPLOADED, UPLOADING, DueItem, Ledger,
     LedgerConflict, LedgerEntry, iso, parse_iso,
 )
-from . import metrics
-from .observability import error_text, log_context
-from .polling import PollPolicy, is_known_status
-from .quarantine import finish_quarantine, quarantine_document
-from .repair import SweepReport, repair_sweep
-from .services import Services
+from shared import metrics
+from shared.observability import error_text, log_context
+from shared.inqom.polling import PollPolicy, is_known_status
+from shared.ledger.quarantine import finish_quarantine, quarantine_document
+from shared.archive.repair import SweepReport, repair_sweep
+from shared.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +279,7 @@ def _note_unknown_status(entry: LedgerEntry, document: InqomDocument, observed: 
 
 def _retry_upload(services: Services, ledger: Ledger, entry: LedgerEntry) -> None:
     """Watchdog: an upload that failed, or whose worker died, and that the host did not finish in time."""
-    from .uploader import upload_inbox_blob
+    from shared.drop.upload import upload_inbox_blob
 
     blob = services.stores.container(entry.get("Container")).get_blob_client(entry.get("BlobPath"))
     try:

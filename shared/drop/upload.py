@@ -27,21 +27,21 @@ from datetime import timedelta
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobClient
 
-from .auth import AuthenticationError
-from .budget import MAX_SHARED_HOLD
-from .http import ApiError, DeadlineExceeded, ThrottledError
-from .inqom import InqomDocument, UploadUnconfirmed
-from .ledger import (
+from shared.auth import AuthenticationError
+from shared.inqom.budget import MAX_SHARED_HOLD
+from shared.http import ApiError, DeadlineExceeded, ThrottledError
+from shared.inqom.client import InqomDocument, UploadUnconfirmed
+from shared.ledger.rows import (
     DUPLICATE, FAILED, QUARANTINING, REFUSED, SUPERSEDED, UPLOADED, ClaimKeeper, Ledger, LedgerConflict, LedgerEntry,
     iso, ledger_key, partition_for,
 )
-from . import metrics
-from .observability import bind, error_text
-from .polling import PollPolicy
-from .quarantine import finish_quarantine, quarantine_document
-from .routing import RoutingError, UploadInstruction, route, unaddressable
-from .services import Services
-from .storage import BlobRangeReader
+from shared import metrics
+from shared.observability import bind, error_text
+from shared.inqom.polling import PollPolicy
+from shared.ledger.quarantine import finish_quarantine, quarantine_document
+from shared.drop.routing import RoutingError, UploadInstruction, route, unaddressable
+from shared.services import Services
+from shared.storage import BlobRangeReader
 
 log = logging.getLogger(__name__)
 

@@ -41,8 +41,8 @@ from typing import Any, Mapping
 
 from azure.data.tables import EdmType, EntityProperty
 
-from .blobmove import metadata_text
-from .inqom import InqomDocument
+from shared.blobmove import metadata_text
+from shared.inqom.client import InqomDocument
 
 # Limits of blob index tags, from Microsoft's "Manage and find Azure Blob data with blob index tags"
 # (https://learn.microsoft.com/azure/storage/blobs/storage-manage-find-blobs, "Setting blob index tags" and

@@ -28,7 +28,7 @@ import requests
 from requests_toolbelt.multipart.encoder import MultipartEncoder
 from urllib3.util import parse_url
 
-from .http import ApiError, HttpClient, TransientError, check_deadline
+from shared.http import ApiError, HttpClient, TransientError, check_deadline
 
 DOCUMENTS_PATH = "/api/accounting-documents/accounting-folders/{folder}/Documents"
 EXPENSE_BILLS_PATH = "/api/v1/accounting-folders/{folder}/expense-bills"

@@ -36,14 +36,14 @@ from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
 
-from .auth import EnfactApiKey
-from .blobmove import metadata_text
-from .enfact import EnfactClient, invoice_id_of
-from .enfact_push import QUEUED, enfact_row_key
-from .http import ApiError, NotFoundError
-from .ledger import ENFACT_PARTITION, Ledger, LedgerConflict, LedgerEntry, iso, parse_iso, partition_for
-from .observability import bind
-from .services import Services
+from shared.auth import EnfactApiKey
+from shared.blobmove import metadata_text
+from shared.enfact.client import EnfactClient, invoice_id_of
+from shared.enfact.push import QUEUED, enfact_row_key
+from shared.http import ApiError, NotFoundError
+from shared.ledger.rows import ENFACT_PARTITION, Ledger, LedgerConflict, LedgerEntry, iso, parse_iso, partition_for
+from shared.observability import bind
+from shared.services import Services
 
 log = logging.getLogger(__name__)
 

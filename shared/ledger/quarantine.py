@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import metrics
-from .blobmove import BlobGone, BlobReplaced, move_blob
-from .ledger import DELETED, FINAL_STATES, QUARANTINED, QUARANTINING, SUPERSEDED, LedgerConflict, LedgerEntry
-from .services import Services
+from shared import metrics
+from shared.blobmove import BlobGone, BlobReplaced, move_blob
+from shared.ledger.rows import DELETED, FINAL_STATES, QUARANTINED, QUARANTINING, SUPERSEDED, LedgerConflict, LedgerEntry
+
+if TYPE_CHECKING:  # the ledger sits below the services that wire it
+    from shared.services import Services
 
 log = logging.getLogger(__name__)
 

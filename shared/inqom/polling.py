@@ -19,8 +19,8 @@ import math
 from dataclasses import dataclass
 from datetime import timedelta
 
-from .config import Settings
-from .inqom import STATUSES
+from shared.config import Settings
+from shared.inqom.client import STATUSES
 
 HUMAN_STATES = frozenset({"ToReview", "ManualProcessing"})
 KNOWN_STATUSES = frozenset(STATUSES)

@@ -24,7 +24,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import EdmType, EntityProperty, TableClient, UpdateMode
 
-from .observability import redact
+from shared.observability import redact
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ PENDING_PARTITION = "pending"
 WEBHOOK_PARTITION = "webhook"  # one row per accepted push id (replay protection)
 ENFACT_PARTITION = "enfact"  # one row per enFact invoice handed to the inbox
 SWEEP_PARTITION = "sweep"  # the repair sweep's cursor
-BUDGET_PARTITION = "budget"  # the fleet-wide Inqom rate budget (shared.budget)
+BUDGET_PARTITION = "budget"  # the fleet-wide Inqom rate budget (shared.inqom.budget)
 SYSTEM_PARTITIONS = (PENDING_PARTITION, WEBHOOK_PARTITION, ENFACT_PARTITION, SWEEP_PARTITION, BUDGET_PARTITION)
 #: Free-text columns that may carry error text from elsewhere: masked like log lines.
 TEXT_COLUMNS = frozenset({"LastError", "QuarantineReason", "Reason", "StatusReasons"})

@@ -94,8 +94,8 @@ from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
-from .http import DeadlineExceeded, RateLimiter, ThrottledError, time_left
-from .storage import TIMEOUTS
+from shared.http import DeadlineExceeded, RateLimiter, ThrottledError, time_left
+from shared.storage import TIMEOUTS
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +276,7 @@ class InqomBudget:
     @classmethod
     def from_services(cls, services: Any, **overrides: Any) -> "InqomBudget":
         """The budget ``Services`` wires: its settings, the ledger table, the Inqom credential, wall-clock time."""
-        from .secrets import INQOM_CLIENT_ID, INQOM_USERNAME
+        from shared.secrets import INQOM_CLIENT_ID, INQOM_USERNAME
 
         s = services.settings
         options: dict[str, Any] = dict(

@@ -19,7 +19,7 @@ import re
 from datetime import date
 from typing import Any, Iterator
 
-from .http import ApiError, HttpClient
+from shared.http import ApiError, HttpClient
 
 PDF_CHUNK = 256 * 1024
 MAX_PAGES = 1000

@@ -30,13 +30,13 @@ from typing import Any, Mapping
 
 from azure.core.exceptions import AzureError
 
-from .enfact import invoice_id_of
-from .keys import key_of, safe_key
-from .ledger import ENFACT_PARTITION, WEBHOOK_PARTITION, Ledger, LedgerConflict, LedgerEntry, iso
-from .observability import bind
-from .secrets import ENFACT_WEBHOOK_SECRET
-from .services import Services
-from .webhook import SignatureError, verify_signature
+from shared.enfact.client import invoice_id_of
+from shared.keys import key_of, safe_key
+from shared.ledger.rows import ENFACT_PARTITION, WEBHOOK_PARTITION, Ledger, LedgerConflict, LedgerEntry, iso
+from shared.observability import bind
+from shared.secrets import ENFACT_WEBHOOK_SECRET
+from shared.services import Services
+from shared.enfact.webhook import SignatureError, verify_signature
 
 log = logging.getLogger(__name__)
 
