@@ -1,0 +1,78 @@
+"""The layout of ``shared/``: no import runs upward (README "Layout"), functions stay thin glue."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT / "shared"
+FOUNDATION = {"auth", "blobmove", "config", "http", "keys", "metrics", "observability", "secrets", "storage"}
+#: Each unit (a foundation module, or a package's module) and the units it may import at run time.
+LOWER = {
+    "foundation": {"foundation"},
+    "inqom": {"foundation", "inqom"},
+    "ledger": {"foundation", "ledger"},
+    "drop.routing": {"foundation"},
+    "services": {"foundation", "inqom", "ledger", "drop.routing"},
+    "drop": {"foundation", "inqom", "ledger", "drop", "drop.routing", "services"},
+    "archive": {"foundation", "inqom", "ledger", "drop", "drop.routing", "archive", "services"},
+    "enfact": {"foundation", "ledger", "enfact", "services"},
+}
+
+
+def unit_of(module: str) -> str:
+    """``shared.drop.upload`` → ``drop``; ``shared.drop.routing`` → ``drop.routing``; ``shared.http`` → foundation."""
+    parts = module.split(".")[1:]
+    if not parts or parts[0] in FOUNDATION:
+        return "foundation"
+    if parts[0] == "services":
+        return "services"
+    if parts[:2] == ["drop", "routing"]:
+        return "drop.routing"
+    return parts[0]
+
+
+def runtime_imports(path: Path) -> set[str]:
+    """Modules of ``shared`` imported by ``path``, leaving out those under ``if TYPE_CHECKING:``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skipped = {id(node) for block in ast.walk(tree) if isinstance(block, ast.If)
+               and getattr(block.test, "id", None) == "TYPE_CHECKING" for node in ast.walk(block)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("shared"):
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith("shared"))
+    assert not any(isinstance(n, ast.ImportFrom) and n.level for n in ast.walk(tree)), f"{path}: relative import"
+    return found
+
+
+MODULES = sorted(p for p in SHARED.rglob("*.py") if p.name != "__init__.py")
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(SHARED)))
+def test_no_import_runs_upward(path):
+    module = "shared." + ".".join(path.relative_to(SHARED).with_suffix("").parts)
+    unit = unit_of(module)
+    upward = {m for m in runtime_imports(path) if m != "shared" and unit_of(m) not in LOWER[unit]}
+    assert not upward, f"{module} ({unit}) imports {sorted(upward)}"
+
+
+def test_every_package_says_what_it_owns_and_may_import():
+    for package in (p for p in SHARED.iterdir() if (p / "__init__.py").exists()):
+        doc = ast.get_docstring(ast.parse((package / "__init__.py").read_text(encoding="utf-8"))) or ""
+        assert "May import" in doc, package.name
+        assert LOWER[package.name], package.name
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "functions").glob("*.py")), ids=lambda p: p.name)
+def test_function_modules_are_thin_glue(path):
+    """Trigger in, one call into shared/: no function module grows logic of its own."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    assert sum(isinstance(n, (ast.For, ast.While, ast.Try)) for n in ast.walk(tree)) == 0, path.name
+    assert len(path.read_text(encoding="utf-8").splitlines()) <= 40, path.name
