@@ -1,20 +1,15 @@
-"""The one HTTP layer: a pooled ``requests.Session`` wrapped by throttle, auth and retry.
+"""The one HTTP layer: a pooled ``requests.Session`` wrapped by throttle, auth, timeout and retry.
 
     client = HttpClient("inqom", timeout=(10, 120), retry=RetryPolicy(max_attempts=4),
                         throttle=RateLimiter(10), auth=token_provider)
     response = client.request("GET", url)
 
-Every call has a timeout. Transient failures (connection errors, timeouts, 429, 500/502/503/504)
-are retried with capped exponential backoff and full jitter, honouring ``Retry-After``; a
-``Retry-After`` beyond the cap is not waited out in-call: ``ThrottledError`` hands the work back.
-Other 4xx are raised at once as typed errors carrying the server's message. A 403 with an ``auth``
-layer refreshes the credential once and retries once. A non-idempotent request (POST, PATCH) is
-retried only when it certainly was not processed (connection refused or not made, 429, 403 before
-the refresh); any other failure may hide a processed request, so it is raised at once with
-``outcome_unknown`` set, for the caller to learn what the server holds before sending again.
-Request bodies that are streams are
-passed as a *factory* (``body=lambda: ...``) so each attempt starts from a fresh stream.
-No exception leaving this module quotes a URL's query string (signed URLs carry their signature there).
+Transient failures (connection errors, timeouts, 429, 500/502/503/504) are retried with capped
+backoff and jitter, honouring ``Retry-After``; one beyond the cap raises ``ThrottledError``. Other 4xx
+raise typed errors at once; a 403 refreshes ``auth`` once and retries once. POST and PATCH are retried
+only when surely not processed, else raised with ``outcome_unknown``. Pass a streamed body as a
+factory (``body=lambda: {...}``); ``deadline()`` bounds every call in a block. Errors never quote a
+URL's query string. Why: docs/guarantee.md.
 """
 
 from __future__ import annotations

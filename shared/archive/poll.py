@@ -1,37 +1,15 @@
 """Poll → archive: follow due documents in Inqom and archive the originals once processed.
 
-    report = poll_tick(services)          # one timer tick
-    report.examined, report.archived
+    report = poll_tick(services)          # one timer tick; POLL_WORKERS threads over the due rows
+    report.examined, report.archived, report.cut_short
 
-A tick reads the oldest due entries of the ledger's pending index (never the whole ledger),
-claims each row with one ETag-conditional write naming the due time it claims (so two ticks never
-work on the same row; any reschedule voids the claim, and a crashed tick's claim lapses after the
-lease), asks Inqom for the status and acts:
-
-- Received / Processing / Pending / ToReview / ManualProcessing: poll again later (``PollPolicy``);
-  past ``POLL_MAX_AGE_HOURS`` the row is flagged ``Stale`` and keeps being followed slowly.
-- Done: fetch the temporary public URL, stage it into the archive container as uncommitted
-  blocks while hashing, and commit (create-only) only when the SHA-1 matches Inqom's ``Checksum``;
-  then delete the inbox blob (row ``Archived``). On a mismatch nothing is committed, the inbox
-  blob stays and a later tick retries. What Inqom extracted (``CounterParty``, ``Amount``,
-  ``EffectifDate``, ``DocRef``, ``Type``, ``UserDefinedThirdPartyName``) goes on the row, typed, and
-  into the copy: original values in its metadata, searchable values as blob index tags set by the
-  same create-only commit (``shared.archive.tags``). A document without extracted data is archived
-  with the tags it has (folder, kind, Inqom id). Should the service refuse the tags (400/403, e.g. an
-  identity without the ``tags/write`` permission), the copy is committed without them and the row
-  stays untagged for ``python -m inqom_bridge_cli backfill-tags``.
-- Duplicate: link the row to ``OriginId`` and archive Inqom's copy under our own Inqom id, verified
-  against its checksum (metadata ``originid`` names the original).
-- Deleted, Rejected: final; the inbox blob goes to quarantine with the reason and ``StatusReasons``
-  (row ``Deleted``; ``InqomStatus`` tells which).
-- Any status Inqom's spec does not name: logged once per document and status as unknown (the row's
-  ``UnknownStatusLogged`` remembers it), followed at the slow review cadence, never an error.
-
-Archive paths are unique per document (``{folder}/{yyyy}/{mm}/{inqomId}-{name}``) and written
-create-only: an archived blob is never replaced or deleted by the app. A tick repeated after a
-crash recognises its own copy (metadata ``ledgerkey``) and goes on from there.
-Rows left ``Failed``/``Uploading`` (the upload watchdog) or ``Quarantining`` are driven from here
-too, and a bounded repair sweep (``shared.archive.repair``) ends each tick.
+A tick reads the oldest due entries of the pending index, claims each row (one ETag write naming
+its due time), asks Inqom for the status and acts: poll again later (``PollPolicy``); ``Done`` or
+``Duplicate``: archive a SHA-1-verified, create-only copy at ``{folder}/{yyyy}/{mm}/{inqomId}-{name}``
+with metadata and index tags (``shared.archive.tags``), then delete the inbox blob; ``Deleted``/
+``Rejected``: quarantine. Rows left ``Failed``/``Uploading`` (upload watchdog) or ``Quarantining`` are
+driven from here too, every call runs under the tick's deadline, and the repair sweep ends the tick.
+Why: docs/keeping-pace.md, docs/archive.md, docs/guarantee.md.
 """
 
 from __future__ import annotations

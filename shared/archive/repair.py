@@ -1,16 +1,12 @@
-"""The repair sweep: a slow, bounded pass that finds work nothing else would ever look at again.
+"""The repair sweep: a bounded pass that finds work nothing else would ever look at again.
 
     report = repair_sweep(services, now)      # at the end of every poll tick
     report.reindexed, report.adopted
 
-Each run reads one page of unsettled ledger rows and one page of inbox blobs, resuming where the
-previous run stopped (a cursor row in the ledger), so the whole ledger and inbox are covered
-over successive ticks at a bounded cost per tick (``REPAIR_SWEEP_BATCH`` of each).
-
-- An unsettled row without a due time, or whose pending-index entry is missing, is made due now.
-- An inbox blob older than ``REPAIR_GRACE_MINUTES`` with no ledger row at all is adopted: its row
-  is created ``Failed`` and due now, so the poller's upload watchdog sends it. Event Grid gives
-  up on an event after 24 hours (dead-lettered), and a lost event must not lose a document.
+Each run reads one page (``REPAIR_SWEEP_BATCH``) of unsettled rows and of inbox blobs, resuming from
+a cursor row. A row without a due time or index entry is made due now; an inbox blob older than
+``REPAIR_GRACE_MINUTES`` with no row is adopted (``Failed``, due now) for the upload watchdog.
+Why: docs/guarantee.md.
 """
 
 from __future__ import annotations

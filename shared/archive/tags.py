@@ -1,33 +1,15 @@
-"""The searchable archive: what Inqom extracted from a document, typed, and as blob index tags.
+"""What Inqom extracted from a document, typed, as ledger columns, metadata and blob index tags; and searches.
 
     fields = ArchiveFields.from_document(document)          # typed: Decimal amount, date, texts
     ledger.update(entry, **fields.ledger_columns())         # CounterParty, Amount "14.87", AmountCents (Int64), ...
-    tags = archive_tags(11287, "supplier", 42, fields)      # at most 10, every key and value valid
-    metadata.update(fields.metadata())                      # the original values, percent-encoded
-    where = tag_filter(TagQuery(folder=11287, counterparty="LinkedIn Ireland", date_from=date(2025, 3, 1),
-                                min_amount=Decimal("10")), container="archive")
-    for found in container_client.find_blobs_by_tags(where): ...
+    tags = archive_tags(11287, "supplier", 42, fields)      # at most 10 ``inqom_*`` tags, every key and value valid
+    where = tag_filter(TagQuery(counterparty="LinkedIn Ireland", min_amount=Decimal("10")), container="archive")
 
-One job: turning Inqom's extracted values into ledger columns, metadata and index tags, and turning a
-search into a tag filter expression, within the service's limits. Nothing here talks to a service.
-
-Tags (all keys start ``inqom_``, so an account-wide search never mixes them with another app's tags):
-
-- ``inqom_folder``, ``inqom_kind``, ``inqom_id``: accounting folder id, ``supplier``/``client``/``other``/
-  ``expense``, Inqom document id;
-- ``inqom_counterparty``: ``CounterParty`` normalised for equality: accents and case folded, ``'`` and
-  ``.`` removed, any other run of non-alphanumerics one space ("L'Oréal S.A." → ``loreal sa``);
-- ``inqom_date``: ``EffectifDate`` as ``YYYY-MM-DD``;
-- ``inqom_amount``: ``Amount`` in cents, sortable as text: ``p`` + 12 digits when ≥ 0 (14.87 →
-  ``p000000001487``), ``n`` + the 12-digit complement to 10^12 − 1 when < 0 (−14.87 → ``n999999998512``):
-  ``n`` sorts before ``p``, and among negatives the larger debt first;
-- ``inqom_docref``, ``inqom_beneficiary``: ``DocRef`` and ``UserDefinedThirdPartyName``, normalised like
-  the counterparty (the docref keeps ``/ - + . : = _``).
-
-A value that is missing, or empty once normalised, or an amount beyond ±10^10 (12 digits of cents),
-gives no tag: the blob is archived and tagged for the rest, never refused. However long or odd a value
-Inqom extracted, it is cut to fit (ledger columns by UTF-16 length, metadata by encoded length, tags by
-the tag limits), and a lone surrogate becomes U+FFFD: extracted data never keeps a document from the archive.
+Pure: nothing here talks to a service. A value that cannot be a tag is left out, never an error;
+every value is cut to its limit (``LEDGER_TEXT_LIMIT``, ``METADATA_VALUE_LIMIT``, the tag limits).
+Names are folded by ``normalise_name`` ("L'Oréal S.A." → ``loreal sa``), amounts by ``amount_tag``
+(14.87 → ``p000000001487``, −14.87 → ``n999999998512``, within ±``AMOUNT_TAG_LIMIT`` cents).
+Why: docs/archive.md.
 """
 
 from __future__ import annotations

@@ -2,20 +2,13 @@
 
     outcome = upload_inbox_blob(services, blob_client)   # blob_client: the trigger's BlobClient
 
-Order of work: check the name (pure) → read properties → route (pure checks) → claim the ledger row
-(ETag; the claim's number is its fence) → when an earlier claim may have reached Inqom (it crashed,
-or its answer was lost or unreadable), look in Inqom's document list for what it made (``SourceId``
-and ``Checksum``; name and beneficiary for expense bills) → else stream the blob to Inqom while a
-keeper renews the claim → record the Inqom id(s) and schedule the first status poll. A 2xx whose
-body names no document is found the same way at once: Inqom has it, so it is never sent again blind. The id is recorded even when the claim was
-taken over meanwhile (then it is linked as an extra upload): Inqom never holds a document the ledger
-cannot name. Permanent failures (routing, Inqom 400/404) quarantine the blob; others are recorded and
-re-raised so the Functions host retries, until ``UPLOAD_MAX_ATTEMPTS``, when the blob is quarantined
-instead of being left to the poison queue — except refused Inqom credentials, retried until someone
-fixes them. Throttling (a 429, a long ``Retry-After``) is no failed attempt: the upload is handed
-back to the poller, due when Inqom said, and the host is not asked to retry. Every claimed or
-failed row has a due time in the pending index, so the poller re-drives an upload the host did not
-finish. The inbox blob itself stays until the poller archives it.
+Check the name → route → claim the row (fenced, renewed by a ``ClaimKeeper``) → if an earlier claim
+may have reached Inqom, look in Inqom's document list instead of sending → else stream the blob →
+record the Inqom id(s) and schedule the first poll. Permanent failures (routing, Inqom 400/404)
+quarantine; others are recorded and re-raised for the host to retry, until ``UPLOAD_MAX_ATTEMPTS``
+(then quarantine; refused credentials are retried). Throttling hands the upload back to the poller
+without raising. The inbox blob stays until the poller archives it.
+Why: docs/guarantee.md.
 """
 
 from __future__ import annotations

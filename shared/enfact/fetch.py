@@ -3,27 +3,13 @@
     fetch_invoice(services, {"company_uuid": "...", "invoice_id": "5001", ...})   # queue message
     reconcile(services)                                                          # daily catch-up
 
-The PDF is streamed from enFact into ``{folderId}/client/enfact-{invoiceId}.pdf`` in the inbox
-with metadata ``source=enfact``, ``sourceid`` = enFact id, ``docref`` = invoice number. One
-``enfact`` ledger row per invoice makes pushes, retries and reconcile idempotent: an invoice
-already written to the inbox is never fetched again. The row says ``Writing``, names its
-``InboxPath`` and its writer (the queue message, with a lease) before the blob is written, and
-``InInbox`` after; the recorded state decides, never the blob's presence alone. Another message
-for the same invoice (``invoice.created`` then ``invoice.updated``) finding a live lease leaves
-the invoice to that writer; the writer writes the blob only if the row still names it with time
-left on its lease. A retry (or a re-queue by reconcile) that finds a row naming an ``InboxPath``
-but not ``InInbox`` writes nothing when the blob is still in the inbox or the upload path already
-has a ledger row for it (it may have been sent, archived and removed meanwhile): an invoice
-reaches Inqom once.
-Transient enFact errors raise (the queue retries, then moves the message to ``<queue>-poison``);
-an invoice enFact does not know, or an id that is not an enFact invoice id, is recorded
-``Rejected`` with the reason instead (no URL is built from such an id).
-
-Reconcile reads each mapped company's recent invoices from enFact's list and queues those never
-queued, those ``Queued`` or ``Writing`` for over ``REQUEUE_AFTER`` (the message went to the
-poison queue), and those once ``Rejected`` (enFact lists them, so they exist now). Ids in the
-list are checked like a push's; an odd one is logged and skipped. A company whose list fails is
-logged and skipped too; after every company was tried, ``ReconcileError`` marks the run failed.
+The PDF is streamed into ``{folderId}/client/enfact-{invoiceId}.pdf`` (metadata ``source=enfact``,
+``sourceid``, ``docref``). One ``enfact`` row per invoice (``Writing`` with a lease, then ``InInbox``)
+makes pushes, retries and reconcile idempotent. Transient enFact errors raise (the queue retries,
+then ``<queue>-poison``); an unknown invoice or an invalid id is recorded ``Rejected``. Reconcile
+queues listed invoices never queued, stuck past ``REQUEUE_AFTER`` or once ``Rejected``; a company
+whose list fails is skipped, then ``ReconcileError`` marks the run failed.
+Why: docs/guarantee.md.
 """
 
 from __future__ import annotations

@@ -3,21 +3,12 @@
     result = accept_push(services, request.headers, request.get_body())
     result.status, result.body          # 202 {"status": "accepted", ...} or 4xx {"error": ..., "reason": ...}
 
-The push contract (README "enFact push contract"): ``POST /api/enfact/invoices`` with the
-function key, ``Content-Type: application/json``, Standard Webhooks headers, and a UTF-8 body
-
-    {"type": "invoice.created", "data": {"invoice_id": "5001", "company_uuid": "0b6a…"}}
-
-nested at most ``MAX_JSON_DEPTH`` levels (deeper is refused 400 before it is parsed). Nothing in
-the body is fetched: the invoice is read later from enFact's own API by its id.
-
-Each push has its own ``webhook`` ledger row, keyed by ``safe_key(webhook-id)`` (the id itself,
-which a sender may fill with ``/``, ``#`` or ``?``, is kept in ``WebhookId``): written ``Received``
-before the queue hand-off, set ``Queued`` after it. A repeated ``webhook-id`` whose row is
-``Queued`` is answered 200 ``{"status": "duplicate"}`` and not enqueued again (so a sender's retry
-stops, and a captured request replayed within 5 minutes does nothing); any other state means the
-first attempt never reached the queue (503, crash), so it is queued now. After the hand-off the
-invoice's ``enfact`` row is created ``Queued`` when it does not exist yet (reconcile's view).
+Body: ``{"type": "invoice.created", "data": {"invoice_id": "5001", "company_uuid": "0b6a…"}}`` with
+Standard Webhooks headers, nested at most ``MAX_JSON_DEPTH`` levels (deeper: 400 before parsing);
+nothing in it is fetched (contract: README "enFact push contract"). One ``webhook`` row per
+``webhook-id`` (``Received`` → ``Queued``): a repeat of a ``Queued`` push is answered 200
+``{"status": "duplicate"}`` and not queued again; any other state is queued now.
+Why: docs/guarantee.md.
 """
 
 from __future__ import annotations

@@ -3,10 +3,9 @@
     entry = quarantine_document(services, partition, key, fields, "file type '.exe' is not accepted")
     entry = finish_quarantine(services, entry)      # the poller, for a row left ``Quarantining``
 
-The row records the intent first (``Quarantining``, with the reason and a due time in the pending
-index), then the blob moves, then the row takes its final state (``Quarantined``, or ``Deleted``
-for a document Inqom deleted) and the quarantine path. A crash between two of these steps leaves a
-due row, and the poller finishes the move: the move recognises a copy it already made.
+Intent first (``Quarantining``, reason, due time), then the move, then the final state
+(``Quarantined``, or ``Deleted`` for a document Inqom deleted); a crash in between leaves a due row
+that the poller finishes. Why: docs/guarantee.md.
 """
 
 from __future__ import annotations

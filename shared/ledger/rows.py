@@ -2,13 +2,13 @@
 
     ledger = Ledger(stores.table(settings.ledger_table))
     entry = ledger.claim_upload(folder, key, fields, claim_seconds=900)   # None: nothing to do
-    entry = ledger.update(entry, State=UPLOADED, InqomId=42, next_poll=due)
+    entry = ledger.update(entry, State=UPLOADED, InqomId=42, NextPollAt=due)
 
-Rows live in partition = accounting folder id (``unrouted`` when the path gives none), row key =
-``ledger_key(container, blob name, blob ETag)``, so a redelivered trigger for the same blob version
-finds its row. Documents awaiting a poll also have a row in the ``pending`` partition whose row key
-starts with the due time: the poller reads the oldest due entries without scanning the ledger.
-The document row is the truth; an index row that disagrees with it is stale and is dropped.
+Partition = accounting folder id (``unrouted`` when the path gives none), row key =
+``ledger_key(container, blob name, blob ETag)``. ``NextPollAt`` puts a row in the ``pending``
+partition's index (keyed by due time, read by ``due()``); the new entry is written before the row
+and the old removed after. The document row is the truth; a disagreeing index row is stale.
+Why: docs/guarantee.md.
 """
 
 from __future__ import annotations
