@@ -68,6 +68,23 @@ def enfact_missed_push_reconciled(world: World) -> None:
     world.reconcile_rounds.add(0)
 
 
+def two_messages_for_one_invoice(world: World) -> None:
+    invoice = world.enfact.add_invoice(ENFACT_COMPANY, number="F2026-0044")
+    world.push(str(invoice["id"]), event="invoice.created")
+    world.push(str(invoice["id"]), event="invoice.updated")
+
+
+def duplicate_whose_inbox_file_is_replaced(world: World) -> None:
+    world.drop("11287/supplier/b.pdf", pdf("same-b"))
+    world.drop("11287/supplier/scan.pdf", pdf("same-b"))
+    # The scanner reuses the name before the duplicate's first poll: Inqom's copy is what gets archived.
+    world.after_round[0] = lambda w: w.drop("11287/supplier/scan.pdf", pdf("next scan"))
+
+
+def adopted_blob_refused_by_routing(world: World) -> None:
+    world.drop("11287/supplier/macro.exe", pdf("macro"), event=False)
+
+
 SCENARIOS: dict[str, Scenario] = {
     "drop → archive": drop_to_archive,
     "expense bill → archive": drop_expense_bill,
@@ -78,6 +95,9 @@ SCENARIOS: dict[str, Scenario] = {
     "lost blob event → repair sweep": lost_blob_event,
     "enFact push → fetch → archive": enfact_push_to_archive,
     "enFact missed push → reconcile → archive": enfact_missed_push_reconciled,
+    "two enFact messages for one invoice → one document": two_messages_for_one_invoice,
+    "duplicate, inbox file replaced before its first poll → archived from Inqom": duplicate_whose_inbox_file_is_replaced,
+    "lost event, adopted blob refused by routing → quarantine": adopted_blob_refused_by_routing,
 }
 MODES = ("before", "after")
 #: One poll worker in the crash runs: with several, two rows polled in one tick interleave by thread

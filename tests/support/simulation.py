@@ -758,6 +758,7 @@ class Version:
     data: bytes
     event: bool = True
     enfact_id: str | None = None  # the enFact invoice it carries (blob metadata ``enfactid``)
+    replaced: bool = False  # its sender overwrote it in the inbox (a scanner reusing a name)
 
     @property
     def sha1(self) -> str:
@@ -782,6 +783,7 @@ class World:
         self.step_problems: list[str] = []
         self.log_lines: list[str] = []
         self.reconcile_rounds: set[int] = set()
+        self.after_round: dict[int, Callable[["World"], None]] = {}  # what happens in the world between rounds
         self.reconcile_again = False
         self.must_name: set[int] = set()
         import function_app
@@ -852,12 +854,15 @@ class World:
             inbox = self.services().stores.container(self.services().settings.inbox_container)
             etag = inbox.upload_blob(name, data, metadata=metadata, overwrite=True).get_blob_properties().etag
         version = Version(name, etag.strip('"'), data, event, (metadata or {}).get("enfactid"))
+        for earlier in self.versions.values():
+            if earlier.name == name:
+                earlier.replaced = True
         self.versions[(name, version.etag)] = version
         if event:
             self.events[(name, version.etag)] = 0
 
-    def push(self, invoice_id: str, webhook_id: str | None = None) -> None:
-        body = json.dumps({"type": "invoice.created",
+    def push(self, invoice_id: str, webhook_id: str | None = None, event: str = "invoice.created") -> None:
+        body = json.dumps({"type": event,
                            "data": {"invoice_id": invoice_id, "company_uuid": ENFACT_COMPANY}}).encode()
         self.pushes.append({"id": webhook_id or f"msg_{uuid.uuid4().hex[:12]}", "body": body, "attempts": 0})
         self.pushed.append(invoice_id)
@@ -962,6 +967,8 @@ class World:
                 # A reconcile that crashed or failed runs again at the timer's next occurrence.
                 outcome = self.invoke("reconcile", lambda: self.host.fire_timer("enfact_reconcile"))
                 self.reconcile_again = outcome != "ok"
+            if round_number in self.after_round:
+                self.after_round.pop(round_number)(self)
             if self.settled():
                 return
             self.advance(minutes=minutes_per_round)
@@ -1021,6 +1028,10 @@ class World:
             entry = ledger.get(partition_for(name), ledger_key(settings.inbox_container, name, etag))
             where = self._where((name, etag))
             if entry is None:
+                key = ledger_key(settings.inbox_container, name, etag)
+                sent = any(d.get("SourceId") == key for d in self.inqom.documents.values())
+                if version.replaced and not sent:
+                    continue  # overwritten by its sender before any step could read it: those bytes are gone
                 problems.append(f"lost: {where} has no ledger row")
                 continue
             if entry.state not in FINAL_STATES:
