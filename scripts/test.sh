@@ -4,5 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 current=$(cat requirements.txt requirements-dev.txt | sha256sum)
 [ -x node_modules/.bin/azurite ] && [ "$(cat .venv/requirements.sha256 2>/dev/null)" = "$current" ] || bash scripts/setup.sh
-# Three workers on two cores: most of a test is waiting on Azurite or an emulator (each worker has its own).
-exec .venv/bin/python -m pytest -n 3 "$@"
+# Four workers on two cores: most of a test waits on Azurite or an emulator (each worker has its own).
+exec .venv/bin/python -m pytest -n 4 "$@"

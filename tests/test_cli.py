@@ -13,23 +13,16 @@ import json
 import os
 import subprocess
 import sys
-from datetime import timedelta
 from pathlib import Path
 
 from inqom_bridge_cli import main
 from shared.config import load_settings
 from shared.ledger.rows import ARCHIVED, QUARANTINED, UPLOADED, parse_iso
 from shared.services import Services
-from tests.support.documents import drop, where_is
+from tests.support.documents import drop, where_is, later
 
 PDF = b"%PDF-1.4\n% cli test\n" + bytes(range(256)) * 8 + b"\n%%EOF\n"
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def later(services, **delta):
-    """Make the ledger (and so the poller and the CLI) see time ``delta`` ahead from now on."""
-    base = services.ledger.clock
-    services.ledger.clock = lambda: base() + timedelta(**delta)
 
 
 def upload(services, host, name, data=PDF, metadata=None):

@@ -23,7 +23,7 @@ from shared.ledger.rows import ARCHIVED
 from shared.inqom.polling import PollPolicy
 from shared.enfact.webhook import SignatureError, verify_signature
 from tests.conftest import ENFACT_COMPANY, WEBHOOK_SECRET
-from tests.support.documents import assert_accounted, drop
+from tests.support.documents import assert_accounted, drop, later
 
 PDF = b"%PDF-1.4\n% edge limits\n" + bytes(range(256)) * 8 + b"\n%%EOF\n"
 ASTRAL = "\U0001d538"  # 𝔸: one character, two UTF-16 code units, four UTF-8 bytes
@@ -59,12 +59,6 @@ def entity_bytes(entity: dict) -> int:
         value = getattr(value, "value", value)
         size += 8 + 2 * len(name) + (4 + 2 * utf16_units(value) if isinstance(value, str) else 8)
     return size
-
-
-def later(services, **delta):
-    """Make the ledger see time ``delta`` ahead from now on (cumulative)."""
-    base = services.ledger.clock
-    services.ledger.clock = lambda: base() + timedelta(**delta)
 
 
 def only_row(services, name):

@@ -17,7 +17,7 @@ from shared.enfact.push import enfact_row_key
 from shared.http import TransientError
 from shared.ledger.rows import ARCHIVED, DUPLICATE, QUARANTINED, UPLOADED
 from tests.conftest import ENFACT_COMPANY, ENFACT_FOLDER
-from tests.support.documents import assert_accounted, drop
+from tests.support.documents import assert_accounted, drop, later, only_row as row
 
 PDF = b"%PDF-1.4\n% edge case\n%%EOF\n"
 
@@ -29,16 +29,6 @@ def settings_overrides():
 
 def deliver(host, name):
     return host.deliver_blob("upload_document", name)
-
-
-def row(services, name):
-    (entry,) = [e for e in services.ledger.scan("BlobPath eq @p", p=name)]
-    return entry
-
-
-def later(services, **delta):
-    base = services.ledger.clock
-    services.ledger.clock = lambda: base() + timedelta(**delta)
 
 
 def named_ids(services) -> set[int]:

@@ -13,7 +13,7 @@ import pytest
 
 from shared.archive.poll import poll_tick, safe_name
 from shared.ledger.rows import ARCHIVED, DELETED, STALE, UPLOADED
-from tests.support.documents import assert_accounted, drop, where_is
+from tests.support.documents import assert_accounted, drop, where_is, later, only_row as row
 
 PDF = b"%PDF-1.4\n% poll test\n" + bytes(range(256)) * 64 + b"\n%%EOF\n"
 
@@ -29,17 +29,6 @@ def upload(services, host, name, data=PDF, metadata=None):
     drop(services, name, data, metadata)
     host.deliver_blob("upload_document", name)
     return row(services, name)
-
-
-def row(services, name):
-    (entry,) = [e for e in services.ledger.scan("BlobPath eq @p", p=name)]
-    return entry
-
-
-def later(services, **delta):
-    """Make the ledger see time ``delta`` ahead from now on (cumulative)."""
-    base = services.ledger.clock
-    services.ledger.clock = lambda: base() + timedelta(**delta)
 
 
 def test_received_processing_done_then_archived(services, host, inqom):

@@ -11,18 +11,13 @@ import pytest
 from shared.archive.poll import poll_tick
 from shared.http import DeadlineExceeded, deadline
 from shared.ledger.rows import ARCHIVED, FAILED, UPLOADED
-from tests.support.documents import drop
+from tests.support.documents import drop, later
 from tests.support.simulation import pdf
 
 
 @pytest.fixture
 def settings_overrides():
     return {"POLL_WORKERS": "4", "POLL_TICK_GRACE_SECONDS": "1"}
-
-
-def later(services, **delta):
-    base = services.ledger.clock
-    services.ledger.clock = lambda: base() + timedelta(**delta)
 
 
 def uploaded(services, host, inqom, count, status="Done"):

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from shared.ledger.rows import LedgerEntry
 from shared.services import Services
 
 
 def drop(services: Services, name: str, data: bytes, metadata: dict[str, str] | None = None) -> None:
     services.stores.container(services.settings.inbox_container).upload_blob(name, data, metadata=metadata,
                                                                              overwrite=True)
+
+
+def later(services: Services, **delta: float) -> None:
+    """Make the ledger (and so the poller and the CLI) see time ``delta`` ahead from now on (cumulative)."""
+    base = services.ledger.clock
+    services.ledger.clock = lambda: base() + timedelta(**delta)
+
+
+def only_row(services: Services, name: str) -> LedgerEntry:
+    """The one ledger row of inbox blob ``name``."""
+    (entry,) = list(services.ledger.scan("BlobPath eq @p", p=name))
+    return entry
 
 
 def blob_names(services: Services, container: str) -> set[str]:
