@@ -54,22 +54,10 @@ from tests.support.answers import (
     ANSWERS, COUNTS, LIMITS, UPLOADS, AnswerActor, ClockActor, CrashPoint, entity_bytes, extra_checks,
 )
 from tests.support.appsettings import ENFACT_COMPANY
+from tests.support.scenarios import drop_expense_bill, drop_to_archive, duplicate_of_an_archived_original
 from tests.support.simulation import World, pdf
 
 Scenario = Callable[[World], None]
-
-
-def drop_to_archive(world: World) -> None:
-    world.drop("11287/supplier/facture-1.pdf", pdf("facture-1"))
-
-
-def drop_expense_bill(world: World) -> None:
-    world.drop("11287/expense/Jeanne Dupont/taxi.jpg", pdf("taxi"))
-
-
-def duplicate(world: World) -> None:
-    world.drop("11287/supplier/a.pdf", pdf("same"))
-    world.drop("11287/supplier/a-copy.pdf", pdf("same"))
 
 
 def enfact_push(world: World) -> None:
@@ -79,7 +67,7 @@ def enfact_push(world: World) -> None:
 
 
 SCENARIOS: dict[str, Scenario] = {
-    "drop": drop_to_archive, "expense": drop_expense_bill, "duplicate": duplicate, "enfact": enfact_push,
+    "drop": drop_to_archive, "expense": drop_expense_bill, "duplicate": duplicate_of_an_archived_original, "enfact": enfact_push,
 }
 
 UPLOAD_ANSWERS = [a.name for a in ANSWERS.values() if a.ops == UPLOADS]
