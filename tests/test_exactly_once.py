@@ -22,7 +22,7 @@ from shared.inqom.polling import PollPolicy
 from tests.support.appsettings import app_settings
 from tests.support.documents import drop
 from tests.support.simulation import World, crash_points, pdf
-from tests.test_simulation import lost_blob_event, routing_failure_to_quarantine, transient_failures_then_watchdog
+from tests.support.scenarios import lost_blob_event, routing_failure_to_quarantine, transient_failures_then_watchdog
 
 PDF = pdf("regression")
 
