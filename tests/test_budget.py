@@ -252,8 +252,11 @@ def test_the_budget_holds_across_processes_and_is_used(fleet):
     assert answered >= 0.85 * RATE * 5, f"only {answered} calls in 5 s: the budget is not used"
     assert busiest_second(calls, start + 1, start + 6) <= RATE + 3
     assert fleet.inqom.rate_limited == 0 and fleet.inqom.counters("/Documents/")["refused"] == 0
-    for folder in FOLDERS:  # every process gets a share (none starves)
-        assert count(fleet.calls(folder), start + 1, start + 6) >= 0.1 * answered
+    # Every process gets a share (none starves). A fair share is 1/len(FOLDERS) of the calls; on a loaded
+    # 2-core machine (the suite runs four workers) a process may be descheduled for a batch or two, so
+    # the bound is a fifth of a fair share: still far from the zero of a starved process.
+    for folder in FOLDERS:
+        assert count(fleet.calls(folder), start + 1, start + 6) >= 0.2 * answered / len(FOLDERS)
     storage = sum(r["storage_calls"] for r in results)  # from 2 s after the start: batches have grown
     inqom_calls = sum(r["stats"]["calls"] for r in results)
     assert storage / inqom_calls <= 0.1, f"{storage} storage calls for {inqom_calls} Inqom calls"
