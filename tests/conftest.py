@@ -78,6 +78,15 @@ def pytest_configure(config) -> None:
         config.pluginmanager.register(_StatsFromWorkers(), "simulation-stats-from-workers")
 
 
+def pytest_collection_modifyitems(items) -> None:
+    """Longest first, so that under pytest-xdist no long test starts when the others are nearly done."""
+    def seconds(item) -> float:
+        marker = item.get_closest_marker("long")
+        return marker.args[0] if marker else 0
+
+    items.sort(key=seconds, reverse=True)  # stable: the rest keep their order, and their fixtures
+
+
 def pytest_sessionfinish(session) -> None:
     """Under pytest-xdist each worker hands its simulation counts to the controller, which prints them."""
     worker_output = getattr(session.config, "workeroutput", None)

@@ -3,6 +3,8 @@
 import os
 import subprocess
 import sys
+
+import pytest
 from pathlib import Path
 
 from tests.conftest import ENFACT_COMPANY
@@ -10,6 +12,7 @@ from tests.conftest import ENFACT_COMPANY
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.long(120)
 def test_demo_command_on_a_fresh_clone_archives_every_sample(tmp_path):
     """A clean clone with no venv and no node_modules: the README's demo command sets up and runs."""
     clone = tmp_path / "clone"
