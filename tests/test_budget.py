@@ -241,7 +241,6 @@ def busiest_second(calls: list[Any], start: float, end: float) -> int:
 # ------------------------------------------------------------------------------- the tests
 
 
-@pytest.mark.long(14)
 def test_the_budget_holds_across_processes_and_is_used(fleet):
     workers = [fleet.start(folder, settle=2.0) for folder in FOLDERS]  # batches grow for ~2 s
     start = fleet.go(*workers)
@@ -266,7 +265,6 @@ def test_the_budget_holds_across_processes_and_is_used(fleet):
     assert not any(r["throttled"] or r["errors"] for r in results)
 
 
-@pytest.mark.long(14)
 def test_a_killed_process_budget_lapses_and_the_others_take_it_over(fleet):
     holder = fleet.start(FOLDERS[0], calls_per_reservation=56, min_span=4.0)  # reserves 4 s at a time
     others = [fleet.start(folder, **SMALL) for folder in FOLDERS[1:]]
@@ -335,7 +333,6 @@ def test_the_store_is_tried_again_and_used_once_it_answers(azurite, inqom, monke
     assert sum("unreachable" in m for m in messages) == 1 and any("reachable again" in m for m in messages)
 
 
-@pytest.mark.long(14)
 def test_a_429_seen_by_one_process_slows_the_others(fleet):
     workers = [fleet.start(folder, **SMALL) for folder in FOLDERS]
     start = fleet.go(*workers)
@@ -354,7 +351,6 @@ def test_a_429_seen_by_one_process_slows_the_others(fleet):
     assert not any(r["throttled"] or r["errors"] for r in results)
 
 
-@pytest.mark.long(14)
 def test_the_poll_lane_keeps_its_share_while_uploads_saturate_and_borrows_when_they_stop(fleet):
     uploads = [fleet.start(folder, threads=4, **SMALL) for folder in FOLDERS[:2]]
     poller = fleet.start(FOLDERS[2], lane="poll", threads=2, **SMALL)

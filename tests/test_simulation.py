@@ -80,7 +80,6 @@ def _unexpected(run: CrashRun, expected: list[tuple[int, str, str]]) -> list[str
             "it diverged from the clean trace"]
 
 
-@pytest.mark.long(20)
 @pytest.mark.parametrize("shard", range(SHARDS))
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("title", list(SCENARIOS))
@@ -226,7 +225,6 @@ WATCHDOG_SHARE = 0.2
 TAKEOVER_SHARE = 0.3
 
 
-@pytest.mark.long(30)
 def test_interleavings_race_the_poller(azurite):
     """The schedules do reach the tick: its watchdog drives the upload in a stated share of the seeds,
     and a worker takes over another live worker's lapsed claim in a stated share (both counted from the

@@ -205,7 +205,6 @@ def _limits_run(azurite, crash: tuple[int, str] | None = None):
         return problems, list(world.interceptor.crashable), list(world.interceptor.crashed)
 
 
-@pytest.mark.long(10)
 def test_values_at_and_past_every_storage_limit(azurite):
     """Every ``LIMITS`` document in one world; then again with a crash after the first archive commit."""
     began = time.monotonic()
