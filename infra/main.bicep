@@ -83,6 +83,9 @@ param enfactApiBaseUrl string = 'https://api5.onfact.be'
 @description('ENFACT_COMPANY_FOLDERS: enFact company uuid → Inqom folder id, as uuid=folderId;uuid=folderId.')
 param enfactCompanyFolders string = ''
 
+@description('ENFACT_SELLER_IDS: enFact company uuid → its VAT id, the seller in its invoices\' business key, as uuid=VATid;uuid=VATid.')
+param enfactSellerIds string = ''
+
 @description('ENFACT_RECONCILE_SCHEDULE: NCRONTAB (UTC) of the daily enFact reconcile.')
 param enfactReconcileSchedule string = '0 30 2 * * *'
 
@@ -295,6 +298,7 @@ module functionApp 'modules/functionapp.bicep' = {
     pollSchedule: pollSchedule
     enfactApiBaseUrl: enfactApiBaseUrl
     enfactCompanyFolders: enfactCompanyFolders
+    enfactSellerIds: enfactSellerIds
     enfactReconcileSchedule: enfactReconcileSchedule
   }
 }

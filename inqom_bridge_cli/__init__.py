@@ -11,6 +11,7 @@
                                     [--from DATE] [--to DATE] [--min-amount X] [--max-amount Y] [--docref R]
                                     [--account] [--limit N] [--json] [--download DIR] [--no-progress]
     python -m inqom_bridge_cli backfill-tags [--folder ID] [--limit N] [--force] [--dry-run] [--no-progress]
+    python -m inqom_bridge_cli einvoice <file> [--json] [--max-bytes N]
 
 Settings are read from the environment exactly like the Function App (``load_settings()``):
 storage through the ``DocumentStorage`` connection (a connection string, e.g. Azurite, or the

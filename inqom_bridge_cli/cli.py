@@ -11,9 +11,10 @@ from azure.core.exceptions import AzureError, ClientAuthenticationError, Resourc
 
 from shared.config import SettingsError
 from shared.drop.routing import KINDS
+from shared.einvoice import DEFAULT_MAX_BYTES
 from shared.services import Services, get_services
 
-from . import backfill, export, find, quarantine, show, status, tagging
+from . import backfill, einvoice, export, find, quarantine, show, status, tagging
 from .common import PROG, CliError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -65,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", metavar="QUARANTINE_PATH", help="blob path inside the quarantine container")
     p.add_argument("--to", metavar="INBOX_PATH",
                    help="corrected inbox path, e.g. 11287/supplier/x.pdf (default: the same path)")
-    p.add_argument("--force", action="store_true", help="replay even if the routing rules would refuse the path")
+    p.add_argument("--force", action="store_true",
+                   help="replay even if the routing rules would refuse the path, or send a held duplicate invoice")
     p.set_defaults(handler=quarantine.run_replay)
 
     p = commands.add_parser("backfill", help="upload a local directory tree into the inbox, skipping what was sent")
@@ -82,9 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=export.run)
 
     p = commands.add_parser(
-        "find", help="archived documents by counterparty, date, amount, docref (from the blob index tags)",
+        "find", help="archived documents by counterparty, date, amount, docref (from the blob index tags), "
+                     "or any document by its e-invoice number or seller (from the ledger)",
         description="Search the archive by what Inqom read from each document. Criteria combine with AND; "
-                    "names and references are compared normalised (accents, case and punctuation ignored).",
+                    "names and references are compared normalised (accents, case and punctuation ignored). "
+                    "--invoice-number, --seller-vat and --seller-id search the ledger instead, archived or not, "
+                    "and combine only with --folder, --kind and --inqom-id.",
         epilog="In Azure the tag index is eventually consistent: a document archived moments ago may not be "
                "found yet. Documents archived before tagging existed are found once backfill-tags has run.")
     p.add_argument("--folder", type=_positive_int, metavar="ID", help="Inqom accounting folder id")
@@ -98,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-amount", type=find.parse_amount, metavar="X", help="total incl. VAT at least X")
     p.add_argument("--max-amount", type=find.parse_amount, metavar="Y", help="total incl. VAT at most Y")
     p.add_argument("--docref", metavar="REF", help="the document reference")
+    p.add_argument("--invoice-number", metavar="NUMBER",
+                   help="the e-invoice's number, as written (from the ledger: found before archiving too)")
+    p.add_argument("--seller-vat", metavar="VAT", help="the e-invoice seller's VAT id (spaces and case ignored)")
+    p.add_argument("--seller-id", metavar="ID", help="the e-invoice seller's legal id, e.g. SIREN or SIRET")
     p.add_argument("--account", action="store_true",
                    help="search every container of the storage account, not only the archive container")
     p.add_argument("--limit", type=_positive_int, default=find.DEFAULT_LIMIT, metavar="N",
@@ -118,6 +127,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="read from Inqom and report, tag and write nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(handler=tagging.run)
+
+    p = commands.add_parser(
+        "einvoice", help="what the bridge reads from a local e-invoice file (Factur-X / ZUGFeRD PDF, UBL, CII)",
+        description="Read a local file as the upload does and print its EN 16931 terms. Needs no settings. "
+                    "Exit 1 when the file is not an e-invoice or cannot be read (the reason on stderr).")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--json", action="store_true", help="machine-readable output (null for an absent term)")
+    p.add_argument("--max-bytes", type=_positive_int, default=DEFAULT_MAX_BYTES, metavar="N",
+                   help=f"files larger than this are not read (default {DEFAULT_MAX_BYTES}, the app's default)")
+    p.set_defaults(handler=einvoice.run)
     return parser
 
 
@@ -134,6 +153,8 @@ def main(argv: Sequence[str] | None = None, *, services: Services | None = None)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     _configure_logging(args.verbose)
     try:
+        if args.handler is einvoice.run:  # a local file: no settings, no storage
+            return einvoice.run(args)
         services = services or get_services()
         return args.handler(services, args)
     except CliError as exc:

@@ -27,6 +27,15 @@ INQOM_COLUMNS = ("InqomId", "ExtraInqomIds", "InqomStatus", "StatusReasons", "Un
                  "Polls")
 #: What Inqom extracted, stored when the document was archived (or by ``backfill-tags``).
 EXTRACTED_COLUMNS = LEDGER_COLUMNS
+#: What the structured e-invoice says (written at drop time), a business duplicate's first file, and where
+#: Inqom's reading disagrees with the invoice (written when archived).
+EINVOICE_COLUMNS = ("EInvoiceFormat", "EInvoiceError", "EInvoiceProfile", "EInvoiceTypeCode", "EInvoiceNumber",
+                    "EInvoiceIssueDate", "EInvoiceDueDate", "EInvoiceCurrency", "EInvoiceSellerName",
+                    "EInvoiceSellerId", "EInvoiceSellerVat", "EInvoiceBuyerName", "EInvoiceBuyerId",
+                    "EInvoiceBuyerVat", "EInvoiceTotalWithoutVat", "EInvoiceVatTotal", "EInvoiceTotalWithVat",
+                    "EInvoiceAmountDue", "EInvoiceBuyerReference", "EInvoiceOrderReference", "BusinessKey",
+                    "Invoice", "DuplicateOf", "DuplicateOfPath", "DuplicateOfInqomId", "DuplicateSent",
+                    "OcrMismatch", "OcrMismatchDetail")
 CHECKSUM_COLUMNS = ("Sha1", "InqomChecksum", "ArchivedSha1", "ChecksumMismatches")
 PATH_COLUMNS = ("ArchivePath", "TaggedAt", "QuarantinePath", "QuarantineReason")
 ERROR_COLUMNS = ("LastError", "Errors")
@@ -35,6 +44,7 @@ SECTIONS = (
     ("State and times", STATE_COLUMNS),
     ("Inqom", INQOM_COLUMNS),
     ("Extracted by Inqom", EXTRACTED_COLUMNS),
+    ("From the e-invoice", EINVOICE_COLUMNS),
     ("Checksums", CHECKSUM_COLUMNS),
     ("Archive / quarantine", PATH_COLUMNS),
     ("Errors", ERROR_COLUMNS),

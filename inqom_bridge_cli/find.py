@@ -1,7 +1,8 @@
-"""``find``: archived documents by what Inqom read from them, answered from the blob index tags.
+"""``find``: archived documents by what Inqom read from them (blob index tags), or any document by its e-invoice.
 
     python -m inqom_bridge_cli find --counterparty "LinkedIn Ireland Unlimited Company" --from 2025-03-01 \\
         --to 2025-03-31 --min-amount 1000 --max-amount 1500 [--download DIR] [--json]
+    python -m inqom_bridge_cli find --invoice-number F-2026-0042 --seller-vat "FR 12 345678901" [--folder 11287]
 
 The search is one ``Find Blobs by Tags`` request (pages followed), in the archive container or, with
 ``--account``, in every container of the account; no ledger or blob listing is scanned. Each match is
@@ -10,6 +11,14 @@ Criteria are combined with AND; see ``shared.archive.tags`` for how names and am
 Amount bounds are taken to the cent inwards (``--min-amount 10.004`` is 10.01, ``--max-amount 9.995`` 9.99),
 so no amount outside the bounds is ever found.
 The blob index is eventually consistent in Azure: a document archived seconds ago may not be found yet.
+
+``--invoice-number``, ``--seller-vat`` and ``--seller-id`` are answered from the ledger instead (one Table
+query on the ``EInvoice*`` columns the upload wrote), so a document is found from its drop on, while it
+waits for Inqom, archived, or held as a business duplicate; each match shows its state and where the file
+is (the archive path once archived). They combine with AND with ``--folder``, ``--kind`` and ``--inqom-id``
+(columns of the row); the other criteria are Inqom's reading, known only once archived, and are refused
+with them, as are ``--account`` and ``--download``. The invoice number is matched as written (trimmed);
+a VAT or legal id as typed (trimmed) or normalised (``normalise_id``: letters and digits, upper-case).
 """
 
 from __future__ import annotations
@@ -22,14 +31,17 @@ from dataclasses import asdict, dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 
 from shared.archive.tags import AMOUNT_TAG_LIMIT, TagError, TagQuery, fields_from_tags, tag_filter
+from shared.ledger.rows import ARCHIVED, DELETED, QUARANTINED
+from shared.names import normalise_id
 from shared.services import Services
 
-from .common import CliError, human_bytes, print_json, table, text
+from .common import CliError, human_bytes, is_empty, print_json, row_dict, table, text
 from .progress import Progress
 
 DEFAULT_LIMIT = 500
@@ -55,6 +67,128 @@ class Match:
     @property
     def path(self) -> str:
         return f"{self.container}/{self.name}"
+
+
+@dataclass
+class LedgerMatch:
+    """A document row found by its e-invoice: where its file is now, and what the invoice says."""
+
+    partition: str
+    key: str
+    state: str | None
+    path: str
+    blob_path: str | None
+    archive_path: str | None
+    inqom_id: int | None
+    invoice_number: str | None
+    issue_date: str | None
+    seller_name: str | None
+    seller_vat: str | None
+    seller_id: str | None
+    buyer_name: str | None
+    total_with_vat: str | None
+    currency: str | None
+    format: str | None
+    duplicate_of: str | None
+
+
+#: Criteria read from Inqom's answer (tags), which a ledger search cannot combine with: dest → option.
+_TAG_ONLY = {"counterparty": "--counterparty", "prefix": "--prefix", "date_from": "--from", "date_to": "--to",
+             "min_amount": "--min-amount", "max_amount": "--max-amount", "docref": "--docref",
+             "account": "--account", "download": "--download"}
+
+
+#: The e-invoice options: argparse dest, option, ledger column, and whether the value is an id (normalised).
+_EINVOICE_OPTIONS = (("invoice_number", "--invoice-number", "EInvoiceNumber", False),
+                     ("seller_vat", "--seller-vat", "EInvoiceSellerVat", True),
+                     ("seller_id", "--seller-id", "EInvoiceSellerId", True))
+
+
+def ledger_query(args: argparse.Namespace) -> tuple[str, dict[str, Any]] | None:
+    """The Table filter and parameters of an e-invoice search, or None when no e-invoice option is given."""
+    given = [(option, column, getattr(args, dest), is_id) for dest, option, column, is_id in _EINVOICE_OPTIONS
+             if getattr(args, dest) is not None]
+    if not given:
+        return None
+    clashing = [option for dest, option in _TAG_ONLY.items() if getattr(args, dest)]
+    if clashing:
+        raise CliError("--invoice-number, --seller-vat and --seller-id search the ledger and combine only with "
+                       f"--folder, --kind and --inqom-id, not with {', '.join(clashing)}")
+    clauses: list[str] = []
+    params: dict[str, Any] = {}
+    for option, column, typed, is_id in given:
+        normalised = normalise_id(typed) if is_id else typed.strip()
+        if not normalised:
+            raise CliError(f"{option} {typed!r} has nothing to search for")
+        spellings = list(dict.fromkeys((typed.strip(), normalised)))  # an id: as typed, or as normalised
+        names = [f"{column}{number}" for number in range(len(spellings))]
+        params.update(zip(names, spellings))
+        clauses.append("( " + " or ".join(f"{column} eq @{name}" for name in names) + " )")
+    if args.folder is not None:
+        clauses.append("PartitionKey eq @folder")
+        params["folder"] = str(args.folder)
+    if args.kind is not None:
+        clauses.append("Kind eq @kind")
+        params["kind"] = args.kind
+    if args.inqom_id is not None:
+        clauses.append("InqomId eq @inqomid")
+        params["inqomid"] = args.inqom_id
+    return " and ".join(clauses), params
+
+
+def _present(row: dict[str, Any], column: str) -> str | None:
+    return None if is_empty(row.get(column)) else str(row[column])
+
+
+def _where_now(row: dict[str, Any]) -> str:
+    """Where the file is: its archive copy, its quarantined original, or the inbox blob."""
+    column = {ARCHIVED: "ArchivePath", QUARANTINED: "QuarantinePath", DELETED: "QuarantinePath"}.get(row.get("State"))
+    if column and not is_empty(row.get(column)):
+        return str(row[column])
+    return f"{row.get('Container')}/{row.get('BlobPath')}"
+
+
+def search_ledger(services: Services, where: str, params: dict[str, Any],
+                  limit: int = DEFAULT_LIMIT) -> tuple[list[LedgerMatch], bool]:
+    """Document rows of an e-invoice search (at most ``limit``, by issue date then path); whether more were left."""
+    matches: list[LedgerMatch] = []
+    more = False
+    for entry in services.ledger.scan(where, **params):
+        if len(matches) >= limit:
+            more = True
+            break
+        row = row_dict(entry)
+        inqom_id = _present(row, "InqomId")
+        matches.append(LedgerMatch(
+            partition=entry.partition, key=entry.key, state=_present(row, "State"), path=_where_now(row),
+            blob_path=_present(row, "BlobPath"), archive_path=_present(row, "ArchivePath"),
+            inqom_id=int(inqom_id) if inqom_id is not None else None,
+            invoice_number=_present(row, "EInvoiceNumber"), issue_date=_present(row, "EInvoiceIssueDate"),
+            seller_name=_present(row, "EInvoiceSellerName"), seller_vat=_present(row, "EInvoiceSellerVat"),
+            seller_id=_present(row, "EInvoiceSellerId"), buyer_name=_present(row, "EInvoiceBuyerName"),
+            total_with_vat=_present(row, "EInvoiceTotalWithVat"), currency=_present(row, "EInvoiceCurrency"),
+            format=_present(row, "EInvoiceFormat"), duplicate_of=_present(row, "DuplicateOf")))
+    matches.sort(key=lambda m: (m.issue_date or "", m.path))
+    return matches, more
+
+
+def _run_ledger(services: Services, args: argparse.Namespace, where: str, params: dict[str, Any]) -> int:
+    matches, more = search_ledger(services, where, params, args.limit)
+    if args.json:
+        print_json({"source": "ledger", "filter": where, "parameters": params, "count": len(matches), "more": more,
+                    "matches": [asdict(m) for m in matches]})
+        return 0
+    out = sys.stdout
+    if not matches:
+        out.write("no document row matches (ledger)\n")
+        print(f"filter: {where} {params}", file=sys.stderr)
+        return 0
+    table([[m.path, text(m.state), text(m.invoice_number), text(m.issue_date),
+            _short(m.seller_name, _COUNTERPARTY_WIDTH), text(m.total_with_vat), text(m.inqom_id)] for m in matches],
+          ["PATH", "STATE", "INVOICE", "ISSUED", "SELLER", "TOTAL", "INQOM ID"], out)
+    out.write(f"\n{len(matches)} document(s) in the ledger, archived or not"
+              + (f" (stopped at --limit {args.limit}; narrow the search)" if more else "") + "\n")
+    return 0
 
 
 def parse_date(value: str) -> date:
@@ -198,6 +332,9 @@ def download(services: Services, matches: list[Match], root: Path, with_containe
 
 
 def run(services: Services, args: argparse.Namespace) -> int:
+    by_einvoice = ledger_query(args)
+    if by_einvoice is not None:
+        return _run_ledger(services, args, *by_einvoice)
     where, matches, more = search(services, query_from_args(args), args.account, args.limit)
     out = sys.stdout
     fetched = DownloadReport([], [], [])

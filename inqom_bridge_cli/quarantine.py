@@ -19,11 +19,12 @@ from shared.blobmove import move_blob
 from shared.ledger.rows import DELETED, QUARANTINED, REPLAYED, LedgerConflict, LedgerEntry, iso, partition_for
 from shared.observability import redact
 from shared.drop.routing import RoutingError, route
+from shared.drop.structured import SEND_DUPLICATE
 from shared.services import Services
 
 from .common import CliError, human_bytes, print_json, table, text
 
-QUARANTINE_ONLY_METADATA = ("reason", "ledgerkey")
+QUARANTINE_ONLY_METADATA = ("reason", "ledgerkey", SEND_DUPLICATE)  # dropped on replay; --force sets the last again
 
 
 def ledger_row_for(services: Services, quarantine_name: str, metadata: dict[str, str]) -> LedgerEntry | None:
@@ -101,10 +102,16 @@ def replay(services: Services, path: str, new_path: str | None = None, force: bo
         raise CliError(f"inbox already holds a blob {target!r}; it is not overwritten "
                        "(wait for it to be processed, or replay under another name with --to)")
     entry = ledger_row_for(services, path, original)
+    extra = {"replayof": entry.key} if entry is not None else {}
+    if entry is not None and entry.get("DuplicateOf"):
+        if not force:
+            raise CliError(f"{path!r} is held as a duplicate of invoice {entry.get('EInvoiceNumber')} already sent "
+                           f"as {entry.get('DuplicateOfPath')}; replaying it would hold it again "
+                           "(--force sends it to Inqom all the same)")
+        extra[SEND_DUPLICATE] = "true"
 
     target = move_blob(stores, settings.quarantine_container, path, settings.inbox_container, dest_name=target,
-                       owner=f"replay-{props.etag.strip(chr(34))}",
-                       extra_metadata={"replayof": entry.key} if entry is not None else None,
+                       owner=f"replay-{props.etag.strip(chr(34))}", extra_metadata=extra or None,
                        drop_metadata=QUARANTINE_ONLY_METADATA)
     left_behind = source.exists()
 

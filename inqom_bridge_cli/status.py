@@ -1,4 +1,7 @@
-"""``status``: ledger counts per state and kind, the oldest pending document, the latest errors."""
+"""``status``: ledger counts per state and kind, the oldest pending document, the latest errors.
+
+    python -m inqom_bridge_cli status [--json]    # also: business duplicates held, OCR disagreements by field
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import sys
 from collections import Counter
 from typing import Any
 
-from shared.ledger.rows import ARCHIVED, iso
+from shared.ledger.rows import ARCHIVED, QUARANTINED, iso
 from shared.inqom.polling import is_known_status
 from shared.services import Services
 
@@ -23,6 +26,9 @@ def collect(services: Services, error_limit: int = 10) -> dict[str, Any]:
     kinds: Counter[str] = Counter()
     unknown: Counter[str] = Counter()
     untagged = 0
+    duplicates_held = 0
+    disagreeing = 0
+    disagreements: Counter[str] = Counter()
     oldest: dict[str, Any] | None = None
     errors: list[dict[str, Any]] = []
     total = 0
@@ -35,6 +41,11 @@ def collect(services: Services, error_limit: int = 10) -> dict[str, Any]:
             unknown[str(row["InqomStatus"])] += 1
         if row.get("State") == ARCHIVED and is_empty(row.get("TaggedAt")):
             untagged += 1
+        if row.get("State") == QUARANTINED and not is_empty(row.get("DuplicateOf")):
+            duplicates_held += 1
+        if not is_empty(row.get("OcrMismatch")):
+            disagreeing += 1
+            disagreements.update(f for f in str(row["OcrMismatch"]).split(",") if f)
         if row.get("State") in PENDING_STATES:
             since = started_at(row)
             if since is not None and (oldest is None or since < oldest["_since"]):
@@ -54,6 +65,11 @@ def collect(services: Services, error_limit: int = 10) -> dict[str, Any]:
         "unknown_statuses": dict(sorted(unknown.items())),
         # Archived without index tags (before tagging existed, or tags refused): see ``backfill-tags``.
         "archived_untagged": untagged,
+        # Second files of an invoice already in the ledger (same seller and number), held in quarantine.
+        "duplicates_held": duplicates_held,
+        # Rows where Inqom's reading disagrees with the e-invoice (OcrMismatch), and per field.
+        "ocr_disagreements": disagreeing,
+        "ocr_disagreements_by_field": dict(sorted(disagreements.items())),
         "oldest_pending": None,
         "recent_errors": [
             {"partition": r["PartitionKey"], "key": r["RowKey"], "blob_path": r.get("BlobPath"),
@@ -95,6 +111,13 @@ def run(services: Services, args: argparse.Namespace) -> int:
     if data["archived_untagged"]:
         out.write(f"\nArchived without index tags: {data['archived_untagged']} "
                   "(python -m inqom_bridge_cli backfill-tags tags them)\n")
+    if data["duplicates_held"]:
+        out.write(f"\nBusiness duplicates held in quarantine: {data['duplicates_held']} "
+                  "(show <path> names the first file of each invoice)\n")
+    if data["ocr_disagreements"]:
+        fields = ", ".join(f"{name} {count}" for name, count in data["ocr_disagreements_by_field"].items())
+        out.write(f"\nInqom's reading disagrees with the e-invoice: {data['ocr_disagreements']} document(s) "
+                  f"({fields}; show <path> gives OcrMismatchDetail)\n")
     oldest = data["oldest_pending"]
     out.write("\nOldest pending: ")
     if oldest is None:

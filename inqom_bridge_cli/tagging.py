@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 
-from shared.archive.tags import ArchiveFields, archive_tags, merge_tags
+from shared.archive.tags import ArchiveFields, EInvoiceFacts, archive_tags, merge_tags
 from shared.http import ApiError, ThrottledError
 from shared.ledger.rows import ARCHIVED, LedgerConflict, LedgerEntry, iso
 from shared.observability import error_text
@@ -85,7 +85,8 @@ def tag_row(services: Services, entry: LedgerEntry, report: TagBackfillReport, d
         raise RuntimeError(f"{container}/{name} holds another document's copy (ledgerkey); not tagged")
     document = _get_document(services, entry, sleep)
     fields = ArchiveFields.from_document(document)
-    ours = archive_tags(entry.get("FolderId") or entry.partition, entry.get("Kind"), entry.get("InqomId"), fields)
+    ours = archive_tags(entry.get("FolderId") or entry.partition, entry.get("Kind"), entry.get("InqomId"), fields,
+                        EInvoiceFacts.from_row(entry))
     tags, dropped = merge_tags(blob.get_blob_tags() if props.tag_count else {}, ours)
     if dropped:
         report.dropped_tags.append((f"{container}/{name}", dropped))

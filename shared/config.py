@@ -107,6 +107,25 @@ def _company_folders(value: str) -> dict[str, int]:
     return mapping
 
 
+def _company_sellers(value: str) -> dict[str, str]:
+    """``uuid=FR12345678901;uuid=123456789`` → {uuid (lower case): seller VAT or legal id (upper case, no spaces)}."""
+    mapping: dict[str, str] = {}
+    for pair in filter(None, (p.strip() for p in value.split(";"))):
+        uuid, sep, seller = pair.partition("=")
+        seller = "".join(seller.split()).upper()
+        if not sep or not uuid.strip() or not seller.isascii() or not seller.isalnum():
+            raise ValueError(f"entry {pair!r} is not 'companyUuid=sellerVatOrLegalId'")
+        mapping[uuid.strip().lower()] = seller
+    return mapping
+
+
+def _duplicates_policy(value: str) -> str:
+    lowered = value.strip().lower()
+    if lowered not in ("hold", "send"):
+        raise ValueError("must be hold or send")
+    return lowered
+
+
 def _bool(value: str) -> bool:
     lowered = value.strip().lower()
     if lowered in ("1", "true", "yes"):
@@ -171,6 +190,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ALLOWED_EXTENSIONS", "allowed_extensions", _extensions,
             "pdf,jpg,jpeg,png,tif,tiff,heic,heif,gif,bmp,webp,xml",
             "File extensions accepted from the inbox."),
+    Setting("EINVOICE_MAX_PARSE_BYTES", "einvoice_max_parse_bytes", _positive_int, str(20 * 1024 * 1024),
+            "Largest file read as a structured e-invoice (Factur-X, UBL, CII); a larger one is sent unread."),
+    Setting("EINVOICE_MAX_PARSE_SECONDS", "einvoice_max_parse_seconds", _positive_float, "10",
+            "Longest wait for one e-invoice read; past it the file is sent unread, the reason on its row."),
+    Setting("BUSINESS_DUPLICATES", "business_duplicates", _duplicates_policy, "hold",
+            "A second document of one invoice (same folder, seller, number, type, total): hold (quarantined as "
+            "a duplicate of the first, `replay --force` sends it) or send."),
     Setting("UPLOAD_CLAIM_SECONDS", "upload_claim_seconds", _positive_int, "900",
             "How long an upload claim holds before another worker may take it over; renewed while the upload "
             "runs, and at least host.json's functionTimeout."),
@@ -203,6 +229,9 @@ SETTINGS: tuple[Setting, ...] = (
             "enFact (onFact) REST API base URL."),
     Setting("ENFACT_COMPANY_FOLDERS", "enfact_company_folders", _company_folders, "",
             "enFact company UUID → Inqom accounting folder id, as 'uuid=folderId;uuid=folderId'."),
+    Setting("ENFACT_SELLER_IDS", "enfact_seller_ids", _company_sellers, "",
+            "enFact company UUID → its VAT id (else legal id), as 'uuid=FR12345678901;uuid=...': the seller of "
+            "its invoices in the business key, so a pushed invoice and a drop of the same one meet."),
     Setting("ENFACT_RECONCILE_SCHEDULE", "enfact_reconcile_schedule", str, "0 30 2 * * *",
             "NCRONTAB schedule of the daily enFact reconcile."),
     Setting("ENFACT_RECONCILE_DAYS", "enfact_reconcile_days", _positive_int, "7",
@@ -235,6 +264,9 @@ class Settings:
     allowed_folder_ids: frozenset[int]
     max_upload_bytes: int
     allowed_extensions: frozenset[str]
+    einvoice_max_parse_bytes: int
+    einvoice_max_parse_seconds: float
+    business_duplicates: str
     upload_claim_seconds: int
     upload_max_attempts: int
     poll_schedule: str
@@ -251,6 +283,7 @@ class Settings:
     archive_allowed_hosts: tuple[str, ...]
     enfact_api_base_url: str
     enfact_company_folders: dict[str, int]
+    enfact_seller_ids: dict[str, str]
     enfact_reconcile_schedule: str
     enfact_reconcile_days: int
     webhook_max_body_bytes: int

@@ -5,6 +5,7 @@
     metrics.inqom_call(200)                        # one answered Inqom call; inqom_call(None) = no answer
     metrics.throttle_wait(1.25)                    # seconds a caller waited for Inqom budget or Retry-After
     metrics.pending(count=42, oldest_age_seconds=3600.0)   # set by the poll tick from the pending index
+    metrics.ocr_disagreement("Amount")             # Inqom's reading of one field disagrees with the e-invoice
 
 The instruments come from the OpenTelemetry metrics API's global meter provider. When
 ``shared.observability.configure_telemetry()`` has switched the Azure Monitor export on (connection
@@ -38,11 +39,15 @@ THROTTLE_WAIT_SECONDS = "inqom_bridge.throttle_wait_seconds"
 PENDING_DOCUMENTS = "inqom_bridge.pending_documents"
 #: Observable gauge: age in seconds of the oldest pending document (last value the poll tick measured).
 OLDEST_PENDING_AGE_SECONDS = "inqom_bridge.oldest_pending_age_seconds"
+#: Counter: archived documents whose field Inqom read disagrees with their e-invoice (attribute ``field``).
+OCR_DISAGREEMENTS = "inqom_bridge.ocr_disagreements"
 
-METRIC_NAMES = (DOCUMENTS, INQOM_CALLS, THROTTLE_WAIT_SECONDS, PENDING_DOCUMENTS, OLDEST_PENDING_AGE_SECONDS)
+METRIC_NAMES = (DOCUMENTS, INQOM_CALLS, THROTTLE_WAIT_SECONDS, PENDING_DOCUMENTS, OLDEST_PENDING_AGE_SECONDS,
+                OCR_DISAGREEMENTS)
 
 OUTCOME_KEY = "outcome"
 STATUS_KEY = "status"
+FIELD_KEY = "field"
 #: The ``status`` value of a call that got no HTTP answer (connection error, timeout).
 NO_ANSWER = "error"
 
@@ -55,6 +60,8 @@ STALE = "stale"
 REFUSED = "refused"
 SUPERSEDED = "superseded"
 OUTCOMES = frozenset({UPLOADED, ARCHIVED, DUPLICATE, QUARANTINED, DELETED, STALE, REFUSED, SUPERSEDED})
+#: The ``field`` values of ``OCR_DISAGREEMENTS``: the ledger columns the OCR audit compares.
+OCR_FIELDS = ("Amount", "EffectifDate", "CounterParty")
 
 #: Attribute keys each metric carries (the alert/workbook drift test reads this).
 ATTRIBUTES: dict[str, tuple[str, ...]] = {
@@ -63,11 +70,15 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
     THROTTLE_WAIT_SECONDS: (),
     PENDING_DOCUMENTS: (),
     OLDEST_PENDING_AGE_SECONDS: (),
+    OCR_DISAGREEMENTS: (FIELD_KEY,),
 }
 
 _meter = otel_metrics.get_meter(METER_NAME)
 _documents = _meter.create_counter(DOCUMENTS, unit="{document}", description="Documents by outcome.")
 _inqom_calls = _meter.create_counter(INQOM_CALLS, unit="{call}", description="Inqom API calls by HTTP status.")
+_ocr_disagreements = _meter.create_counter(
+    OCR_DISAGREEMENTS, unit="{document}",
+    description="Archived documents on which Inqom's reading of a field disagrees with the e-invoice.")
 _throttle_wait = _meter.create_histogram(
     THROTTLE_WAIT_SECONDS, unit="s", description="Time waited for Inqom rate budget, a 429 or a Retry-After.")
 
@@ -105,6 +116,13 @@ def inqom_call(status: int | None) -> None:
     if status is not None and (isinstance(status, bool) or not isinstance(status, int)):
         raise TypeError(f"status must be an int HTTP status code or None, got {status!r}")
     _inqom_calls.add(1, {STATUS_KEY: NO_ANSWER if status is None else status})
+
+
+def ocr_disagreement(field: str) -> None:
+    """Count one document whose ``field`` (one of ``OCR_FIELDS``) Inqom read otherwise than its e-invoice says."""
+    if field not in OCR_FIELDS:
+        raise ValueError(f"unknown OCR field {field!r}; expected one of {list(OCR_FIELDS)}")
+    _ocr_disagreements.add(1, {FIELD_KEY: field})
 
 
 def throttle_wait(seconds: float) -> None:

@@ -16,7 +16,7 @@ from shared.services import Services, get_services
 from tests.emulators.enfact import EnfactEmulator
 from tests.emulators.inqom import InqomEmulator
 from tests.support.appsettings import (  # noqa: F401  (re-exported for the test modules)
-    ENFACT_COMPANY, ENFACT_FOLDER, ENFACT_SESSION_KEY, INQOM_CREDENTIALS, WEBHOOK_SECRET, app_settings,
+    ENFACT_COMPANY, ENFACT_FOLDER, ENFACT_SELLER_VAT, ENFACT_SESSION_KEY, INQOM_CREDENTIALS, WEBHOOK_SECRET, app_settings,
 )
 from tests.support.azurite import Azurite
 

@@ -9,29 +9,32 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT / "shared"
-FOUNDATION = {"auth", "blobmove", "config", "http", "keys", "metrics", "observability", "secrets", "storage"}
+FOUNDATION = {"auth", "blobmove", "config", "einvoice", "http", "keys", "metrics", "names", "observability", "secrets",
+              "storage"}
 #: Each unit (a foundation module, or a package's module) and the units it may import at run time.
 LOWER = {
     "foundation": {"foundation"},
     "inqom": {"foundation", "inqom"},
     "ledger": {"foundation", "ledger"},
     "drop.routing": {"foundation"},
+    "drop.structured": {"foundation"},
     "services": {"foundation", "inqom", "ledger", "drop.routing"},
-    "drop": {"foundation", "inqom", "ledger", "drop", "drop.routing", "services"},
-    "archive": {"foundation", "inqom", "ledger", "drop", "drop.routing", "archive", "services"},
-    "enfact": {"foundation", "ledger", "enfact", "services"},
+    "drop": {"foundation", "inqom", "ledger", "drop", "drop.routing", "drop.structured", "services"},
+    "archive": {"foundation", "inqom", "ledger", "drop", "drop.routing", "drop.structured", "archive", "services"},
+    "enfact": {"foundation", "ledger", "enfact", "drop.structured", "services"},
 }
 
 
 def unit_of(module: str) -> str:
-    """``shared.drop.upload`` → ``drop``; ``shared.drop.routing`` → ``drop.routing``; ``shared.http`` → foundation."""
+    """``shared.drop.upload`` → ``drop``; ``shared.drop.routing`` → ``drop.routing`` (and ``drop.structured``,
+    the door's invoice terms, which the enFact writer fills in); ``shared.http`` → foundation."""
     parts = module.split(".")[1:]
     if not parts or parts[0] in FOUNDATION:
         return "foundation"
     if parts[0] == "services":
         return "services"
-    if parts[:2] == ["drop", "routing"]:
-        return "drop.routing"
+    if parts[:2] in (["drop", "routing"], ["drop", "structured"]):
+        return ".".join(parts[:2])
     return parts[0]
 
 

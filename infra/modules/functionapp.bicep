@@ -143,6 +143,16 @@ param uploadClaimSeconds string = '900'
 @description('UPLOAD_MAX_ATTEMPTS: upload attempts before a blob is quarantined (keep <= host.json poisonBlobThreshold).')
 param uploadMaxAttempts string = '5'
 
+@description('EINVOICE_MAX_PARSE_BYTES: largest file read as a structured e-invoice; a larger one is sent unread.')
+param einvoiceMaxParseBytes string = '20971520'
+
+@description('EINVOICE_MAX_PARSE_SECONDS: longest wait for one e-invoice read.')
+param einvoiceMaxParseSeconds string = '10'
+
+@description('BUSINESS_DUPLICATES: hold (a second document of one invoice is quarantined as its duplicate) or send.')
+@allowed(['hold', 'send'])
+param businessDuplicates string = 'hold'
+
 @description('POLL_SCHEDULE: NCRONTAB (UTC) of the status poll.')
 param pollSchedule string = '0 */5 * * * *'
 
@@ -185,6 +195,9 @@ param enfactApiBaseUrl string = 'https://api5.onfact.be'
 
 @description('ENFACT_COMPANY_FOLDERS: uuid=folderId;uuid=folderId.')
 param enfactCompanyFolders string = ''
+
+@description('ENFACT_SELLER_IDS: uuid=VATid;uuid=VATid.')
+param enfactSellerIds string = ''
 
 @description('ENFACT_RECONCILE_SCHEDULE: NCRONTAB (UTC) of the daily enFact reconcile.')
 param enfactReconcileSchedule string = '0 30 2 * * *'
@@ -234,6 +247,9 @@ var appSettings = {
   ALLOWED_EXTENSIONS: allowedExtensions
   UPLOAD_CLAIM_SECONDS: uploadClaimSeconds
   UPLOAD_MAX_ATTEMPTS: uploadMaxAttempts
+  EINVOICE_MAX_PARSE_BYTES: einvoiceMaxParseBytes
+  EINVOICE_MAX_PARSE_SECONDS: einvoiceMaxParseSeconds
+  BUSINESS_DUPLICATES: businessDuplicates
   POLL_SCHEDULE: pollSchedule
   POLL_BATCH_SIZE: pollBatchSize
   POLL_TICK_BUDGET_SECONDS: pollTickBudgetSeconds
@@ -248,6 +264,7 @@ var appSettings = {
   ARCHIVE_ALLOWED_HOSTS: archiveAllowedHosts
   ENFACT_API_BASE_URL: enfactApiBaseUrl
   ENFACT_COMPANY_FOLDERS: enfactCompanyFolders
+  ENFACT_SELLER_IDS: enfactSellerIds
   ENFACT_RECONCILE_SCHEDULE: enfactReconcileSchedule
   ENFACT_RECONCILE_DAYS: enfactReconcileDays
   WEBHOOK_MAX_BODY_BYTES: webhookMaxBodyBytes

@@ -6,7 +6,8 @@
 A tick reads the oldest due entries of the pending index, claims each row (one ETag write naming
 its due time), asks Inqom for the status and acts: poll again later (``PollPolicy``); ``Done`` or
 ``Duplicate``: archive a SHA-1-verified, create-only copy at ``{folder}/{yyyy}/{mm}/{inqomId}-{name}``
-with metadata and index tags (``shared.archive.tags``), then delete the inbox blob; ``Deleted``/
+with metadata and index tags (``shared.archive.tags``, the e-invoice's too), note where Inqom's reading
+disagrees with the e-invoice (``shared.archive.audit``), then delete the inbox blob; ``Deleted``/
 ``Rejected``: quarantine. Rows left ``Failed``/``Uploading`` (upload watchdog) or ``Quarantining`` are
 driven from here too, every call runs under the tick's deadline, and the repair sweep ends the tick.
 Why: docs/keeping-pace.md, docs/archive.md, docs/guarantee.md.
@@ -33,7 +34,8 @@ from azure.core.exceptions import (
     HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError,
 )
 
-from shared.archive.tags import ArchiveFields, archive_tags
+from shared.archive.audit import audit_ocr
+from shared.archive.tags import ArchiveFields, EInvoiceFacts, archive_tags
 from shared.blobmove import BlobGone, BlobReplaced, metadata_text, move_blob
 from shared.inqom.budget import MAX_SHARED_HOLD, priority
 from shared.http import DeadlineExceeded, ForbiddenError, ThrottledError, deadline, time_left
@@ -320,15 +322,11 @@ def _archive(services: Services, ledger: Ledger, policy: PollPolicy, entry: Ledg
     archive_path = archive_path_for(entry, now)
     archive_blob = services.stores.container(settings.archive_container).get_blob_client(archive_path)
     fields = ArchiveFields.from_document(document)
+    einvoice = EInvoiceFacts.from_row(entry)
     observed = {**observed, **fields.ledger_columns()}
-    metadata = {
-        "inqomid": str(document.id), "inqomstatus": metadata_text(document.status or ""), "checksum": document.checksum.upper(),
-        "sourcepath": metadata_text(f"{entry.get('Container')}/{entry.get('BlobPath')}"), "ledgerkey": entry.key,
-        **fields.metadata(),
-    }
-    if origin_id is not None:
-        metadata["originid"] = str(origin_id)
-    tags = archive_tags(entry.get("FolderId") or entry.partition, entry.get("Kind"), entry.get("InqomId"), fields)
+    metadata = archive_metadata(entry, document, fields, einvoice, origin_id)
+    tags = archive_tags(entry.get("FolderId") or entry.partition, entry.get("Kind"), entry.get("InqomId"), fields,
+                        einvoice)
     try:
         copy = _archived_copy(archive_blob, entry) or _write_archive(
             archive_blob, _source_chunks(services, entry, document), metadata, document.checksum.upper(), entry,
@@ -344,11 +342,30 @@ def _archive(services: Services, ledger: Ledger, policy: PollPolicy, entry: Ledg
     else:
         report.add("untagged")
     note = _release_inbox_blob(services, entry, sha1)
-    ledger.update(entry, **observed, State=ARCHIVED, ArchivePath=f"{settings.archive_container}/{archive_path}",
-                  ArchivedSha1=sha1, ArchivedAt=iso(ledger.clock()), NextPollAt=None, LastError=note)
+    audit = audit_ocr(fields, einvoice, entry.get("Kind"))
+    ledger.update(entry, **observed, **audit.ledger_columns(), State=ARCHIVED,
+                  ArchivePath=f"{settings.archive_container}/{archive_path}", ArchivedSha1=sha1,
+                  ArchivedAt=iso(ledger.clock()), NextPollAt=None, LastError=note)
     report.add("archived")
     metrics.document_outcome(metrics.ARCHIVED)
+    if audit.fields:
+        log.info("ledger %s: Inqom's reading disagrees with the e-invoice: %s", entry.key, audit.detail)
+        for name in audit.fields:
+            metrics.ocr_disagreement(name)
     log.info("archived ledger %s (Inqom %s) to %s", entry.key, document.id, archive_path)
+
+
+def archive_metadata(entry: LedgerEntry, document: InqomDocument, fields: ArchiveFields, einvoice: EInvoiceFacts,
+                     origin_id: int | None) -> dict[str, str]:
+    """The archive copy's metadata: ours, the original extracted values and the e-invoice's, within 8 KiB."""
+    metadata = {
+        "inqomid": str(document.id), "inqomstatus": metadata_text(document.status or ""), "checksum": document.checksum.upper(),
+        "sourcepath": metadata_text(f"{entry.get('Container')}/{entry.get('BlobPath')}"), "ledgerkey": entry.key,
+        **fields.metadata(), **einvoice.metadata(),
+    }
+    if origin_id is not None:
+        metadata["originid"] = str(origin_id)
+    return metadata
 
 
 def _finish_archived(services: Services, ledger: Ledger, entry: LedgerEntry, document: InqomDocument,

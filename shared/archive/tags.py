@@ -2,29 +2,30 @@
 
     fields = ArchiveFields.from_document(document)          # typed: Decimal amount, date, texts
     ledger.update(entry, **fields.ledger_columns())         # CounterParty, Amount "14.87", AmountCents (Int64), ...
-    tags = archive_tags(11287, "supplier", 42, fields)      # at most 10 ``inqom_*`` tags, every key and value valid
+    einvoice = EInvoiceFacts.from_row(entry)                # the row's EInvoice* columns, read at drop time
+    tags = archive_tags(11287, "supplier", 42, fields, einvoice)   # at most 10 ``inqom_*`` tags, all valid
     where = tag_filter(TagQuery(counterparty="LinkedIn Ireland", min_amount=Decimal("10")), container="archive")
 
 Pure: nothing here talks to a service. A value that cannot be a tag is left out, never an error;
 every value is cut to its limit (``LEDGER_TEXT_LIMIT``, ``METADATA_VALUE_LIMIT``, the tag limits).
-Names are folded by ``normalise_name`` ("L'Oréal S.A." → ``loreal sa``), amounts by ``amount_tag``
-(14.87 → ``p000000001487``, −14.87 → ``n999999998512``, within ±``AMOUNT_TAG_LIMIT`` cents).
+Names are folded by ``shared.names.normalise_name`` ("L'Oréal S.A." → ``loreal sa``), amounts by
+``amount_tag`` (14.87 → ``p000000001487``, −14.87 → ``n999999998512``, within ±``AMOUNT_TAG_LIMIT`` cents).
 Why: docs/archive.md.
 """
 
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any, Mapping
+from typing import Any, Mapping, Protocol
 
 from azure.data.tables import EdmType, EntityProperty
 
 from shared.blobmove import metadata_text
 from shared.inqom.client import InqomDocument
+from shared.names import normalise_id, normalise_name, normalise_ref
 
 # Limits of blob index tags, from Microsoft's "Manage and find Azure Blob data with blob index tags"
 # (https://learn.microsoft.com/azure/storage/blobs/storage-manage-find-blobs, "Setting blob index tags" and
@@ -47,7 +48,10 @@ TAG_DATE = "inqom_date"
 TAG_AMOUNT = "inqom_amount"
 TAG_DOCREF = "inqom_docref"
 TAG_BENEFICIARY = "inqom_beneficiary"
-TAG_KEYS = (TAG_FOLDER, TAG_KIND, TAG_ID, TAG_COUNTERPARTY, TAG_DATE, TAG_AMOUNT, TAG_DOCREF, TAG_BENEFICIARY)
+TAG_INVOICE = "inqom_invoice"  # the e-invoice's number (BT-1), normalised like a docref
+TAG_SELLER = "inqom_seller"  # the e-invoice seller's VAT id (BT-31), else its legal id (BT-30), upper-case alnum
+TAG_KEYS = (TAG_FOLDER, TAG_KIND, TAG_ID, TAG_COUNTERPARTY, TAG_DATE, TAG_AMOUNT, TAG_DOCREF, TAG_BENEFICIARY,
+            TAG_INVOICE, TAG_SELLER)
 
 #: Cents a tag can hold: 12 digits, so ±9,999,999,999.99.
 AMOUNT_TAG_LIMIT = 10**12
@@ -57,6 +61,12 @@ _CENT = Decimal("0.01")
 #: Blob metadata (all of it, names and values) holds 8 KiB; each original value is kept to this many encoded
 #: characters, so the six values take at most about 3.1 KiB and leave the rest to the archiver's own.
 METADATA_VALUE_LIMIT = 512
+#: The e-invoice's values in the metadata: identifiers and format cut to 64 encoded characters (a total is
+#: never cut, and within ``_INVOICE_AMOUNT_DIGITS`` it fits), the seller's name to 256: the six add at most
+#: about 0.6 KiB, and ``archive_metadata`` in poll.py stays within the 8 KiB whatever the values.
+EINVOICE_ID_LIMIT = 64
+EINVOICE_NAME_LIMIT = 256
+_INVOICE_AMOUNT_DIGITS = 28
 #: Each extracted text in a ledger column, in UTF-16 code units (a Table string holds 32,767): far above
 #: any real name or reference, and small beside the row's 1 MiB.
 LEDGER_TEXT_LIMIT = 2_048
@@ -64,13 +74,6 @@ LEDGER_TEXT_LIMIT = 2_048
 #: Ledger columns written from Inqom's answer (``show`` and ``export`` list them).
 LEDGER_COLUMNS = ("CounterParty", "Amount", "AmountCents", "EffectifDate", "DocRef", "InqomType",
                   "UserDefinedThirdPartyName")
-
-# Letters NFKD does not decompose into ASCII.
-_FOLD = str.maketrans({"æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "ø": "o", "Ø": "O", "ł": "l", "Ł": "L",
-                       "đ": "d", "Đ": "D", "ð": "d", "Ð": "D", "þ": "th", "Þ": "TH", "ı": "i", "ß": "ss"})
-_JOINERS = re.compile(r"['’‘`´.]+")
-_NOT_ALNUM = re.compile(r"[^a-z0-9]+")
-_NOT_REF = re.compile(r"[^a-z0-9+\-./:=_]+")
 
 
 class TagError(ValueError):
@@ -80,40 +83,15 @@ class TagError(ValueError):
 # --------------------------------------------------------------------------- normalising
 
 
-def _fold(text: str) -> str:
-    decomposed = unicodedata.normalize("NFKD", text.translate(_FOLD))
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
-
-
-def normalise_name(text: str | None) -> str | None:
-    """A counterparty or beneficiary as compared in tags: ``"L'Oréal S.A."`` → ``"loreal sa"`` (None when empty)."""
-    if not text:
-        return None
-    folded = _NOT_ALNUM.sub(" ", _JOINERS.sub("", _fold(text))).strip()
-    return _cut(folded)
-
-
-def normalise_ref(text: str | None) -> str | None:
-    """A document reference as compared in tags: ``"F#2025/001"`` → ``"f 2025/001"`` (None when empty)."""
-    if not text:
-        return None
-    folded = " ".join(_NOT_REF.sub(" ", _fold(text)).split())
-    return _cut(folded)
-
-
-def _cut(text: str) -> str | None:
-    return text[:MAX_VALUE_LENGTH].rstrip() or None
-
-
 def _well_formed(text: str) -> str:
     """``text`` with each lone surrogate (what a JSON ``"\\ud835"`` decodes to) replaced by U+FFFD."""
     return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
-def _table_text(text: str) -> str:
-    """``text``, well formed, cut to ``LEDGER_TEXT_LIMIT`` UTF-16 code units, never inside a surrogate pair."""
+def table_text(text: str, limit: int = LEDGER_TEXT_LIMIT) -> str:
+    """``text``, well formed, cut to ``limit`` UTF-16 code units, never inside a surrogate pair."""
     encoded = _well_formed(text).encode("utf-16-le")
-    head = encoded[: 2 * LEDGER_TEXT_LIMIT]
+    head = encoded[: 2 * limit]
     if len(head) < len(encoded) and 0xD8 <= head[-1] <= 0xDB:  # the first half of a pair cut in two
         head = head[:-2]
     return head.decode("utf-16-le")
@@ -199,7 +177,7 @@ class ArchiveFields:
             "InqomType": self.type,
             "UserDefinedThirdPartyName": self.third_party_name,
         }
-        return {name: _table_text(value) if isinstance(value, str) else value
+        return {name: table_text(value) if isinstance(value, str) else value
                 for name, value in columns.items() if value is not None}
 
     def metadata(self) -> dict[str, str]:
@@ -215,23 +193,98 @@ class ArchiveFields:
         return {name: _metadata_value(value) for name, value in values.items() if value is not None}
 
 
-def _metadata_value(text: str) -> str:
-    """Percent-encoded, at most ``METADATA_VALUE_LIMIT`` characters, cut between characters (never inside one)."""
+def _metadata_value(text: str, limit: int = METADATA_VALUE_LIMIT) -> str:
+    """Percent-encoded, at most ``limit`` characters, cut between characters (never inside one)."""
     text = _well_formed(text)
     encoded = metadata_text(text)
-    if len(encoded) <= METADATA_VALUE_LIMIT:
+    if len(encoded) <= limit:
         return encoded
     parts, used = [], 0
     for char in text:
         piece = metadata_text(char)
-        if used + len(piece) > METADATA_VALUE_LIMIT:
+        if used + len(piece) > limit:
             break
         parts.append(piece)
         used += len(piece)
     return "".join(parts)
 
 
-def archive_tags(folder: int | str, kind: str | None, inqom_id: int | str, fields: ArchiveFields) -> dict[str, str]:
+class _Row(Protocol):
+    def get(self, name: str, default: Any = None) -> Any: ...
+
+
+def _invoice_amount(text: str | None) -> Decimal | None:
+    """An amount column as a Decimal; None unless finite and within ``_INVOICE_AMOUNT_DIGITS`` digits each side
+    of the point (so its plain text, ``f"{amount:f}"``, stays short whatever the column held: "1e999999")."""
+    try:
+        amount = Decimal(text) if text else None
+    except InvalidOperation:
+        return None
+    if amount is None or not amount.is_finite() or amount.adjusted() >= _INVOICE_AMOUNT_DIGITS \
+            or int(amount.as_tuple().exponent) < -_INVOICE_AMOUNT_DIGITS:
+        return None
+    return amount
+
+
+def _column_text(row: _Row, name: str) -> str | None:
+    """A ledger text column, stripped; None when absent or cleared ('')."""
+    value = row.get(name)
+    text = "" if value is None else str(value).strip()
+    return text or None
+
+
+@dataclass(frozen=True)
+class EInvoiceFacts:
+    """What the structured e-invoice says, as the upload wrote it on the row (``EInvoice*`` columns).
+
+    Read tolerantly: a column that is absent, cleared or unreadable (an amount or a date that does not
+    parse) is None, never an error."""
+
+    format: str | None = None
+    type_code: str | None = None
+    number: str | None = None
+    issue_date: date | None = None
+    seller_name: str | None = None
+    seller_id: str | None = None
+    seller_vat: str | None = None
+    buyer_name: str | None = None
+    total_with_vat: Decimal | None = None
+
+    @classmethod
+    def from_row(cls, row: _Row) -> "EInvoiceFacts":
+        issued = _column_text(row, "EInvoiceIssueDate")
+        try:
+            issue_date = date.fromisoformat(issued) if issued else None
+        except ValueError:
+            issue_date = None
+        return cls(
+            format=_column_text(row, "EInvoiceFormat"), type_code=_column_text(row, "EInvoiceTypeCode"),
+            number=_column_text(row, "EInvoiceNumber"), issue_date=issue_date,
+            seller_name=_column_text(row, "EInvoiceSellerName"), seller_id=_column_text(row, "EInvoiceSellerId"),
+            seller_vat=_column_text(row, "EInvoiceSellerVat"), buyer_name=_column_text(row, "EInvoiceBuyerName"),
+            total_with_vat=_invoice_amount(_column_text(row, "EInvoiceTotalWithVat")),
+        )
+
+    def tags(self) -> dict[str, str]:
+        """``inqom_invoice`` and ``inqom_seller``, for the values present (not yet checked against the alphabet)."""
+        candidates = {TAG_INVOICE: normalise_ref(self.number),
+                      TAG_SELLER: normalise_id(self.seller_vat) or normalise_id(self.seller_id)}
+        return {key: value for key, value in candidates.items() if value}
+
+    def metadata(self) -> dict[str, str]:
+        """The original values for the archive blob's metadata (ASCII, percent-encoded, each capped)."""
+        ids = {"einvoicenumber": self.number, "sellervat": self.seller_vat, "sellerid": self.seller_id,
+               "einvoiceformat": self.format}
+        values = {name: _metadata_value(value, EINVOICE_ID_LIMIT) for name, value in ids.items() if value is not None}
+        if self.seller_name is not None:
+            values["sellername"] = _metadata_value(self.seller_name, EINVOICE_NAME_LIMIT)
+        if self.total_with_vat is not None:  # never cut (another amount): 28 digits each side fit in 64
+            values["totalwithvat"] = f"{self.total_with_vat:f}"
+        return values
+
+
+def archive_tags(folder: int | str, kind: str | None, inqom_id: int | str, fields: ArchiveFields,
+                 einvoice: EInvoiceFacts = EInvoiceFacts()) -> dict[str, str]:
     """The index tags of one archived document (a value that cannot be a tag is left out, never an error)."""
     candidates = {
         TAG_FOLDER: str(folder),
@@ -242,6 +295,7 @@ def archive_tags(folder: int | str, kind: str | None, inqom_id: int | str, field
         TAG_AMOUNT: amount_tag(fields.cents) if fields.cents is not None else None,
         TAG_DOCREF: normalise_ref(fields.doc_ref),
         TAG_BENEFICIARY: normalise_name(fields.third_party_name),
+        **einvoice.tags(),
     }
     tags = {key: value for key, value in candidates.items() if value and valid_tag(key, value)}
     assert len(tags) <= MAX_TAGS
@@ -250,7 +304,8 @@ def archive_tags(folder: int | str, kind: str | None, inqom_id: int | str, field
 
 def merge_tags(existing: Mapping[str, str], ours: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
     """``ours`` over the blob's ``existing`` tags (Set Blob Tags replaces them all): tags others set are
-    kept while the total stays within ``MAX_TAGS``; returns the tags and the keys that did not fit."""
+    kept while the total stays within ``MAX_TAGS`` (an e-invoice's copy may use all ten itself); returns
+    the tags and the keys that did not fit."""
     merged = dict(ours)
     dropped = []
     for key, value in existing.items():

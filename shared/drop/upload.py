@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from urllib.parse import unquote
 
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobClient
@@ -32,7 +33,9 @@ from shared import metrics
 from shared.observability import bind, error_text
 from shared.inqom.polling import PollPolicy
 from shared.ledger.quarantine import finish_quarantine, quarantine_document
+from shared.drop.duplicates import FirstCopy, claim_invoice, invoice_identity
 from shared.drop.routing import RoutingError, UploadInstruction, route, unaddressable
+from shared.drop.structured import SEND_DUPLICATE, read_at_door
 from shared.services import Services
 from shared.storage import BlobRangeReader
 
@@ -91,6 +94,17 @@ def upload_inbox_blob(services: Services, blob: BlobClient) -> UploadOutcome:
         log.info("blob %s (ledger %s) needs no upload: %s", name, key, current.state if current else "?")
         return UploadOutcome(key, current.state if current else "Unknown", current.get("InqomId") if current else None)
 
+    try:
+        entry, first = _at_the_door(services, blob, entry, size, etag, metadata)
+    except ResourceModifiedError:
+        return _superseded(ledger, entry)
+    except Exception as exc:  # storage hiccup while reading: the host retries, the watchdog backs it up
+        _record_failure(ledger, entry, error_text(exc), settings.upload_claim_seconds,
+                        Unsent=int(entry.get("Unsent") or 0) + 1)
+        raise
+    if first is not None:
+        return _hold_duplicate(services, entry, fields, first)
+
     readers: list[BlobRangeReader] = []
 
     def open_blob() -> BlobRangeReader:
@@ -111,10 +125,7 @@ def upload_inbox_blob(services: Services, blob: BlobClient) -> UploadOutcome:
                     if not found:
                         raise
     except ResourceModifiedError:
-        _settle(ledger, keeper.entry, State=SUPERSEDED, ClaimUntil=None, NextPollAt=None,
-                LastError="blob was replaced during upload; the new version is handled by its own trigger")
-        metrics.document_outcome(metrics.SUPERSEDED)
-        return UploadOutcome(key, SUPERSEDED, reason="replaced during upload")
+        return _superseded(ledger, keeper.entry)
     except ThrottledError as exc:
         return _hand_back(services, keeper.entry, exc)
     except DeadlineExceeded as exc:  # the poll tick driving this watchdog upload ran out of time: not an attempt
@@ -126,13 +137,13 @@ def upload_inbox_blob(services: Services, blob: BlobClient) -> UploadOutcome:
         claimed = keeper.entry
         failures = _failed_attempts(claimed)
         if exc.permanent:
-            return _outcome(quarantine_document(services, partition, key, fields, str(exc), entry=claimed),
-                            reason=str(exc))
+            return _outcome(quarantine_document(services, partition, key, fields, str(exc), entry=claimed,
+                                                **_unsent(claimed, exc)), reason=str(exc))
         # Refused credentials are retried until fixed, however long: no document is to blame.
         if failures >= settings.upload_max_attempts and not isinstance(exc, AuthenticationError):
             reason = f"gave up after {failures} attempts: {exc}"
-            return _outcome(quarantine_document(services, partition, key, fields, reason, entry=claimed),
-                            reason=reason)
+            return _outcome(quarantine_document(services, partition, key, fields, reason, entry=claimed,
+                                                **_unsent(claimed, exc)), reason=reason)
         _record_failure(ledger, claimed, str(exc), settings.upload_claim_seconds, **_unsent(claimed, exc))
         log.warning("upload of %s (ledger %s) failed, attempt %d of %d: %s",
                     name, key, failures, settings.upload_max_attempts, exc)
@@ -164,6 +175,50 @@ def upload_inbox_blob(services: Services, blob: BlobClient) -> UploadOutcome:
     log.info("uploaded %s (ledger %s) to Inqom folder %s as document %s (%s)",
              name, key, instruction.folder_id, document.id, document.status or "accepted")
     return UploadOutcome(key, state, document.id)
+
+
+def _at_the_door(services: Services, blob: BlobClient, entry: LedgerEntry, size: int, etag: str,
+                 metadata: dict[str, str]) -> tuple[LedgerEntry, FirstCopy | None]:
+    """Read the document's own terms onto its row (once per blob version) and claim its business key:
+    the copy already holding the invoice, when this one is to be held instead of sent."""
+    ledger = services.ledger
+    if entry.get("EInvoiceFormat") in (None, ""):
+        columns = read_at_door(blob, entry.get("BlobPath") or "", size, etag, metadata, services.settings)
+        identity = invoice_identity(entry.partition, columns)
+        if identity is not None:
+            columns.update(BusinessKey=identity.key, Invoice=str(identity))
+        entry = ledger.update(entry, **{k: v for k, v in columns.items() if v is not None})
+    identity = invoice_identity(entry.partition, {name: entry.get(name) for name in entry.fields})
+    if identity is None:
+        return entry, None
+    first = claim_invoice(ledger, entry, identity)
+    if first is None:
+        return entry, None
+    duplicate = {"DuplicateOf": f"{first.partition}/{first.key}", "DuplicateOfPath": first.path,
+                 "DuplicateOfInqomId": first.inqom_id}
+    forced = unquote(metadata.get(SEND_DUPLICATE, "")).lower() == "true"
+    if services.settings.business_duplicates == "hold" and not forced:
+        return entry, first
+    log.warning("ledger %s is invoice %s, which %s already holds (ledger %s); sent all the same (%s)", entry.key,
+                entry.get("EInvoiceNumber"), first.path, first.key,
+                "replayed with --force" if forced else "BUSINESS_DUPLICATES=send")
+    return ledger.update(entry, **duplicate, DuplicateSent=True), None
+
+
+def _hold_duplicate(services: Services, entry: LedgerEntry, fields: dict, first: FirstCopy) -> UploadOutcome:
+    """Not sent: set aside in quarantine, linked to the copy holding the invoice (``replay --force`` sends it)."""
+    reason = f"duplicate invoice {entry.get('EInvoiceNumber')} of {first.path}"
+    held = quarantine_document(services, entry.partition, entry.key, fields, reason, entry=entry,
+                               DuplicateOf=f"{first.partition}/{first.key}", DuplicateOfPath=first.path,
+                               DuplicateOfInqomId=first.inqom_id, Unsent=int(entry.get("Unsent") or 0) + 1)
+    return _outcome(held, reason=reason)
+
+
+def _superseded(ledger: Ledger, entry: LedgerEntry) -> UploadOutcome:
+    _settle(ledger, entry, State=SUPERSEDED, ClaimUntil=None, NextPollAt=None,
+            LastError="blob was replaced during upload; the new version is handled by its own trigger")
+    metrics.document_outcome(metrics.SUPERSEDED)
+    return UploadOutcome(entry.key, SUPERSEDED, reason="replaced during upload")
 
 
 def _may_have_been_sent(entry: LedgerEntry) -> bool:

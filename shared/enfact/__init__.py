@@ -4,6 +4,7 @@
     accept_push(services, headers, body)                # shared.enfact.push
     fetch_invoice(services, message, delivery_id)       # shared.enfact.fetch
 
-May import: the foundation, ``shared.ledger``, ``shared.services``; an enFact invoice reaches Inqom
+May import: the foundation, ``shared.ledger``, ``shared.services``, and ``shared.drop.structured`` for the
+invoice terms it writes into the inbox blob's metadata; an enFact invoice reaches Inqom
 through the inbox and ``shared.drop``, never directly.
 """

@@ -18,12 +18,14 @@ import json
 import logging
 import uuid
 from datetime import date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
 
 from shared.auth import EnfactApiKey
 from shared.blobmove import metadata_text
+from shared.drop.structured import channel_metadata
 from shared.enfact.client import EnfactClient, invoice_id_of
 from shared.enfact.push import QUEUED, enfact_row_key
 from shared.http import ApiError, NotFoundError
@@ -161,8 +163,9 @@ def _fetch(services: Services, company: str, invoice_id: str, source: str | None
         log.warning("enFact invoice %s of %s: its row changed (or the lease ran short) while the PDF was fetched; "
                     "nothing written by this message", invoice_id, company)
         return current.state if current is not None and current.state else WRITING
-    number = str(detail.get("number") or detail.get("invoice_number") or "").strip()
-    metadata = {"source": "enfact", "sourceid": invoice_id, "enfactid": invoice_id, "enfactcompany": company}
+    number = str(detail.get("number_formatted") or detail.get("number") or detail.get("invoice_number") or "").strip()
+    metadata = {"source": "enfact", "sourceid": invoice_id, "enfactid": invoice_id, "enfactcompany": company,
+                **invoice_metadata(services, company, number, detail)}
     if number:
         metadata["docref"] = metadata_text(number)  # blob metadata is ASCII; routing decodes it
     inbox = services.stores.container(services.settings.inbox_container)
@@ -174,6 +177,30 @@ def _fetch(services: Services, company: str, invoice_id: str, source: str | None
                   WritingUntil=None, InvoiceDate=str(detail.get("date") or "") or None, Source=source)
     log.info("enFact invoice %s (%s) of %s written to inbox as %s", invoice_id, number, company, blob_name)
     return IN_INBOX
+
+
+def invoice_metadata(services: Services, company: str, number: str, detail: dict[str, Any]) -> dict[str, str]:
+    """The invoice's terms for its business key (``shared.drop.duplicates``): the company is the seller,
+    named by ``ENFACT_SELLER_IDS``; ``total`` (or ``total_incl``) includes VAT; the endpoint holds invoices (380)."""
+    customer = detail.get("customer") if isinstance(detail.get("customer"), dict) else {}
+    total = detail.get("total_incl", detail.get("total"))
+    return channel_metadata({
+        "invoicenumber": number, "invoicetype": "380", "invoicedate": str(detail.get("date") or "")[:10],
+        "invoicecurrency": detail.get("currency"), "invoicetotal": _amount_text(total),
+        "sellerid": services.settings.enfact_seller_ids.get(company.lower()),
+        "buyername": customer.get("name"), "buyervat": customer.get("vat"),
+    })
+
+
+def _amount_text(value: Any) -> str | None:
+    """A JSON number as the decimal it was written as (121.0 → "121.0"); a bool or non-number → None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return str(amount) if amount.is_finite() else None
 
 
 def _needs_queueing(entry: LedgerEntry | None, now: datetime) -> bool:

@@ -51,7 +51,9 @@ WEBHOOK_PARTITION = "webhook"  # one row per accepted push id (replay protection
 ENFACT_PARTITION = "enfact"  # one row per enFact invoice handed to the inbox
 SWEEP_PARTITION = "sweep"  # the repair sweep's cursor
 BUDGET_PARTITION = "budget"  # the fleet-wide Inqom rate budget (shared.inqom.budget)
-SYSTEM_PARTITIONS = (PENDING_PARTITION, WEBHOOK_PARTITION, ENFACT_PARTITION, SWEEP_PARTITION, BUDGET_PARTITION)
+INVOICE_PARTITION = "invoice"  # one row per business key: the document row holding it (shared.drop.duplicates)
+SYSTEM_PARTITIONS = (PENDING_PARTITION, WEBHOOK_PARTITION, ENFACT_PARTITION, SWEEP_PARTITION, BUDGET_PARTITION,
+                     INVOICE_PARTITION)
 #: Free-text columns that may carry error text from elsewhere: masked like log lines.
 TEXT_COLUMNS = frozenset({"LastError", "QuarantineReason", "Reason", "StatusReasons"})
 UNROUTED_PARTITION = "unrouted"

@@ -15,6 +15,7 @@ from typing import Any
 ENFACT_SESSION_KEY = "sk-Secr3t-enfact-session"
 ENFACT_COMPANY = "0b6a3c5e-1f0d-4c1e-9a55-2f1f6f0e9c01"
 ENFACT_FOLDER = 11287
+ENFACT_SELLER_VAT = "BE0999888777"  # the enFact company's own VAT id: the seller of its invoices
 WEBHOOK_SECRET = "whsec_c2VjcmV0LWZvci10ZXN0cy1vbmx5LTEyMzQ1Ng=="
 INQOM_CREDENTIALS = {
     "username": "api@cabinet.test",
@@ -46,6 +47,7 @@ def app_settings(azurite: Any, inqom: Any = None, enfact: Any = None, **override
         "INQOM_CLIENT_SECRET": INQOM_CREDENTIALS["client_secret"],
         "ENFACT_API_BASE_URL": enfact.base_url if enfact else _CLOSED_PORT,
         "ENFACT_COMPANY_FOLDERS": f"{ENFACT_COMPANY}={ENFACT_FOLDER}",
+        "ENFACT_SELLER_IDS": f"{ENFACT_COMPANY}={ENFACT_SELLER_VAT}",
         "ENFACT_SESSION_KEY": ENFACT_SESSION_KEY,
         "ENFACT_WEBHOOK_SECRET": WEBHOOK_SECRET,
         "INQOM_MAX_REQUESTS_PER_SECOND": "1000",

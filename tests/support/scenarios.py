@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from tests.support.appsettings import ENFACT_COMPANY
+from tests.support.appsettings import ENFACT_COMPANY, ENFACT_SELLER_VAT
+from tests.support.einvoices import PartyTerms, Terms, cii_invoice, factur_x_pdf, ubl_invoice
 from tests.support.simulation import World, pdf
 
 Scenario = Callable[[World], None]
@@ -71,6 +72,22 @@ def adopted_blob_refused_by_routing(world: World) -> None:
     world.drop("11287/supplier/macro.exe", pdf("macro"), event=False)
 
 
+def one_invoice_as_two_files(world: World) -> None:
+    """The supplier's platform exports the UBL; someone also drops the Factur-X PDF of the same invoice."""
+    world.invoice_of.update(dict.fromkeys(("11287/supplier/F-2026-0042.xml", "11287/supplier/F-2026-0042.pdf"),
+                                          "F-2026-0042"))
+    world.drop("11287/supplier/F-2026-0042.xml", ubl_invoice(Terms()))
+    world.drop("11287/supplier/F-2026-0042.pdf", factur_x_pdf(cii_invoice(Terms())))
+
+
+def enfact_push_and_a_drop_of_one_invoice(world: World) -> None:
+    invoice = world.enfact.add_invoice(ENFACT_COMPANY, number="F2026-0045", total=121.0)
+    world.invoice_of.update({str(invoice["id"]): "F2026-0045", "11287/client/F2026-0045.xml": "F2026-0045"})
+    world.push(str(invoice["id"]))
+    world.drop("11287/client/F2026-0045.xml", ubl_invoice(Terms(
+        number="F2026-0045", seller=PartyTerms("Our Client SPRL", None, ENFACT_SELLER_VAT), total_with_vat="121.00")))
+
+
 SCENARIOS: dict[str, Scenario] = {
     "drop → archive": drop_to_archive,
     "expense bill → archive": drop_expense_bill,
@@ -78,6 +95,8 @@ SCENARIOS: dict[str, Scenario] = {
     "deleted in Inqom → quarantine": deleted_in_inqom,
     "duplicate → linked and archived": duplicate_of_an_archived_original,
     "transient failures → host retry / watchdog": transient_failures_then_watchdog,
+    "one invoice as two files → one sent, one held": one_invoice_as_two_files,
+    "enFact push and a drop of one invoice → one sent": enfact_push_and_a_drop_of_one_invoice,
     "lost blob event → repair sweep": lost_blob_event,
     "enFact push → fetch → archive": enfact_push_to_archive,
     "enFact missed push → reconcile → archive": enfact_missed_push_reconciled,

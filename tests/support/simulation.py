@@ -786,6 +786,8 @@ class World:
         self.after_round: dict[int, Callable[["World"], None]] = {}  # what happens in the world between rounds
         self.reconcile_again = False
         self.must_name: set[int] = set()
+        #: One invoice however it arrives (invariant 11): inbox names and enFact invoice ids → the scenario's label.
+        self.invoice_of: dict[str, str] = {}
         import function_app
         from devtools.host import LocalHost
 
@@ -1009,6 +1011,7 @@ class World:
             problems += self._every_invoice_accounted(settled)
             problems += self._inqom_documents_named()
             problems += self._no_double_send()
+            problems += self._one_invoice_one_document()
             problems += self._claims_respected()
             problems += list(self.interceptor.overwrites)
             problems += self._no_secrets()
@@ -1147,6 +1150,40 @@ class World:
         if len(candidates) > 1:
             candidates = [key for key in candidates if key[0].rsplit("/", 1)[-1] in names] or candidates
         return candidates[0] if len(candidates) == 1 else None
+
+    def _one_invoice_one_document(self) -> list[str]:
+        """Invariant 11: the files of one invoice (every channel) make at most one Inqom document, beyond what
+        crashes after a send and takeovers allow; and each held duplicate names a row holding its invoice."""
+        services = self.services()
+        settings = services.settings
+        ledger = services.ledger
+        problems = []
+        labelled: dict[str, list[VersionKey]] = {}
+        for key, version in self.versions.items():
+            label = self.invoice_of.get(version.name) or self.invoice_of.get(version.enfact_id or "")
+            if label:
+                labelled.setdefault(label, []).append(key)
+        crashes = self.interceptor.crashes_after_send
+        resends = Counter(t.version for t in self.interceptor.takeovers if t.allows_resend)
+        for label, versions in sorted(labelled.items()):
+            sources = {ledger_key(settings.inbox_container, name, etag) for name, etag in versions}
+            sources |= {self.versions[v].enfact_id for v in versions if self.versions[v].enfact_id}
+            made = sum(1 for d in self.inqom.documents.values() if d.get("SourceId") in sources)
+            limit = 1 + sum(crashes[v] + resends[v] for v in versions)
+            if made > limit:
+                problems.append(f"sent twice: invoice {label!r} ({len(versions)} files) made {made} Inqom documents; "
+                                f"allowed {limit}")
+            for name, etag in versions:
+                row = ledger.get(partition_for(name), ledger_key(settings.inbox_container, name, etag))
+                holder_ref = row.get("DuplicateOf") if row is not None else None
+                if not holder_ref:
+                    continue
+                partition, _, key = holder_ref.partition("/")
+                holder = ledger.get(partition, key)
+                if holder is None or holder.get("BusinessKey") != row.get("BusinessKey"):
+                    problems.append(f"mislinked: {self._where((name, etag))} is a duplicate of {holder_ref}, "
+                                    "which does not hold its invoice")
+        return problems
 
     def _no_double_send(self) -> list[str]:
         """Invariant 8, counted from the wire: upload POSTs that may have made a document (answered 2xx, or
