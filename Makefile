@@ -9,4 +9,4 @@ demo:
 test:
 	bash scripts/test.sh
 bench:
-	.venv/bin/python -m bench.upload && .venv/bin/python -m bench.poll && .venv/bin/python -m bench.webhook && .venv/bin/python -m bench.scale
+	.venv/bin/python -m bench.upload && .venv/bin/python -m bench.poll && .venv/bin/python -m bench.webhook && .venv/bin/python -m bench.scale && .venv/bin/python -m bench.einvoice

@@ -14,6 +14,7 @@ with a one-line reason; a term that is there but malformed is an error, not a ``
 from __future__ import annotations
 
 import io
+import logging
 import re
 import tempfile
 import threading
@@ -28,6 +29,9 @@ from azure.storage.blob import BlobClient
 from lxml import etree
 from pypdf import PasswordType, PdfReader, apply_configuration
 
+# pypdf warns about each damaged file it still opens ("EOF marker not found"): a reason EInvoiceError gives.
+logging.getLogger("pypdf").setLevel(logging.ERROR)
+
 FACTUR_X = "factur-x"
 ZUGFERD = "zugferd"
 UBL = "ubl"
@@ -40,7 +44,8 @@ DEFAULT_MAX_BYTES = 20 * MiB
 #: Embedded file names, case-insensitive, in the order they are looked for.
 ATTACHMENTS = {"factur-x.xml": FACTUR_X, "zugferd-invoice.xml": ZUGFERD, "xrechnung.xml": ZUGFERD}
 SNIFF_BYTES = 1024
-BLOB_SNIFF_BYTES = 8
+#: The first read of a blob: enough to sniff it, and the whole of most UBL and CII files (one round trip).
+BLOB_SNIFF_BYTES = 64 * 1024
 DOWNLOAD_CHUNK = 4 * MiB
 SPOOL_IN_MEMORY = MiB
 MESSAGE_LIMIT = 300

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from tests.support.documents import only_row
+from tests.support.einvoices import Terms, cii_invoice, factur_x_pdf, ubl_invoice
 from tests.support.scenarios import SCENARIOS
 from tests.support.simulation import (
     STATS, Call, Scheduler, World, after_equals_next_before, crash_points, pdf,
@@ -217,6 +219,44 @@ def test_interleaved_upload_workers_and_poll_tick(azurite, seed):
     result = _interleave(azurite, seed)
     assert result.problems == [], (f"seed {seed}: " + "\n".join(result.problems) + "\nschedule:\n  "
                                    + "\n  ".join(result.steps))
+
+
+#: Seeds of the race between two files of one invoice (a seed shapes it as above; odd seeds crash an actor).
+INVOICE_SEEDS = range(12)
+
+
+@pytest.mark.parametrize("seed", INVOICE_SEEDS)
+def test_two_files_of_one_invoice_delivered_at_once_make_one_inqom_document(azurite, seed):
+    """The XML and the PDF of one invoice, delivered at the same moment, with a poll tick among them: their
+    calls interleaved by ``seed``, the clock jumping past the claims once, an actor dying in odd seeds. One
+    is sent and archived, the other held as its duplicate, whatever the order."""
+    names = ("11287/supplier/F-2026-0042.xml", "11287/supplier/F-2026-0042.pdf")
+    with World.create(azurite, UPLOAD_CLAIM_SECONDS="900") as world:
+        world.invoice_of.update(dict.fromkeys(names, "F-2026-0042"))
+        world.drop(names[0], ubl_invoice(Terms()), event=False)
+        world.drop(names[1], factur_x_pdf(cii_invoice(Terms())), event=False)
+        world.services().tokens.headers()
+        scheduler = Scheduler(seed, crash_probability=CRASH_PER_STEP if seed % 2 else 0.0,
+                              priorities=seed % 4 != 3, change_points=CHANGE_POINTS, horizon=HORIZON, skip=SKIP,
+                              not_first=("tick",), stalls_jump=seed % 4 != 2)
+        world.interceptor.scheduler = scheduler
+
+        def deliver(name: str):
+            return lambda: world.invoke("blob", lambda: world.host.deliver_blob("upload_document", name))
+
+        steps = scheduler.run({"xml": deliver(names[0]), "pdf": deliver(names[1]), "tick": world.tick},
+                              [lambda: world.advance(seconds=960)],
+                              clock_not_before=random.Random(f"shape-{seed}").randrange(JUMP_AFTER))
+        world.interceptor.scheduler = None
+        world.run()
+        problems = world.check()
+        states = sorted(only_row(world.services(), name).state for name in names)
+        documents = len(world.inqom.documents)
+    STATS.schedules += 1
+    schedule = "\nschedule:\n  " + "\n  ".join(steps)
+    assert problems == [], f"seed {seed}: " + "\n".join(problems) + schedule
+    assert documents == 1 and states == ["Archived", "Quarantined"], f"seed {seed}: {documents} documents, " \
+        f"{states}" + schedule
 
 
 #: Shares of the default seeds whose schedule must reach the poller's paths (measured on 2026-12-03: the watchdog

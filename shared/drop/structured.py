@@ -50,7 +50,7 @@ def read_at_door(blob: BlobClient, name: str, size: int, etag: str, metadata: Ma
             pass
         except EInvoiceError as exc:
             error = str(exc)[:_ERROR_LIMIT]
-            log.warning("%s is sent as a plain document: %s", name[:300], error)
+            log.info("%s is sent as a plain document: %s", name[:300], error)
     if metadata.get("source") == ENFACT and metadata.get("invoicenumber"):
         channel = {column: unquote(metadata[key]).strip() for key, column in CHANNEL_METADATA.items()
                    if metadata.get(key, "").strip()}
