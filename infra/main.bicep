@@ -34,7 +34,7 @@ param location string
 @description('Resource group to create; empty = rg-<environmentName>.')
 param resourceGroupName string = ''
 
-@description('Storage replication (the archive holds accounting originals).')
+@description('Replication of the documents account (the archive holds ten years of accounting originals). Default Standard_GZRS (issue 22): zone-redundant in the region plus an asynchronous copy in the paired region; Standard_RAGZRS makes that copy readable; Standard_ZRS/LRS for a dev environment. The host account stays ZRS (modules/hoststorage.bicep).')
 @allowed([
   'Standard_ZRS'
   'Standard_GZRS'
@@ -43,20 +43,20 @@ param resourceGroupName string = ''
   'Standard_RAGRS'
   'Standard_LRS'
 ])
-param storageSkuName string = 'Standard_ZRS'
+param storageSkuName string = 'Standard_GZRS'
 
-@description('Flex maximumInstanceCount. The Inqom rate is bounded by INQOM_RATE_LIMIT across all instances, not by this; see infra/README.md (Scale and the Inqom budget) before changing it.')
+@description('Flex maximumInstanceCount, per function scale group (blob, HTTP, each other trigger). 40 = the lowest value every region accepts (lower values are a regional preview). The Inqom rate is bounded by INQOM_RATE_LIMIT across all instances, not by this; see infra/README.md (Scale and the Inqom budget) before changing it.')
 @minValue(1)
 @maxValue(1000)
-param maximumInstanceCount int = 10
+param maximumInstanceCount int = 40
 
 // ---- settings an operator chooses per environment (defaults = production / the code's) ----
 
-@description('INQOM_TOKEN_URL (staging: https://staging-auth.inqom.com/identity/connect/token).')
-param inqomTokenUrl string = 'https://auth.inqom.com/identity/connect/token'
+@description('INQOM_TOKEN_URL; empty = by environmentType: production in prod, https://<inqomStagingAuthHost>/identity/connect/token elsewhere (issue 22).')
+param inqomTokenUrl string = ''
 
-@description('INQOM_API_BASE_URL.')
-param inqomApiBaseUrl string = 'https://wa-fred-accounting-documents-prod.azurewebsites.net'
+@description('INQOM_API_BASE_URL; empty = by environmentType: production in prod, Inqom\'s staging (recette) API elsewhere (issue 22).')
+param inqomApiBaseUrl string = ''
 
 @description('INQOM_RATE_LIMIT: Inqom requests per second for the whole fleet, per Inqom credential (Inqom answers 429 above about 15/s per client and user). Raise it when Inqom grants more.')
 param inqomRateLimit string = '12'
@@ -77,8 +77,8 @@ param archiveAllowedHosts string = 'fredprodstorage.blob.${environment().suffixe
 @description('POLL_SCHEDULE: NCRONTAB (UTC) of the status poll.')
 param pollSchedule string = '0 */5 * * * *'
 
-@description('ENFACT_API_BASE_URL.')
-param enfactApiBaseUrl string = 'https://api5.onfact.be'
+@description('ENFACT_API_BASE_URL; empty = the production API in prod only. Outside prod it is required (no enFact staging endpoint is known): the preprovision hook refuses to provision without it (issue 22).')
+param enfactApiBaseUrl string = ''
 
 @description('ENFACT_COMPANY_FOLDERS: enFact company uuid → Inqom folder id, as uuid=folderId;uuid=folderId.')
 param enfactCompanyFolders string = ''
@@ -99,7 +99,73 @@ param archiveRetentionYears int = 10
 @description('Set to true once the archive retention policy has been locked (infra/README.md): ARM can no longer update a locked policy.')
 param archiveRetentionLocked bool = false
 
-@description('E-mail address that receives the alerts; empty = alerts fire with no one notified.')
+// ---- issue 22: environment type, archive protection, network isolation ----
+
+@description('prod, test or dev; sets the safe defaults of lockArchiveRetention and protectDocumentsAccount. Default: prod when the azd environment name is prod or production (any case), else dev.')
+@allowed([
+  'dev'
+  'test'
+  'prod'
+])
+param environmentType string = contains([
+  'prod'
+  'production'
+], toLower(environmentName)) ? 'prod' : 'dev'
+
+@description('Whether the archive retention policy must be locked (scripts/lock-archive-retention.sh, run by the postprovision hook, locks it and then sets ARCHIVE_RETENTION_LOCKED). Default: true in prod. Locking is irreversible: the container and its blobs cannot be deleted before their retention ends, by anyone.')
+param lockArchiveRetention bool = environmentType == 'prod'
+
+@description('CanNotDelete resource lock on the documents storage account (modules/protection.bicep). Default: true in prod.')
+param protectDocumentsAccount bool = environmentType == 'prod'
+
+// ---- issue 22: endpoints per environment (production endpoints only where environmentType is prod) ----
+
+@description('Host of Inqom\'s staging (recette) identity server, used for INQOM_TOKEN_URL outside prod. Inqom\'s seed specification writes staging-auth.inqom.com; Inqom\'s other documents write auth-staging.inqom.com. Confirm with Inqom and set INQOM_STAGING_AUTH_HOST (infra/README.md, Environments).')
+@allowed([
+  'staging-auth.inqom.com'
+  'auth-staging.inqom.com'
+])
+param inqomStagingAuthHost string = 'staging-auth.inqom.com'
+
+// Production endpoints: the code's defaults (shared/config.py INQOM_PROD_*), and enFact's one public API.
+var inqomProdTokenUrl = 'https://auth.inqom.com/identity/connect/token'
+var inqomProdApiBaseUrl = 'https://wa-fred-accounting-documents-prod.azurewebsites.net'
+var enfactProdApiBaseUrl = 'https://api5.onfact.be'
+var inqomStagingTokenUrl = 'https://${inqomStagingAuthHost}/identity/connect/token'
+var inqomStagingApiBaseUrl = 'https://wa-fred-accounting-documents-staging.azurewebsites.net'
+var isProduction = environmentType == 'prod'
+var effectiveInqomTokenUrl = (!empty(inqomTokenUrl)) ? inqomTokenUrl : (isProduction ? inqomProdTokenUrl : inqomStagingTokenUrl)
+var effectiveInqomApiBaseUrl = (!empty(inqomApiBaseUrl)) ? inqomApiBaseUrl : (isProduction ? inqomProdApiBaseUrl : inqomStagingApiBaseUrl)
+// Outside prod an empty value stays empty: the app then refuses to start (shared/config.py requires a
+// URL) rather than talk to production; the preprovision hook stops `azd provision` before that.
+var effectiveEnfactApiBaseUrl = (!empty(enfactApiBaseUrl)) ? enfactApiBaseUrl : (isProduction ? enfactProdApiBaseUrl : '')
+
+// ---- issue 22: retention and cost (archive tiering, Log Analytics cap and audit retention) ----
+
+@description('Days after creation an archived document moves to ARCHIVE_TIER (lifecycle rule tier-archive; allowed under WORM); 0 = stays Hot.')
+@minValue(0)
+param archiveTierAfterDays int = 90
+
+@description('Cool or Cold: tier of archived documents older than archiveTierAfterDays (both online; see infra/README.md for the cost effect).')
+@allowed([
+  'Cool'
+  'Cold'
+])
+param archiveTier string = 'Cold'
+
+@description('Log Analytics daily ingestion cap in GB; 0 = no cap. Ingestion, audit logs included, stops for the rest of the day when reached.')
+@minValue(0)
+param logAnalyticsDailyCapGb int = 0
+
+@description('Total retention (days) of the audit log tables (storage resource logs, FunctionAppLogs): 3653 = ten years; 90 of them interactive, the rest long-term retention.')
+@minValue(4)
+@maxValue(4383)
+param auditLogRetentionDays int = 3653
+
+@description('VNet integration of the app with private endpoints for both storage accounts and Key Vault (modules/network.bicep); public access to them is then closed. The app\'s inbound stays public (Event Grid webhook, enFact push). See infra/README.md, Network isolation.')
+param networkIsolation bool = false
+
+@description('E-mail address that receives the alerts. Empty = the alerts notify nobody: the preprovision hook (scripts/azd-preprovision.sh) then refuses to provision prod and prints a warning elsewhere.')
 param alertEmail string = ''
 
 @description('Hours after which the oldest pending document raises an alert.')
@@ -176,6 +242,8 @@ module monitoring 'modules/monitoring.bicep' = {
     applicationInsightsName: 'appi-${resourceToken}'
     location: location
     tags: tags
+    dailyQuotaGb: logAnalyticsDailyCapGb
+    auditTotalRetentionInDays: auditLogRetentionDays
   }
 }
 
@@ -189,7 +257,10 @@ module storage 'modules/storage.bicep' = {
     skuName: storageSkuName
     archiveRetentionYears: archiveRetentionYears
     archiveRetentionLocked: archiveRetentionLocked
+    archiveTierAfterDays: archiveTierAfterDays
+    archiveTier: archiveTier
     logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
+    networkIsolation: networkIsolation
   }
 }
 
@@ -200,6 +271,7 @@ module hostStorage 'modules/hoststorage.bicep' = {
     name: 'sth${resourceToken}'
     location: location
     tags: tags
+    networkIsolation: networkIsolation
   }
 }
 
@@ -217,6 +289,30 @@ module keyVault 'modules/keyvault.bicep' = {
     inqomClientSecret: inqomClientSecret
     enfactSessionKey: enfactSessionKey
     enfactWebhookSecret: enfactWebhookSecret
+    networkIsolation: networkIsolation
+  }
+}
+
+// ---- issue 22: delete protection and network isolation (both optional; see their parameters) ----
+
+module protection 'modules/protection.bicep' = if (protectDocumentsAccount) {
+  name: 'protection'
+  scope: rg
+  params: {
+    storageAccountName: storage.outputs.name
+  }
+}
+
+module network 'modules/network.bicep' = if (networkIsolation) {
+  name: 'network'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    resourceToken: resourceToken
+    storageAccountId: storage.outputs.id
+    hostStorageAccountId: hostStorage.outputs.id
+    keyVaultId: keyVault.outputs.id
   }
 }
 
@@ -261,6 +357,7 @@ module functionApp 'modules/functionapp.bicep' = {
   scope: rg
   dependsOn: [
     roles
+    network
   ]
   params: {
     name: functionAppName
@@ -288,18 +385,19 @@ module functionApp 'modules/functionapp.bicep' = {
     quarantineContainerName: storage.outputs.quarantineContainerName
     ledgerTableName: storage.outputs.ledgerTableName
     enfactQueueName: storage.outputs.enfactQueueName
-    inqomTokenUrl: inqomTokenUrl
-    inqomApiBaseUrl: inqomApiBaseUrl
+    inqomTokenUrl: effectiveInqomTokenUrl
+    inqomApiBaseUrl: effectiveInqomApiBaseUrl
     inqomRateLimit: inqomRateLimit
     inqomPollShare: inqomPollShare
     inqomMaxRequestsPerSecond: inqomMaxRequestsPerSecond
     allowedFolderIds: allowedFolderIds
     archiveAllowedHosts: archiveAllowedHosts
     pollSchedule: pollSchedule
-    enfactApiBaseUrl: enfactApiBaseUrl
+    enfactApiBaseUrl: effectiveEnfactApiBaseUrl
     enfactCompanyFolders: enfactCompanyFolders
     enfactSellerIds: enfactSellerIds
     enfactReconcileSchedule: enfactReconcileSchedule
+    virtualNetworkSubnetId: networkIsolation ? network.outputs.appSubnetId : ''
   }
 }
 
@@ -358,3 +456,8 @@ output EVENTGRID_SYSTEM_TOPIC_NAME string = eventGrid.outputs.name
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 output ALERT_ACTION_GROUP_ID string = alerts.outputs.actionGroupId
 output WORKBOOK_ID string = workbook.outputs.id
+// issue 22: what the postprovision hook (scripts/lock-archive-retention.sh) and the operator read.
+output ENVIRONMENT_TYPE string = environmentType
+output ARCHIVE_RETENTION_LOCK_REQUIRED bool = lockArchiveRetention
+output DOCUMENTS_ACCOUNT_DELETE_LOCK bool = protectDocumentsAccount
+output NETWORK_ISOLATION bool = networkIsolation

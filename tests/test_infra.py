@@ -62,6 +62,9 @@ EXPECTED_MODULES = {
     "modules/eventgrid.bicep",
     "modules/alerts.bicep",
     "modules/workbook.bicep",
+    # issue 22: optional modules (protectDocumentsAccount, networkIsolation)
+    "modules/protection.bicep",
+    "modules/network.bicep",
 }
 SUBSCRIPTION_STAGE = "eventgrid-subscription.bicep"
 
@@ -70,6 +73,11 @@ STORAGE_BLOB_DATA_OWNER = "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"
 STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
 STORAGE_BLOB_DATA_READER = "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1"
 STORAGE_QUEUE_DATA_CONTRIBUTOR = "974c5e8b-45b9-4653-ba55-5f855dd0fb88"
+STORAGE_QUEUE_DATA_READER = "19e7f393-937e-4f77-808e-94535e297925"
+STORAGE_QUEUE_DATA_MESSAGE_PROCESSOR = "8a0f0c08-91a1-4084-bc3d-661d67233fed"
+STORAGE_QUEUE_DATA_MESSAGE_SENDER = "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a"
+# issue 22: the custom archive role of modules/roles.bicep (its symbol stands for its id).
+ARCHIVE_WRITER_ROLE = "archiveWriterRole"
 STORAGE_TABLE_DATA_CONTRIBUTOR = "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"
 STORAGE_ACCOUNT_CONTRIBUTOR = "17d1049b-9a84-46fb-8f53-869881c3d3ab"
 KEY_VAULT_SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
@@ -80,16 +88,19 @@ QUEUE = "Microsoft.Storage/storageAccounts/queueServices/queues"
 TABLE = "Microsoft.Storage/storageAccounts/tableServices/tables"
 
 # (principal parameter, role, scope resource in modules/roles.bicep): exactly these. The documents
-# account's blobs and queues are granted per container / queue; only its table service (the app's
-# own tables) at account scope. The host account (AzureWebJobsStorage) gets account scope.
+# account's blobs, queues and the ledger table are granted per container / queue / table (issue 22:
+# custom archive role instead of Owner, queue roles narrowed, table scoped to the ledger). The host
+# account (AzureWebJobsStorage) gets account scope.
 EXPECTED_ROLE_ASSIGNMENTS = {
     ("appPrincipalId", STORAGE_BLOB_DATA_OWNER, "inboxContainer"),
-    ("appPrincipalId", STORAGE_BLOB_DATA_OWNER, "archiveContainer"),
+    ("appPrincipalId", ARCHIVE_WRITER_ROLE, "archiveContainer"),
     ("appPrincipalId", STORAGE_BLOB_DATA_CONTRIBUTOR, "quarantineContainer"),
-    ("appPrincipalId", STORAGE_QUEUE_DATA_CONTRIBUTOR, "enfactQueue"),
-    ("appPrincipalId", STORAGE_QUEUE_DATA_CONTRIBUTOR, "enfactPoisonQueue"),
-    ("appPrincipalId", STORAGE_QUEUE_DATA_CONTRIBUTOR, "blobTriggerPoisonQueue"),
-    ("appPrincipalId", STORAGE_TABLE_DATA_CONTRIBUTOR, "storage"),
+    ("appPrincipalId", STORAGE_QUEUE_DATA_MESSAGE_SENDER, "enfactQueue"),
+    ("appPrincipalId", STORAGE_QUEUE_DATA_READER, "enfactQueue"),
+    ("appPrincipalId", STORAGE_QUEUE_DATA_MESSAGE_PROCESSOR, "enfactQueue"),
+    ("appPrincipalId", STORAGE_QUEUE_DATA_MESSAGE_SENDER, "enfactPoisonQueue"),
+    ("appPrincipalId", STORAGE_QUEUE_DATA_MESSAGE_SENDER, "blobTriggerPoisonQueue"),
+    ("appPrincipalId", STORAGE_TABLE_DATA_CONTRIBUTOR, "ledgerTable"),
     ("appPrincipalId", STORAGE_BLOB_DATA_OWNER, "hostStorage"),
     ("appPrincipalId", STORAGE_QUEUE_DATA_CONTRIBUTOR, "hostStorage"),
     ("appPrincipalId", STORAGE_TABLE_DATA_CONTRIBUTOR, "hostStorage"),
@@ -114,7 +125,6 @@ ROLE_SCOPES = {
     "enfactPoisonQueue": (QUEUE, "enfactPoisonQueueName"),
     "blobTriggerPoisonQueue": (QUEUE, "blobTriggerPoisonQueueName"),
     "ledgerTable": (TABLE, "ledgerTableName"),
-    "storage": (STORAGE_ACCOUNT, "storageAccountName"),
     "hostStorage": (STORAGE_ACCOUNT, "hostStorageAccountName"),
     "vault": ("Microsoft.KeyVault/vaults", "keyVaultName"),
     "appInsights": ("Microsoft.Insights/components", "applicationInsightsName"),
@@ -228,6 +238,30 @@ SETTING_BY_ENV = {setting.env: setting for setting in SETTINGS}
 _PARSER = BicepParser()
 
 
+def _flatten_accessors(value: Any) -> Any:
+    """pycep-parser >= 0.5 (the version checkov 3.3 pins) returns ``a.b`` / ``a[i]`` / ``environment().x``
+    as nested ``property_accessor`` / ``index_accessor`` operators; fold them back into the dotted
+    strings (and the ``function.property_name``) of 0.4, which the helpers below were written for.
+    On this repository's templates the folded 0.5.1 output equals 0.4.1's exactly (issue 22)."""
+    if isinstance(value, list):
+        return [_flatten_accessors(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    value = {key: _flatten_accessors(item) for key, item in value.items()}
+    operator = value.get("operator") if len(value) == 1 else None
+    if isinstance(operator, dict) and operator.get("type") in ("property_accessor", "index_accessor"):
+        first, second = operator["operands"]["operand_1"], operator["operands"]["operand_2"]
+        if isinstance(first, str) and isinstance(second, str):
+            return f"{first}[{second}]" if operator["type"] == "index_accessor" else f"{first}.{second}"
+        if (operator["type"] == "property_accessor" and isinstance(second, str) and isinstance(first, dict)
+                and set(first) == {"function"} and isinstance(first["function"], dict)):
+            function = dict(first["function"])
+            prefix = function.get("property_name")
+            function["property_name"] = f"{prefix}.{second}" if prefix else second
+            return {"function": function}
+    return value
+
+
 # --------------------------------------------------------------------------------------------
 # helpers over pycep's JSON
 # --------------------------------------------------------------------------------------------
@@ -240,7 +274,7 @@ class Template:
         self.path = path
         self.rel = path.relative_to(INFRA).as_posix()
         self.text = path.read_text(encoding="utf-8")
-        self.json: dict[str, Any] = _PARSER.parse(text=self.text)
+        self.json: dict[str, Any] = _flatten_accessors(_PARSER.parse(text=self.text))
         self.params: dict[str, Any] = self.json.get("parameters") or {}
         self.vars: dict[str, Any] = self.json.get("variables") or {}
         self.resources: dict[str, Any] = self.json.get("resources") or {}
@@ -414,7 +448,7 @@ def test_main_composes_local_modules_only(main: Template, templates: dict[str, T
     for module in main.modules.values():
         assert module["type"] == "local", f"registry module {module['detail']} cannot be resolved offline"
         assert (INFRA / module["detail"]["path"]).is_file()
-        assert module["config"]["scope"] == "rg"
+        assert body(module)["scope"] == "rg"  # body(): through `if (…)` (issue 22's optional modules)
     # The subscription stage is deployed by the post-deploy hook, never by main.bicep.
     assert SUBSCRIPTION_STAGE not in paths
     for template in templates.values():
@@ -424,7 +458,7 @@ def test_main_composes_local_modules_only(main: Template, templates: dict[str, T
 def test_module_parameters_passed_by_main_exist(main: Template, templates: dict[str, Template]) -> None:
     for name, module in main.modules.items():
         target = templates[module["detail"]["path"]]
-        passed = set(module["config"]["params"])
+        passed = set(body(module)["params"])
         assert passed <= set(target.params), f"module {name} passes unknown parameters {passed - set(target.params)}"
         required = {p for p in target.params if not target.has_default(p)}
         assert required <= passed, f"module {name} misses required parameters {required - passed}"
@@ -754,7 +788,9 @@ def test_archive_is_versioned_and_write_once(storage: Template, main: Template) 
     assert storage.default("archiveRetentionLocked") is False
     # Previous versions are expired everywhere but in the archive.
     (_, lifecycle), = storage.resources_of_type("Microsoft.Storage/storageAccounts/managementPolicies").items()
-    (rule,) = body(lifecycle)["properties"]["policy"]["rules"]
+    rules = {r["name"]: r for r in body(lifecycle)["properties"]["policy"]["rules"]}
+    assert set(rules) == {"expire-previous-versions", "tier-archive"}  # tier-archive: issue 22, tested below
+    rule = rules["expire-previous-versions"]
     prefixes = rule["definition"]["filters"]["prefixMatch"]
     assert prefixes["loop_type"]["detail"]["array_name"] == "blobContainerNames" and prefixes["config"] == "${containerName}/"
     assert SETTING_BY_ENV["ARCHIVE_CONTAINER"].default not in {storage.resolve(n) for n in storage.vars["blobContainerNames"]["value"]}
@@ -866,7 +902,8 @@ def test_scale_and_concurrency_are_set_deliberately(functionapp: Template, main:
     assert scale["instanceMemoryMB"] == "instanceMemoryMB"
     # The only per-trigger setting the schema has (FunctionsScaleAndConcurrencyTriggers.http).
     assert scale["triggers"] == {"http": {"perInstanceConcurrency": "httpPerInstanceConcurrency"}}
-    assert functionapp.default("maximumInstanceCount") == main.default("maximumInstanceCount") == 10
+    # 40: the lowest maximum every region accepts (issue 22; test_maximum_instance_count_default_deploys).
+    assert functionapp.default("maximumInstanceCount") == main.default("maximumInstanceCount") == 40
     assert functionapp.default("httpPerInstanceConcurrency") == 16
     assert _main_source_for(main, "maximumInstanceCount") == "maximumInstanceCount"
     # Blob (Event Grid) and queue concurrency are host.json's: the README's arithmetic uses these.
@@ -882,14 +919,18 @@ def test_scale_and_concurrency_are_set_deliberately(functionapp: Template, main:
 def test_role_assignments_are_exactly_the_listed_ones(templates: dict[str, Template], roles: Template) -> None:
     found = []
     for template in templates.values():
-        assert not template.resources_of_type("Microsoft.Authorization/roleDefinitions"), "no custom roles"
+        if template is not roles:  # issue 22: the one custom role lives beside the assignments
+            assert not template.resources_of_type("Microsoft.Authorization/roleDefinitions"), "custom roles belong in roles.bicep"
         for name, assignment in template.resources_of_type("Microsoft.Authorization/roleAssignments").items():
             assert template is roles, f"{template.rel}: role assignment {name} belongs in modules/roles.bicep"
             config = body(assignment)
-            function = config["properties"]["roleDefinitionId"]["function"]
-            assert function["type"] == "subscription_resource_id"
-            assert function["parameters"]["resource_type"] == "Microsoft.Authorization/roleDefinitions"
-            role = template.resolve(function["parameters"]["resource_name_1"])
+            if _dotted(config["properties"]["roleDefinitionId"]) == f"{ARCHIVE_WRITER_ROLE}.id":
+                role = ARCHIVE_WRITER_ROLE
+            else:
+                function = config["properties"]["roleDefinitionId"]["function"]
+                assert function["type"] == "subscription_resource_id"
+                assert function["parameters"]["resource_type"] == "Microsoft.Authorization/roleDefinitions"
+                role = template.resolve(function["parameters"]["resource_name_1"])
             scope = config.get("scope")
             assert scope in template.resources, f"{name}: scope must be a resource of the module (not the group)"
             assert template.resources[scope]["existing"] is True
@@ -1496,3 +1537,511 @@ def test_posix_hook_gives_up_when_the_key_never_appears(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert "no blobs_extension key after 2 attempts" in proc.stderr
     assert not any(c.startswith("deployment") for c in (tmp_path / "az.log").read_text().splitlines())
+
+
+# --------------------------------------------------------------------------------------------
+# issue 22: identity and isolation
+# --------------------------------------------------------------------------------------------
+
+ROLE_DEFINITION = "Microsoft.Authorization/roleDefinitions"
+ROLE_ASSIGNMENT = "Microsoft.Authorization/roleAssignments"
+BLOB_ACTIONS = "Microsoft.Storage/storageAccounts/blobServices"
+
+
+def _dotted(value: Any) -> Any:
+    """``a.b.c`` whether pycep gives it as text or as nested property_accessor operators."""
+    if isinstance(value, dict) and value.get("operator", {}).get("type") == "property_accessor":
+        operands = value["operator"]["operands"]
+        return f"{_dotted(operands['operand_1'])}.{_dotted(operands['operand_2'])}"
+    return value
+
+
+def _eval(template: Template, expression: Any, **names: Any) -> Any:
+    """A parameter default or property expression with the given names bound (the rest resolved
+    through the template's defaults): conditionals, ==, !, contains(), toLower(), literals."""
+    if isinstance(expression, str):
+        if expression in names:
+            return names[expression]
+        if expression in template.params:
+            return _eval(template, template.default(expression), **names)
+        if expression in template.vars:
+            return _eval(template, template.vars[expression]["value"], **names)
+        return expression
+    if isinstance(expression, list):
+        return [_eval(template, item, **names) for item in expression]
+    if not isinstance(expression, dict):
+        return expression
+    if "function" in expression:
+        function = expression["function"]
+        args = {k: _eval(template, v, **names) for k, v in function["parameters"].items()}
+        if function["type"] == "to_lower":
+            return args["string_to_change"].lower()
+        if function["type"] == "contains":
+            return args["item_to_find"] in args["container"]
+        if function["type"] == "empty":
+            return not args["item_to_test"]
+        raise AssertionError(f"unsupported function {function['type']}")
+    operator = expression["operator"]
+    operands = operator["operands"]
+    kind = operator["type"]
+    if kind == "property_accessor":
+        return _dotted(expression)
+    if kind == "conditional":
+        chosen = "true_value" if _eval(template, operands["condition"], **names) else "false_value"
+        return _eval(template, operands[chosen], **names)
+    if kind == "equals":
+        return _eval(template, operands["operand_1"], **names) == _eval(template, operands["operand_2"], **names)
+    if kind == "not":
+        return not _eval(template, operands["bool_value"], **names)
+    raise AssertionError(f"unsupported operator {kind}")
+
+
+def test_archive_writer_role_is_contributor_like_without_policy_or_container_management(roles: Template) -> None:
+    """Item 1: Contributor's blob data actions the code needs plus tags/read and tags/write; no
+    control-plane action (so no container write/delete, no immutabilityPolicies/*), no blob delete."""
+    (symbol, definition), = roles.resources_of_type(ROLE_DEFINITION).items()
+    assert symbol == ARCHIVE_WRITER_ROLE
+    props = body(definition)["properties"]
+    assert props["type"] == "CustomRole"
+    (permission,) = props["permissions"]
+    data_actions = set(roles.resolve(permission["dataActions"]))
+    assert permission["actions"] == [] and permission["notActions"] == [] and permission["notDataActions"] == []
+    assert {
+        f"{BLOB_ACTIONS}/containers/blobs/read",
+        f"{BLOB_ACTIONS}/containers/blobs/write",
+        f"{BLOB_ACTIONS}/containers/blobs/add/action",
+        f"{BLOB_ACTIONS}/containers/blobs/tags/read",
+        f"{BLOB_ACTIONS}/containers/blobs/tags/write",
+    } == data_actions
+    every_action = " ".join(data_actions | set(permission["actions"]))
+    for forbidden in ("immutabilityPolicies", "containers/delete", "containers/write", "containers/*", "blobs/*",
+                      "blobs/delete", "blobs/move", "deleteBlobVersion", "immutableStorage", "runAsSuperUser"):
+        assert forbidden not in every_action, forbidden
+    # Assignable at the resource group only; its name unique per tenant (role names are).
+    (scope,) = props["assignableScopes"]
+    assert scope["function"]["type"] == "resource_group" and scope["function"]["property_name"] == "id"
+    assert "${uniqueString(resourceGroup().id)}" in props["roleName"]
+
+
+def test_app_archive_assignment_uses_the_custom_role_not_owner(roles: Template) -> None:
+    archive = {
+        name: body(a) for name, a in roles.resources_of_type(ROLE_ASSIGNMENT).items()
+        if body(a)["scope"] == "archiveContainer" and body(a)["properties"]["principalId"] == "appPrincipalId"
+    }
+    assert list(archive) == ["appArchive"]
+    assert _dotted(archive["appArchive"]["properties"]["roleDefinitionId"]) == f"{ARCHIVE_WRITER_ROLE}.id"
+    # Owner (immutabilityPolicies/delete among containers/*) stays only on the inbox and the host account.
+    owner_scopes = set()
+    for assignment in roles.resources_of_type(ROLE_ASSIGNMENT).values():
+        role_id = body(assignment)["properties"]["roleDefinitionId"]
+        if isinstance(role_id, dict) and "function" in role_id:
+            if roles.resolve(role_id["function"]["parameters"]["resource_name_1"]) == STORAGE_BLOB_DATA_OWNER:
+                owner_scopes.add(body(assignment)["scope"])
+    assert owner_scopes == {"inboxContainer", "hostStorage"}
+    readme = (INFRA / "README.md").read_text(encoding="utf-8")
+    assert "archive writer" in readme and "tags/write" in readme
+
+
+@pytest.mark.parametrize(("environment_name", "expected"), [
+    ("prod", "prod"), ("Production", "prod"), ("dev", "dev"), ("staging", "dev"), ("prod-eu", "dev"),
+])
+def test_environment_type_defaults_from_the_azd_environment_name(main: Template, environment_name: str, expected: str) -> None:
+    assert _eval(main, "environmentType", environmentName=environment_name) == expected
+    assert set(_allowed(main, "environmentType")) == {"dev", "test", "prod"}
+
+
+def _allowed(template: Template, param: str) -> list:
+    for decorator in template.params[param]["decorators"]:
+        if decorator["type"] == "allowed":
+            return decorator["argument"]
+    return []
+
+
+@pytest.mark.parametrize(("environment_type", "locked"), [("prod", True), ("dev", False), ("test", False)])
+def test_archive_lock_and_delete_lock_default_per_environment(main: Template, environment_type: str, locked: bool) -> None:
+    """Item 1: prod locks the retention policy (scripted) and puts a CanNotDelete lock on the documents
+    account; dev/test keep both off (an unlocked policy can still be removed there: said in the README)."""
+    assert _eval(main, "lockArchiveRetention", environmentType=environment_type) is locked
+    assert _eval(main, "protectDocumentsAccount", environmentType=environment_type) is locked
+    assert main.outputs["ARCHIVE_RETENTION_LOCK_REQUIRED"]["value"] == "lockArchiveRetention"
+
+
+def test_resource_lock_on_the_documents_account_in_production_only(main: Template, templates: dict[str, Template]) -> None:
+    module = main.modules["protection"]
+    assert module["detail"]["path"] == "modules/protection.bicep"
+    assert module["config"]["condition"] == "protectDocumentsAccount"
+    assert _dotted(body(module)["params"]["storageAccountName"]) == "storage.outputs.name"
+    protection = templates["modules/protection.bicep"]
+    (_, lock), = protection.resources_of_type("Microsoft.Authorization/locks").items()
+    assert body(lock)["scope"] == "storage" and body(lock)["properties"]["level"] == "CanNotDelete"
+    assert protection.resources["storage"]["type"] == STORAGE_ACCOUNT and protection.resources["storage"]["existing"]
+    assert _eval(main, "protectDocumentsAccount", environmentName="prod") is True
+    assert _eval(main, "protectDocumentsAccount", environmentName="dev") is False
+
+
+def test_locking_the_policy_is_a_scripted_postprovision_step(tmp_path: Path) -> None:
+    config = yaml.safe_load((ROOT / "azure.yaml").read_text(encoding="utf-8"))
+    hook = config["hooks"]["postprovision"]
+    assert hook["posix"]["run"] == "./scripts/lock-archive-retention.sh"
+    assert hook["windows"]["run"] == "./scripts/lock-archive-retention.ps1"
+    script = ROOT / "scripts" / "lock-archive-retention.sh"
+    assert os.access(script, os.X_OK)
+    for path in (script, ROOT / "scripts" / "lock-archive-retention.ps1"):
+        text = path.read_text(encoding="utf-8")
+        assert "az storage container immutability-policy lock" in text and "--if-match" in text
+        assert "azd env set ARCHIVE_RETENTION_LOCKED true" in text
+    # Run it with a fake az/azd: dev does nothing, prod locks an unlocked policy then records it.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls"
+    (bin_dir / "az").write_text(
+        "#!/bin/sh\necho \"az $*\" >> \"$CALLS\"\n"
+        "case \"$*\" in *'--query state'*) echo \"$FAKE_STATE\";; *'--query etag'*) echo '\"0x8D\"';; esac\n")
+    (bin_dir / "azd").write_text("#!/bin/sh\necho \"azd $*\" >> \"$CALLS\"\n")
+    for tool in ("az", "azd"):
+        (bin_dir / tool).chmod(0o755)
+    base = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(log), "AZURE_RESOURCE_GROUP": "rg-x",
+            "STORAGE_ACCOUNT_NAME": "stx", "ARCHIVE_CONTAINER": "archive"}
+    dev = subprocess.run(["sh", str(script)], env={**base, "ARCHIVE_RETENTION_LOCK_REQUIRED": "false"},
+                         capture_output=True, text=True, timeout=30)
+    assert dev.returncode == 0 and not log.exists() and "stays unlocked" in dev.stdout
+    prod = subprocess.run(["sh", str(script)], env={**base, "ARCHIVE_RETENTION_LOCK_REQUIRED": "true", "FAKE_STATE": "Unlocked"},
+                          capture_output=True, text=True, timeout=30)
+    assert prod.returncode == 0, prod.stderr
+    calls = log.read_text(encoding="utf-8")
+    assert "immutability-policy lock --resource-group rg-x --account-name stx --container-name archive --if-match" in calls
+    assert calls.strip().endswith("azd env set ARCHIVE_RETENTION_LOCKED true")
+
+
+def test_ledger_table_role_is_scoped_to_the_ledger_table(roles: Template) -> None:
+    """Item 4: Table Data Contributor on the ledger table only (it also holds the budget rows)."""
+    for name, assignment in roles.resources_of_type(ROLE_ASSIGNMENT).items():
+        config = body(assignment)
+        assert config["scope"] != "storage", f"{name}: nothing at documents-account scope"
+    assert body(roles.resources["appTables"])["scope"] == "ledgerTable"
+    budget = (ROOT / "shared" / "inqom" / "budget_row.py").read_text(encoding="utf-8")
+    assert "in the ledger table" in budget
+
+
+def test_queue_roles_are_the_narrowest_that_suffice(roles: Template) -> None:
+    """Item 4: the enFact queue gets Sender (enqueue) + Reader and Message Processor (the queue
+    trigger, per Microsoft's Queue Storage binding page); the poison queues only Sender (the host and
+    the blob trigger write them). No Queue Data Contributor on the documents account."""
+    found: dict[str, set[str]] = {}
+    for assignment in roles.resources_of_type(ROLE_ASSIGNMENT).values():
+        config = body(assignment)
+        if config["properties"]["principalId"] != "appPrincipalId":
+            continue
+        role_id = config["properties"]["roleDefinitionId"]
+        if isinstance(role_id, dict) and "function" in role_id:
+            found.setdefault(config["scope"], set()).add(roles.resolve(role_id["function"]["parameters"]["resource_name_1"]))
+    assert found["enfactQueue"] == {STORAGE_QUEUE_DATA_MESSAGE_SENDER, STORAGE_QUEUE_DATA_READER, STORAGE_QUEUE_DATA_MESSAGE_PROCESSOR}
+    assert found["enfactPoisonQueue"] == {STORAGE_QUEUE_DATA_MESSAGE_SENDER}
+    assert found["blobTriggerPoisonQueue"] == {STORAGE_QUEUE_DATA_MESSAGE_SENDER}
+    # The host account keeps Queue Data Contributor (host-created queues, blob trigger control queue).
+    assert STORAGE_QUEUE_DATA_CONTRIBUTOR in found["hostStorage"]
+    assert all(STORAGE_QUEUE_DATA_CONTRIBUTOR not in roles_ for scope, roles_ in found.items() if scope != "hostStorage")
+
+
+def test_network_isolation_option_declares_vnet_endpoints_and_zones(main: Template, templates: dict[str, Template]) -> None:
+    """Item 5: VNet + Flex integration subnet (delegated to Microsoft.App/environments) + private
+    endpoints for both storage accounts (blob, queue, table) and Key Vault, with private DNS zones."""
+    assert main.default("networkIsolation") is False
+    module = main.modules["network"]
+    assert module["detail"]["path"] == "modules/network.bicep" and module["config"]["condition"] == "networkIsolation"
+    params = body(module)["params"]
+    assert _dotted(params["storageAccountId"]) == "storage.outputs.id"
+    assert _dotted(params["hostStorageAccountId"]) == "hostStorage.outputs.id"
+    assert _dotted(params["keyVaultId"]) == "keyVault.outputs.id"
+    network = templates["modules/network.bicep"]
+    (_, vnet), = network.resources_of_type("Microsoft.Network/virtualNetworks").items()
+    subnets = {s["name"]: s["properties"] for s in body(vnet)["properties"]["subnets"]}
+    assert set(subnets) == {"app", "private-endpoints"}
+    assert [d["properties"]["serviceName"] for d in subnets["app"]["delegations"]] == ["Microsoft.App/environments"]
+    assert subnets["private-endpoints"]["privateEndpointNetworkPolicies"] == "Disabled"
+    endpoints = network.vars["storageEndpoints"]["value"]
+    pairs = {(e["accountId"], e["group"]) for e in endpoints}
+    assert pairs == {(account, group) for account in ("storageAccountId", "hostStorageAccountId") for group in ("blob", "queue", "table")}
+    storage_groups = network.vars["storageGroups"]["value"]
+    assert all(storage_groups[e["zone"]] == e["group"] for e in endpoints)
+    pe = network.resources_of_type("Microsoft.Network/privateEndpoints")
+    assert set(pe) == {"storagePrivateEndpoints", "vaultPrivateEndpoint"}
+    assert loop_of(pe["storagePrivateEndpoints"])["detail"]["array_name"] == "storageEndpoints"
+    (vault_connection,) = body(pe["vaultPrivateEndpoint"])["properties"]["privateLinkServiceConnections"]
+    assert vault_connection["properties"]["privateLinkServiceId"] == "keyVaultId"
+    assert vault_connection["properties"]["groupIds"] == ["vault"]
+    zones = network.resources_of_type("Microsoft.Network/privateDnsZones")
+    assert body(zones["storageZones"])["name"] == "privatelink.${group}.${storageSuffix}"
+    assert body(zones["vaultZone"])["name"] == "privatelink.vaultcore.azure.net"
+    links = network.resources_of_type("Microsoft.Network/privateDnsZones/virtualNetworkLinks")
+    assert len(links) == 2 and all(_dotted(body(l)["properties"]["virtualNetwork"]["id"]) == "vnet.id" for l in links.values())
+    groups = network.resources_of_type("Microsoft.Network/privateEndpoints/privateDnsZoneGroups")
+    assert set(groups) == {"storageDnsGroups", "vaultDnsGroup"}
+    assert loop_of(groups["storageDnsGroups"])["detail"]["array_name"] == "storageEndpoints"
+    (vault_zone_config,) = body(groups["vaultDnsGroup"])["properties"]["privateDnsZoneConfigs"]
+    assert body(groups["vaultDnsGroup"])["parent"] == "vaultPrivateEndpoint"
+    assert _dotted(vault_zone_config["properties"]["privateDnsZoneId"]) == "vaultZone.id"
+    assert _dotted(network.outputs["appSubnetId"]["value"]) == "appSubnet.id"
+
+
+@pytest.mark.parametrize("isolated", [True, False])
+def test_network_isolation_closes_public_access_only_when_on(main: Template, templates: dict[str, Template], isolated: bool) -> None:
+    """On: host account and Key Vault publicNetworkAccess Disabled, documents account firewall Deny
+    (trusted services only: Event Grid dead-letters there), app VNet-integrated. Off: today's public
+    endpoints. The app's inbound stays public either way (Event Grid webhook, enFact push)."""
+    for module in ("storage", "hostStorage", "keyVault"):
+        assert body(main.modules[module])["params"]["networkIsolation"] == "networkIsolation", module
+    expected_access = "Disabled" if isolated else "Enabled"
+    expected_action = "Deny" if isolated else "Allow"
+    for rel, resource_type in (("modules/hoststorage.bicep", STORAGE_ACCOUNT), ("modules/keyvault.bicep", "Microsoft.KeyVault/vaults")):
+        template = templates[rel]
+        _, resource = template.one(resource_type)
+        props = body(resource)["properties"]
+        assert _eval(template, props["publicNetworkAccess"], networkIsolation=isolated) == expected_access, rel
+        assert _eval(template, props["networkAcls"]["defaultAction"], networkIsolation=isolated) == expected_action, rel
+        assert template.default("networkIsolation") is False
+    documents = templates["modules/storage.bicep"]
+    _, account = documents.one(STORAGE_ACCOUNT)
+    props = body(account)["properties"]
+    assert _eval(documents, props["networkAcls"]["defaultAction"], networkIsolation=isolated) == expected_action
+    assert props["networkAcls"]["bypass"] == "AzureServices"
+    functionapp = templates["modules/functionapp.bicep"]
+    _, site = functionapp.one("Microsoft.Web/sites")
+    site_props = body(site)["properties"]
+    assert site_props["publicNetworkAccess"] == "Enabled"
+    subnet = _eval(main, body(main.modules["functionApp"])["params"]["virtualNetworkSubnetId"], networkIsolation=isolated)
+    assert subnet == ("network.outputs.appSubnetId" if isolated else "")
+    assert _eval(functionapp, site_props["virtualNetworkSubnetId"], virtualNetworkSubnetId=subnet) == (subnet or None)
+    assert "network" in body(main.modules["functionApp"])["dependsOn"]
+
+
+# --------------------------------------------------------------------------------------------
+# issue 22: checkov, scale, environments, retention
+# --------------------------------------------------------------------------------------------
+
+PREPROVISION_SH = ROOT / "scripts" / "azd-preprovision.sh"
+PREPROVISION_PS1 = ROOT / "scripts" / "azd-preprovision.ps1"
+INQOM_PROD_HOSTS = ("auth.inqom.com", "wa-fred-accounting-documents-prod.azurewebsites.net")
+ENFACT_PROD_HOST = "api5.onfact.be"
+
+
+def _value22(template: Template, expression: Any, **names: Any) -> Any:
+    """Evaluate a pycep expression with ``names`` bound and everything else resolved through the
+    template's parameter defaults and variables: literals, "${name}" interpolation, conditionals,
+    !, ==, >, empty(), unary minus."""
+    if isinstance(expression, str):
+        if expression in names:
+            return names[expression]
+        if expression in template.params:
+            return _value22(template, template.default(expression), **names)
+        if expression in template.vars:
+            return _value22(template, template.vars[expression]["value"], **names)
+        return re.sub(r"\$\{(\w+)\}", lambda m: str(_value22(template, m.group(1), **names)), expression)
+    if isinstance(expression, list):
+        return [_value22(template, item, **names) for item in expression]
+    if not isinstance(expression, dict):
+        return expression
+    if set(expression) == {"function"}:
+        function = expression["function"]
+        args = {k: _value22(template, v, **names) for k, v in function.get("parameters", {}).items()}
+        if function["type"] == "to_lower":
+            return args["string_to_change"].lower()
+        if function["type"] == "contains":
+            return args["item_to_find"] in args["container"]
+        assert function["type"] == "empty", f"unsupported function {function['type']}"
+        return not args["item_to_test"]
+    if set(expression) != {"operator"}:
+        return {k: _value22(template, v, **names) for k, v in expression.items()}
+    kind, operands = expression["operator"]["type"], expression["operator"]["operands"]
+    if kind == "conditional":
+        chosen = "true_value" if _value22(template, operands["condition"], **names) else "false_value"
+        return _value22(template, operands[chosen], **names)
+    if kind == "not":
+        return not _value22(template, operands["bool_value"], **names)
+    if kind == "minus" and set(operands) == {"integer_value"}:
+        return -operands["integer_value"]
+    left, right = (_value22(template, operands[k], **names) for k in ("operand_1", "operand_2"))
+    return {"equals": lambda: left == right, "greater_than": lambda: left > right}[kind]()
+
+
+def _function_app_setting_source(main: Template, module_param: str) -> Any:
+    return body(main.modules["functionApp"])["params"][module_param]
+
+
+@pytest.mark.parametrize("environment_type", ["dev", "test"])
+def test_no_production_endpoint_in_a_non_production_environment(main: Template, environment_type: str) -> None:
+    """Issue 22 item 6: with nothing set, a non-prod environment gets Inqom's staging endpoints and
+    no enFact endpoint at all (the preprovision hook then refuses to provision); prod gets production."""
+    parameters = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))["parameters"]
+    for name, variable in (("inqomTokenUrl", "INQOM_TOKEN_URL"), ("inqomApiBaseUrl", "INQOM_API_BASE_URL"),
+                           ("enfactApiBaseUrl", "ENFACT_API_BASE_URL")):
+        assert main.default(name) == "", f"{name}: a literal default would apply in every environment"
+        assert parameters[name]["value"] == "${%s=}" % variable
+    values = {
+        module_param: _value22(main, _function_app_setting_source(main, module_param), environmentType=environment_type)
+        for module_param in ("inqomTokenUrl", "inqomApiBaseUrl", "enfactApiBaseUrl")
+    }
+    for value in values.values():
+        assert not any(host in value for host in (*INQOM_PROD_HOSTS, ENFACT_PROD_HOST)) or "staging" in value, values
+    assert values["inqomTokenUrl"] == "https://staging-auth.inqom.com/identity/connect/token"
+    assert values["inqomApiBaseUrl"] == "https://wa-fred-accounting-documents-staging.azurewebsites.net"
+    assert values["enfactApiBaseUrl"] == ""
+    # An explicit value wins everywhere; prod defaults are the code's own defaults.
+    assert _value22(main, _function_app_setting_source(main, "inqomTokenUrl"), environmentType=environment_type,
+                    inqomTokenUrl="https://x.example/token") == "https://x.example/token"
+    prod = {p: _value22(main, _function_app_setting_source(main, p), environmentType="prod")
+            for p in ("inqomTokenUrl", "inqomApiBaseUrl", "enfactApiBaseUrl")}
+    assert prod == {"inqomTokenUrl": SETTING_BY_ENV["INQOM_TOKEN_URL"].default,
+                    "inqomApiBaseUrl": SETTING_BY_ENV["INQOM_API_BASE_URL"].default,
+                    "enfactApiBaseUrl": SETTING_BY_ENV["ENFACT_API_BASE_URL"].default}
+    assert _value22(main, "environmentType", environmentName="staging") == "dev"
+
+
+def test_inqom_staging_auth_host_is_a_documented_parameter(main: Template) -> None:
+    """Issue 22 item 6: the seed spec writes staging-auth.inqom.com, Inqom's other documents
+    auth-staging.inqom.com; both are allowed values and infra/README.md names both."""
+    allowed = next(d["argument"] for d in main.params["inqomStagingAuthHost"]["decorators"] if d["type"] == "allowed")
+    assert set(allowed) == {"staging-auth.inqom.com", "auth-staging.inqom.com"}
+    assert main.default("inqomStagingAuthHost") == "staging-auth.inqom.com"
+    parameters = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))["parameters"]
+    assert parameters["inqomStagingAuthHost"]["value"] == "${INQOM_STAGING_AUTH_HOST=staging-auth.inqom.com}"
+    assert _value22(main, _function_app_setting_source(main, "inqomTokenUrl"), environmentType="dev",
+                    inqomStagingAuthHost="auth-staging.inqom.com") == "https://auth-staging.inqom.com/identity/connect/token"
+    readme = (INFRA / "README.md").read_text(encoding="utf-8")
+    assert "staging-auth.inqom.com" in readme and "auth-staging.inqom.com" in readme and "INQOM_STAGING_AUTH_HOST" in readme
+
+
+def test_azure_yaml_runs_the_preprovision_checks() -> None:
+    config = yaml.safe_load((ROOT / "azure.yaml").read_text(encoding="utf-8"))
+    hook = config["hooks"]["preprovision"]
+    assert hook["posix"] == {"shell": "sh", "run": "./scripts/azd-preprovision.sh", "continueOnError": False}
+    assert hook["windows"] == {"shell": "pwsh", "run": "./scripts/azd-preprovision.ps1", "continueOnError": False}
+    assert os.access(PREPROVISION_SH, os.X_OK) and PREPROVISION_PS1.is_file()
+    for script in (PREPROVISION_SH, PREPROVISION_PS1):
+        text = script.read_text(encoding="utf-8")
+        for name in ("ENFACT_API_BASE_URL", "INQOM_TOKEN_URL", "INQOM_API_BASE_URL", "ALERT_EMAIL", "ENVIRONMENT_TYPE",
+                     "ALLOW_PRODUCTION_ENDPOINTS"):
+            assert name in text, f"{script.name} does not check {name}"
+
+
+def _preprovision(**env: str) -> subprocess.CompletedProcess[str]:
+    clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env}
+    return subprocess.run(["sh", str(PREPROVISION_SH)], capture_output=True, text=True, env=clean, timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("env", "ok", "expected"),
+    [
+        ({"AZURE_ENV_NAME": "dev", "ENFACT_API_BASE_URL": "https://enfact.test", "ALERT_EMAIL": "ops@x.example"}, True, ""),
+        ({"AZURE_ENV_NAME": "dev", "ALERT_EMAIL": "ops@x.example"}, False, "ENFACT_API_BASE_URL is required"),
+        ({"AZURE_ENV_NAME": "dev", "ENFACT_API_BASE_URL": "https://enfact.test", "ALERT_EMAIL": "ops@x.example",
+          "INQOM_TOKEN_URL": "https://auth.inqom.com/identity/connect/token"}, False, "production identity server"),
+        ({"AZURE_ENV_NAME": "dev", "ENFACT_API_BASE_URL": "https://enfact.test", "ALERT_EMAIL": "ops@x.example",
+          "INQOM_TOKEN_URL": "https://staging-auth.inqom.com/identity/connect/token"}, True, ""),
+        ({"AZURE_ENV_NAME": "dev", "ENFACT_API_BASE_URL": "https://enfact.test", "ALERT_EMAIL": "ops@x.example",
+          "INQOM_API_BASE_URL": "https://wa-fred-accounting-documents-prod.azurewebsites.net",
+          "ALLOW_PRODUCTION_ENDPOINTS": "true"}, True, ""),
+        ({"AZURE_ENV_NAME": "dev", "ENFACT_API_BASE_URL": "https://enfact.test"}, True, "NOTIFY NOBODY"),
+        ({"AZURE_ENV_NAME": "Production"}, False, "ALERT_EMAIL is empty"),
+        ({"AZURE_ENV_NAME": "prod", "ALERT_EMAIL": "ops@x.example"}, True, ""),
+        ({"AZURE_ENV_NAME": "x", "ENVIRONMENT_TYPE": "prod", "ALERT_EMAIL": "ops@x.example"}, True, ""),
+    ],
+)
+def test_preprovision_hook_refuses_production_defaults_and_silent_alerts(env: dict[str, str], ok: bool, expected: str) -> None:
+    """Issue 22 item 6: outside prod, no enFact URL or a production Inqom URL stops `azd provision`;
+    an empty ALERT_EMAIL stops prod and is a loud warning elsewhere."""
+    if not shutil.which("sh"):
+        pytest.skip("sh not available")
+    proc = _preprovision(**env)
+    assert (proc.returncode == 0) is ok, proc.stderr
+    assert expected in proc.stderr
+
+
+def test_alert_email_empty_is_never_silent(main: Template) -> None:
+    description = next(d["argument"] for d in main.params["alertEmail"]["decorators"] if d["type"] == "description")
+    assert "preprovision" in description and main.default("alertEmail") == ""
+
+
+def test_maximum_instance_count_default_deploys(main: Template, functionapp: Template) -> None:
+    """Issue 22 item 2: 40 is the lowest maximum every region accepts; it applies per function scale
+    group, and infra/README.md sizes the Inqom budget note for it."""
+    parameters = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))["parameters"]
+    assert main.default("maximumInstanceCount") == functionapp.default("maximumInstanceCount") == 40
+    assert parameters["maximumInstanceCount"]["value"] == "${MAXIMUM_INSTANCE_COUNT=40}"
+    readme = (INFRA / "README.md").read_text(encoding="utf-8")
+    assert "`maximumInstanceCount` = **40**" in readme and "per function scale group" in readme
+
+
+def test_documents_account_is_geo_redundant_by_default(main: Template, storage: Template, hoststorage: Template) -> None:
+    """Issue 22 item 3: a ten-year archive on ZRS stays in one region; GZRS by default, RA-GZRS offered."""
+    parameters = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))["parameters"]
+    assert main.default("storageSkuName") == storage.default("skuName") == "Standard_GZRS"
+    assert parameters["storageSkuName"]["value"] == "${STORAGE_SKU_NAME=Standard_GZRS}"
+    allowed = next(d["argument"] for d in main.params["storageSkuName"]["decorators"] if d["type"] == "allowed")
+    assert {"Standard_GZRS", "Standard_RAGZRS"} <= set(allowed)
+    assert body(main.modules["storage"])["params"]["skuName"] == "storageSkuName"
+    _, account = storage.one(STORAGE_ACCOUNT)
+    assert body(account)["sku"]["name"] == "skuName"
+    # The host account stays ZRS, with its reason in the resource (checkov CKV_AZURE_206).
+    assert hoststorage.default("hostSkuName") == "Standard_ZRS"
+    assert "checkov:skip=CKV_AZURE_206" in hoststorage.text
+
+
+def test_log_analytics_daily_cap_and_audit_retention_parameters(main: Template, templates: dict[str, Template]) -> None:
+    """Issue 22 item 7: workspaceCapping.dailyQuotaGb from a parameter (0 = no cap, sent as -1), and the
+    audit tables kept ten years (interactive retention + long-term)."""
+    monitoring = templates["modules/monitoring.bicep"]
+    parameters = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))["parameters"]
+    params = body(main.modules["monitoring"])["params"]
+    assert params["dailyQuotaGb"] == "logAnalyticsDailyCapGb" and main.default("logAnalyticsDailyCapGb") == 0
+    assert parameters["logAnalyticsDailyCapGb"]["value"] == "${LOG_ANALYTICS_DAILY_CAP_GB=0}"
+    _, workspace = monitoring.one("Microsoft.OperationalInsights/workspaces")
+    quota = body(workspace)["properties"]["workspaceCapping"]["dailyQuotaGb"]
+    assert _value22(monitoring, quota) == -1 and _value22(monitoring, quota, dailyQuotaGb=5) == 5
+    assert params["auditTotalRetentionInDays"] == "auditLogRetentionDays" and main.default("auditLogRetentionDays") >= 3650
+    assert parameters["auditLogRetentionDays"]["value"] == "${AUDIT_LOG_RETENTION_DAYS=3653}"
+    (_, tables), = monitoring.resources_of_type("Microsoft.OperationalInsights/workspaces/tables").items()
+    assert loop_of(tables)["detail"]["array_name"] == "auditTables"
+    assert set(monitoring.vars["auditTables"]["value"]) == {"StorageBlobLogs", "StorageQueueLogs", "StorageTableLogs", "FunctionAppLogs"}
+    props = body(tables)["properties"]
+    assert props == {"retentionInDays": "retentionInDays", "totalRetentionInDays": "auditTotalRetentionInDays"}
+
+
+@pytest.mark.parametrize(("tier", "action"), [("Cold", "tierToCold"), ("Cool", "tierToCool")])
+def test_archive_tiers_to_cool_or_cold_after_n_days(main: Template, storage: Template, tier: str, action: str) -> None:
+    """Issue 22 item 7: a lifecycle rule moves archived documents (and only them) to Cool or Cold
+    after archiveTierAfterDays; disabled at 0; never deletes (the WORM policy forbids it anyway)."""
+    (_, lifecycle), = storage.resources_of_type("Microsoft.Storage/storageAccounts/managementPolicies").items()
+    rules = {r["name"]: r for r in body(lifecycle)["properties"]["policy"]["rules"]}
+    rule = rules["tier-archive"]
+    assert rule["definition"]["filters"] == {"blobTypes": ["blockBlob"], "prefixMatch": ["${archiveContainerName}/"]}
+    assert _value22(storage, rule["enabled"]) is True and _value22(storage, rule["enabled"], archiveTierAfterDays=0) is False
+    actions = _value22(storage, rule["definition"]["actions"], archiveTier=tier, archiveTierAfterDays=90)
+    assert actions == {"baseBlob": {action: {"daysAfterCreationGreaterThan": 90}}}
+    assert storage.default("archiveTier") == main.default("archiveTier") == "Cold"
+    assert storage.default("archiveTierAfterDays") == main.default("archiveTierAfterDays") == 90
+    allowed = next(d["argument"] for d in storage.params["archiveTier"]["decorators"] if d["type"] == "allowed")
+    assert set(allowed) == {"Cool", "Cold"}  # online tiers only: Archive would need rehydration
+    module = body(main.modules["storage"])["params"]
+    assert module["archiveTier"] == "archiveTier" and module["archiveTierAfterDays"] == "archiveTierAfterDays"
+
+
+def test_checkov_is_the_pinned_current_release(checkov_report: dict[str, Any]) -> None:
+    """Issue 22 item 3: the pinned checkov is the 3.3 line, and that is what ran."""
+    pins = dict(
+        line.split("#")[0].strip().split("==")
+        for line in (ROOT / "requirements-dev.txt").read_text(encoding="utf-8").splitlines()
+        if "==" in line.split("#")[0]
+    )
+    assert pins["checkov"].startswith("3.3.")
+    assert checkov_report["summary"]["checkov_version"] == pins["checkov"]
+    assert checkov_report["summary"]["failed"] == 0
+
+
+def test_ledger_backup_script_is_documented() -> None:
+    script = ROOT / "scripts" / "backup-ledger.py"
+    text = script.read_text(encoding="utf-8")
+    assert "def export" in text and "def restore" in text and "EdmType" in text
+    compile(text, str(script), "exec")
+    readme = (INFRA / "README.md").read_text(encoding="utf-8")
+    assert "scripts/backup-ledger.py" in readme

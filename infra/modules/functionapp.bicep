@@ -62,15 +62,23 @@ param keyVaultUri string
 ])
 param pythonVersion string = '3.11'
 
-@description('Flex maximumInstanceCount (scaleAndConcurrency). The Inqom rate is bounded by the fleet-wide INQOM_RATE_LIMIT, not by this; it is sized so that the upload scale group can keep the budget busy without idling instances that only wait for it (infra/README.md, Scale and the Inqom budget).')
+@description('Flex maximumInstanceCount (scaleAndConcurrency): on-demand instances per function scale group (blob, HTTP, each other trigger), not per app. 40 is the lowest value every region accepts (below 40 is a regional preview). The Inqom rate is bounded by the fleet-wide INQOM_RATE_LIMIT, not by this (infra/README.md, Scale and the Inqom budget).')
 @minValue(1)
 @maxValue(1000)
-param maximumInstanceCount int = 10
+param maximumInstanceCount int = 40
+
+// ---- issue 22: zone redundancy of the Flex plan (checkov CKV_AZURE_225) ----
+@description('Flex plan zoneRedundant. Off by default: Microsoft keeps at least two always-ready instances per function scale group of a zone-redundant Flex app, billed as always-ready (infra/README.md, checkov exceptions). Can only be set where Flex offers zones.')
+param zoneRedundant bool = false
 
 @description('Flex scaleAndConcurrency.triggers.http.perInstanceConcurrency: concurrent enFact webhook calls per instance (the webhook makes no Inqom call; set explicitly instead of the language/memory-dependent platform default).')
 @minValue(1)
 @maxValue(1000)
 param httpPerInstanceConcurrency int = 16
+
+// ---- issue 22: network isolation (main.bicep networkIsolation) ----
+@description('Subnet (delegated to Microsoft.App/environments) for Flex VNet integration; empty = none. Inbound stays public: Event Grid delivers to the blob trigger webhook over the internet.')
+param virtualNetworkSubnetId string = ''
 
 @description('Memory of one Flex instance.')
 @allowed([
@@ -271,6 +279,7 @@ var appSettings = {
 }
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_225: zone redundancy is the zoneRedundant parameter, off by default: on Flex it keeps two always-ready instances per scale group, billed around the clock; the documents are zone- or geo-redundant in storage and Event Grid retries deliveries for 24 h.
   name: planName
   location: location
   tags: tags
@@ -281,11 +290,16 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   }
   properties: {
     reserved: true
+    zoneRedundant: zoneRedundant
   }
 }
 
 resource app 'Microsoft.Web/sites@2024-04-01' = {
   // checkov:skip=CKV_AZURE_17: callers (enFact push, Event Grid) cannot present client certificates; endpoints are authenticated by function/system keys and the enFact HMAC signature.
+  // checkov:skip=CKV_AZURE_78: Flex Consumption has no FTP/FTPS endpoint; siteConfig.ftpsState is on Flex's deprecation list and newer Flex deployments refuse it (infra/README.md).
+  // checkov:skip=CKV_AZURE_212: siteConfig.numberOfWorkers does not apply to Flex Consumption; instances are per function scale group (functionAppConfig.scaleAndConcurrency), and an idle app scales to zero by design.
+  // checkov:skip=CKV_AZURE_222: inbound must stay public: enFact pushes to the webhook from the internet and Event Grid delivers to the blob trigger webhook, which cannot be a private endpoint; both are key- and signature-authenticated (networkIsolation closes outbound paths only).
+  // checkov:skip=CKV_AZURE_213: App Service health check (siteConfig.healthCheckPath) is not supported on Flex Consumption; failures surface through the operator alerts (alerts.bicep).
   name: name
   location: location
   tags: union(tags, appTags)
@@ -301,6 +315,8 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
     httpsOnly: true
     clientAffinityEnabled: false
     publicNetworkAccess: 'Enabled'
+    // Flex VNet integration (issue 22): all outbound traffic then goes through the subnet.
+    virtualNetworkSubnetId: empty(virtualNetworkSubnetId) ? null : virtualNetworkSubnetId
     // No ftpsState, alwaysOn, linuxFxVersion, functionAppScaleLimit…: Flex Consumption deprecates them
     // (functionAppConfig replaces them; see infra/README.md for the source).
     siteConfig: {

@@ -6,7 +6,11 @@
 // needs on this connection as account-wide (it creates its own containers, queues and monthly
 // diagnostic tables, with names the host chooses) and, for blob triggers, Storage Account
 // Contributor, a control-plane role. Granted here, they reach no document, ledger row or queue
-// message (roles.bicep). Same lock-down as the documents account: Entra only, no public access.
+// message (roles.bicep). Same lock-down as the documents account: Entra only (no shared key, SAS or
+// connection string), no anonymous blob access; the network endpoint is public unless main.bicep's
+// networkIsolation is on (then publicNetworkAccess Disabled, private endpoints in network.bicep).
+// Replication: main.bicep does not pass STORAGE_SKU_NAME here (the module default applies): the
+// account holds only rebuildable state (host keys and leases, the deployment package).
 
 @description('Storage account name (3-24 lower-case letters and digits, globally unique).')
 @minLength(3)
@@ -28,7 +32,8 @@ param tags object = {}
   'Standard_RAGRS'
   'Standard_LRS'
 ])
-param skuName string = 'Standard_ZRS'
+// Not named skuName: checkov 3.3's directory scan mixes same-named parameters of different files (issue 22).
+param hostSkuName string = 'Standard_ZRS'
 
 @description('Blob container the Flex Consumption platform deploys the app package from.')
 param deploymentContainerName string = 'app-package'
@@ -38,15 +43,20 @@ param deploymentContainerName string = 'app-package'
 @maxValue(365)
 param softDeleteRetentionDays int = 7
 
+// ---- issue 22: network isolation (main.bicep networkIsolation) ----
+@description('True when main.bicep deploys network.bicep: public network access Disabled, the host reaches the account through its private endpoints (blob, queue, table).')
+param networkIsolation bool = false
+
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
-  // checkov:skip=CKV_AZURE_35: Flex Consumption without VNet integration reaches storage over the public endpoint (no fixed outbound IPs to allow-list); access is Entra-only and RBAC-scoped.
-  // checkov:skip=CKV_AZURE_59: same as CKV_AZURE_35; anonymous blob access and shared-key access are both disabled.
+  // checkov:skip=CKV_AZURE_206: zone-redundant (ZRS) by design: this account holds only the host's own state and the deployment package, both rebuilt by `azd deploy`; the Flex app runs in one region, so a geo copy would not keep it running. The documents account is geo-redundant (GZRS).
+  // checkov:skip=CKV_AZURE_35: design choice, default public endpoint with Entra-only RBAC access; networkIsolation=true disables public access (private endpoints, network.bicep).
+  // checkov:skip=CKV_AZURE_59: design choice as CKV_AZURE_35; networkIsolation=true sets publicNetworkAccess Disabled on this account.
   name: name
   location: location
   tags: tags
   kind: 'StorageV2'
   sku: {
-    name: skuName
+    name: hostSkuName
   }
   properties: {
     accessTier: 'Hot'
@@ -56,9 +66,9 @@ resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     allowCrossTenantReplication: false
     minimumTlsVersion: 'TLS1_2'
     supportsHttpsTrafficOnly: true
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: networkIsolation ? 'Disabled' : 'Enabled'
     networkAcls: {
-      defaultAction: 'Allow'
+      defaultAction: networkIsolation ? 'Deny' : 'Allow'
       bypass: 'AzureServices'
     }
     encryption: {

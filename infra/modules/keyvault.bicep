@@ -26,6 +26,10 @@ param logAnalyticsWorkspaceId string
 @maxValue(90)
 param softDeleteRetentionInDays int = 90
 
+// ---- issue 22: network isolation (main.bicep networkIsolation) ----
+@description('True when main.bicep deploys network.bicep: public network access Disabled, the app reads secrets through the vault\'s private endpoint. Secrets deployed by ARM still work (control plane); `az keyvault secret set` must then run from inside the VNet.')
+param networkIsolation bool = false
+
 @description('Secret inqom-username; empty = set after deployment.')
 @secure()
 param inqomUsername string = ''
@@ -80,7 +84,7 @@ var secrets = [
 ]
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
-  // checkov:skip=CKV_AZURE_109: the Flex Consumption app has no fixed outbound IPs to allow-list without VNet integration; data access is RBAC-only (Key Vault Secrets User for the app identity).
+  // checkov:skip=CKV_AZURE_109: design choice, default public endpoint with RBAC-only data access; networkIsolation=true disables public access (private endpoint, network.bicep).
   name: name
   location: location
   tags: tags
@@ -97,9 +101,9 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     enabledForDeployment: false
     enabledForDiskEncryption: false
     enabledForTemplateDeployment: false
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: networkIsolation ? 'Disabled' : 'Enabled'
     networkAcls: {
-      defaultAction: 'Allow'
+      defaultAction: networkIsolation ? 'Deny' : 'Allow'
       bypass: 'AzureServices'
     }
   }

@@ -20,6 +20,24 @@ param tags object = {}
 @maxValue(730)
 param retentionInDays int = 90
 
+// ---- issue 22: daily cap and long-term retention of the audit tables ----
+@description('Log Analytics daily ingestion cap in GB (workspaceCapping.dailyQuotaGb); 0 = no cap (sent as -1). When reached, ingestion stops until the daily reset, audit logs included: size it well above the normal volume.')
+@minValue(0)
+param dailyQuotaGb int = 0
+
+@description('Total retention in days (interactive + long-term) of the audit tables: the documents\' resource logs and the function logs. 3653 = ten years, the archive\'s duty (L123-22); max 4383 (12 years).')
+@minValue(4)
+@maxValue(4383)
+param auditTotalRetentionInDays int = 3653
+
+// Where the audit trail of the documents lands (storage.bicep, functionapp.bicep diagnostic settings).
+var auditTables = [
+  'StorageBlobLogs'
+  'StorageQueueLogs'
+  'StorageTableLogs'
+  'FunctionAppLogs'
+]
+
 resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
   name: logAnalyticsName
   location: location
@@ -29,12 +47,26 @@ resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
       name: 'PerGB2018'
     }
     retentionInDays: retentionInDays
+    workspaceCapping: {
+      dailyQuotaGb: (dailyQuotaGb == 0) ? -1 : dailyQuotaGb
+    }
     features: {
       disableLocalAuth: true
       enableLogAccessUsingOnlyResourcePermissions: true
     }
   }
 }
+
+// Interactive retention stays the workspace's (retentionInDays); older rows move to long-term
+// retention (queried with search jobs or restore, billed per GB-month at a fraction of interactive).
+resource auditTableRetention 'Microsoft.OperationalInsights/workspaces/tables@2023-09-01' = [for table in auditTables: {
+  parent: workspace
+  name: table
+  properties: {
+    retentionInDays: retentionInDays
+    totalRetentionInDays: auditTotalRetentionInDays
+  }
+}]
 
 resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
   name: applicationInsightsName

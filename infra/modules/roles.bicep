@@ -1,19 +1,24 @@
 // Role assignments: what the code and the Functions host do, each scoped to the narrowest resource
-// it acts on, with built-in roles only. Nothing at resource-group or subscription scope.
+// it acts on. Built-in roles, except one custom role for the archive (below). No assignment at
+// resource-group or subscription scope (the custom role is only *assignable* there).
 //
 // Documents account (DocumentStorage) — scoped to the container, queue or service used:
 //   app → inbox container            Storage Blob Data Owner         the blob trigger's connection (Functions
 //                                                                    docs: trigger = Blob Data Owner); read,
 //                                                                    delete/move out after archive or quarantine
-//   app → archive container          Storage Blob Data Owner         create-only archive writes carrying blob
-//                                                                    index tags: tags/write is in no other
-//                                                                    built-in data role; the WORM policy
-//                                                                    refuses deletes and overwrites anyway
+//   app → archive container          inqom-bridge archive writer     custom role (archiveWriterRole): read, create
+//                                    (custom, no Owner)              (blobs/write, add/action), tags/read,
+//                                                                    tags/write. No blob delete or move, no
+//                                                                    container or immutability-policy action:
+//                                                                    the app cannot delete a book, the container
+//                                                                    or the retention policy, locked or not
 //   app → quarantine container       Storage Blob Data Contributor   quarantine moves (copy + metadata), reads
-//   app → enfact-invoices (+poison)  Storage Queue Data Contributor  enqueue pushes, queue trigger, host poison moves
-//   app → webjobs-blobtrigger-poison Storage Queue Data Contributor blob trigger poison messages (trigger's account)
-//   app → table service (account)    Storage Table Data Contributor  the ledger; account scope because the only
-//                                                                    tables here are the app's, all read/write
+//   app → enfact-invoices            Storage Queue Data Message Sender    HTTP push and reconcile enqueue
+//                                    Storage Queue Data Reader +          the queue trigger (Functions docs:
+//                                    Storage Queue Data Message Processor trigger = Reader + Message Processor)
+//   app → enfact-invoices-poison     Storage Queue Data Message Sender    the host moves a failed message there
+//   app → webjobs-blobtrigger-poison Storage Queue Data Message Sender    blob trigger poison messages (trigger's account)
+//   app → ledger table               Storage Table Data Contributor  the ledger and the Inqom budget rows (one table)
 // Host account (AzureWebJobsStorage + Flex deployment package) — account scope, which is why it is a
 // separate account: the host creates containers, queues and monthly diagnostic tables under names
 // of its own (blob leases and locks, timer status, keys, the blob trigger's control queue and
@@ -90,12 +95,55 @@ var storageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
 var storageBlobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
 var storageBlobDataReader = '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
 var storageQueueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
+var storageQueueDataReader = '19e7f393-937e-4f77-808e-94535e297925'
+var storageQueueDataMessageProcessor = '8a0f0c08-91a1-4084-bc3d-661d67233fed'
+var storageQueueDataMessageSender = 'c6a89b2d-59bc-44d0-9896-0f6e12d7b80a'
 var storageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
 var storageAccountContributor = '17d1049b-9a84-46fb-8f53-869881c3d3ab'
 var keyVaultSecretsUser = '4633458b-17de-408a-b874-0445c86b69e6'
 var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
 
 var grantOperator = !empty(operatorPrincipalId)
+
+// ---- issue 22: custom role for the archive (replaces Storage Blob Data Owner there) ----
+//
+// Storage Blob Data Contributor (Microsoft's built-in roles page, Storage) holds the actions
+// containers/read, containers/write, containers/delete, generateUserDelegationKey/action and the data
+// actions blobs/read, blobs/write, blobs/delete, blobs/add/action, blobs/move/action; Owner adds
+// containers/* (immutabilityPolicies/delete, /write, /lock, /extend included) and blobs/*. The archive
+// code (shared/archive/poll.py, the CLI's backfill-tags) only reads blobs, stages blocks and commits
+// them create-only with their index tags, reads tags and sets tags: exactly the data actions below.
+// Nothing else: no control-plane action at all, so no container write/delete and no policy action;
+// no blob delete or move either (the WORM policy refuses them during retention, and after it the app
+// still has no reason to remove a book).
+var archiveWriterDataActions = [
+  'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read'
+  'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/write'
+  'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/add/action'
+  'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/tags/read'
+  'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/tags/write'
+]
+
+// Role definition names are GUIDs; role names are unique per tenant, hence the group's token.
+resource archiveWriterRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
+  name: guid(resourceGroup().id, 'inqom-bridge-archive-writer')
+  properties: {
+    roleName: 'inqom-bridge archive writer (${uniqueString(resourceGroup().id)})'
+    description: 'Create-only writes, reads and index tags on the inqom-bridge archive; no delete, no container or immutability policy management.'
+    type: 'CustomRole'
+    permissions: [
+      {
+        actions: []
+        notActions: []
+        dataActions: archiveWriterDataActions
+        notDataActions: []
+      }
+    ]
+    assignableScopes: [
+      resourceGroup().id
+    ]
+  }
+}
 
 // ---- documents account ----
 
@@ -185,10 +233,10 @@ resource appInbox 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 }
 
 resource appArchive 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(archiveContainer.id, appPrincipalId, storageBlobDataOwner)
+  name: guid(archiveContainer.id, appPrincipalId, archiveWriterRole.id)
   scope: archiveContainer
   properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataOwner)
+    roleDefinitionId: archiveWriterRole.id
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
   }
@@ -204,39 +252,61 @@ resource appQuarantine 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
-resource appEnfactQueue 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(enfactQueue.id, appPrincipalId, storageQueueDataContributor)
+// Queues (issue 22): the narrowest built-in queue roles for what is done on each queue.
+resource appEnfactQueueSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(enfactQueue.id, appPrincipalId, storageQueueDataMessageSender)
   scope: enfactQueue
   properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageQueueDataContributor)
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageQueueDataMessageSender)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource appEnfactQueueReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(enfactQueue.id, appPrincipalId, storageQueueDataReader)
+  scope: enfactQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageQueueDataReader)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource appEnfactQueueProcessor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(enfactQueue.id, appPrincipalId, storageQueueDataMessageProcessor)
+  scope: enfactQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageQueueDataMessageProcessor)
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
   }
 }
 
 resource appEnfactPoisonQueue 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(enfactPoisonQueue.id, appPrincipalId, storageQueueDataContributor)
+  name: guid(enfactPoisonQueue.id, appPrincipalId, storageQueueDataMessageSender)
   scope: enfactPoisonQueue
   properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageQueueDataContributor)
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageQueueDataMessageSender)
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
   }
 }
 
 resource appBlobTriggerPoisonQueue 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(blobTriggerPoisonQueue.id, appPrincipalId, storageQueueDataContributor)
+  name: guid(blobTriggerPoisonQueue.id, appPrincipalId, storageQueueDataMessageSender)
   scope: blobTriggerPoisonQueue
   properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageQueueDataContributor)
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageQueueDataMessageSender)
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
   }
 }
 
+// The ledger table only (issue 22): it also holds the Inqom budget rows (shared/inqom/budget_row.py).
 resource appTables 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storage.id, appPrincipalId, storageTableDataContributor)
-  scope: storage
+  name: guid(ledgerTable.id, appPrincipalId, storageTableDataContributor)
+  scope: ledgerTable
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageTableDataContributor)
     principalId: appPrincipalId

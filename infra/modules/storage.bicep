@@ -21,7 +21,7 @@ param location string
 @description('Tags applied to the account.')
 param tags object = {}
 
-@description('Replication. Zone-redundant by default: the archive holds accounting originals.')
+@description('Replication. Geo-zone-redundant by default (issue 22): the archive holds ten years of accounting originals, and ZRS keeps every copy in one region. RA-GZRS adds a readable secondary; ZRS or LRS cost less for dev.')
 @allowed([
   'Standard_ZRS'
   'Standard_GZRS'
@@ -30,7 +30,7 @@ param tags object = {}
   'Standard_RAGRS'
   'Standard_LRS'
 ])
-param skuName string = 'Standard_ZRS'
+param skuName string = 'Standard_GZRS'
 
 @description('Blob container watched for new documents (INBOX_CONTAINER).')
 param inboxContainerName string = 'inbox'
@@ -66,6 +66,22 @@ param archiveRetentionLocked bool = false
 @description('Log Analytics workspace receiving the blob, queue and table resource logs.')
 param logAnalyticsWorkspaceId string
 
+// ---- issue 22: archive tiering (lifecycle rule 'tier-archive') ----
+@description('Days after creation an archived document moves to archiveTier (lifecycle management; allowed under the WORM policy). 0 = never, it stays Hot.')
+@minValue(0)
+param archiveTierAfterDays int = 90
+
+@description('Tier of archived documents older than archiveTierAfterDays: Cool (30-day minimum) or Cold (90-day minimum). Both stay online (read at once, no rehydration); Archive is not offered: the operator CLI and Inqom re-reads need online blobs.')
+@allowed([
+  'Cool'
+  'Cold'
+])
+param archiveTier string = 'Cold'
+
+// ---- issue 22: network isolation (main.bicep networkIsolation) ----
+@description('True when main.bicep deploys network.bicep: the public endpoint refuses every caller except trusted Azure services (Event Grid dead-lettering with its managed identity, Azure Monitor); the app reaches the account through its private endpoints.')
+param networkIsolation bool = false
+
 // Containers the app reads and writes but never needs WORM on (the archive is declared on its own).
 var blobContainerNames = [
   inboxContainerName
@@ -85,8 +101,8 @@ var blobTriggerPoisonQueueName = 'webjobs-blobtrigger-poison'
 var enfactPoisonQueueName = '${enfactQueueName}-poison'
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
-  // checkov:skip=CKV_AZURE_35: Flex Consumption without VNet integration reaches storage over the public endpoint (no fixed outbound IPs to allow-list); access is Entra-only and RBAC-scoped.
-  // checkov:skip=CKV_AZURE_59: same as CKV_AZURE_35; anonymous blob access and shared-key access are both disabled.
+  // checkov:skip=CKV_AZURE_35: design choice, default public endpoint with Entra-only RBAC access; networkIsolation=true sets defaultAction Deny with private endpoints (network.bicep).
+  // checkov:skip=CKV_AZURE_59: design choice as CKV_AZURE_35; networkIsolation=true closes the public endpoint to all but trusted Azure services (Event Grid dead-letter).
   name: name
   location: location
   tags: tags
@@ -102,9 +118,11 @@ resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     allowCrossTenantReplication: false
     minimumTlsVersion: 'TLS1_2'
     supportsHttpsTrafficOnly: true
+    // Isolated: Enabled + Deny, not Disabled: Disabled would also refuse the trusted-service exception
+    // through which Event Grid writes dead-lettered inbox events (infra/README.md, Network isolation).
     publicNetworkAccess: 'Enabled'
     networkAcls: {
-      defaultAction: 'Allow'
+      defaultAction: networkIsolation ? 'Deny' : 'Allow'
       bypass: 'AzureServices'
     }
     encryption: {
@@ -203,6 +221,34 @@ resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05
               version: {
                 delete: {
                   daysAfterCreationGreaterThan: softDeleteRetentionDays
+                }
+              }
+            }
+          }
+        }
+        // issue 22: archived documents move to Cool or Cold after archiveTierAfterDays (disabled at 0).
+        // A tier change is not among the operations a WORM policy refuses: it rewrites no data, deletes nothing.
+        {
+          name: 'tier-archive'
+          enabled: archiveTierAfterDays > 0
+          type: 'Lifecycle'
+          definition: {
+            filters: {
+              blobTypes: [
+                'blockBlob'
+              ]
+              prefixMatch: [
+                '${archiveContainerName}/'
+              ]
+            }
+            actions: {
+              baseBlob: (archiveTier == 'Cool') ? {
+                tierToCool: {
+                  daysAfterCreationGreaterThan: archiveTierAfterDays
+                }
+              } : {
+                tierToCold: {
+                  daysAfterCreationGreaterThan: archiveTierAfterDays
                 }
               }
             }

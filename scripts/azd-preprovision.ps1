@@ -1,0 +1,46 @@
+# azd preprovision hook (azure.yaml, Windows, issue 22): same checks as scripts/azd-preprovision.sh.
+# Outside prod: ENFACT_API_BASE_URL is required, and a production Inqom endpoint is refused unless
+# ALLOW_PRODUCTION_ENDPOINTS=true. Everywhere: an empty ALERT_EMAIL stops prod and warns elsewhere.
+$ErrorActionPreference = 'Stop'
+Set-StrictMode -Version Latest
+
+$failed = $false
+function Report-Error([string] $message) {
+    [Console]::Error.WriteLine("azd-preprovision: ERROR: $message")
+    $script:failed = $true
+}
+
+$envName = "$env:AZURE_ENV_NAME"
+$envType = "$env:ENVIRONMENT_TYPE"
+if (-not $envType) {
+    $envType = if (@('prod', 'production') -contains $envName.ToLowerInvariant()) { 'prod' } else { 'dev' }
+}
+
+if ($envType -ne 'prod') {
+    if (-not "$env:ENFACT_API_BASE_URL") {
+        Report-Error "environment '$envName' is '$envType', not prod: ENFACT_API_BASE_URL is required (no enFact staging endpoint is known, and the production API is the default in prod only). Set it: azd env set ENFACT_API_BASE_URL <your enFact test endpoint>"
+    }
+    if ("$env:ALLOW_PRODUCTION_ENDPOINTS" -ne 'true') {
+        if ("$env:INQOM_TOKEN_URL".StartsWith('https://auth.inqom.com/')) {
+            Report-Error "INQOM_TOKEN_URL is Inqom's production identity server in a '$envType' environment. Unset it (azd env set INQOM_TOKEN_URL '') for staging, or set ALLOW_PRODUCTION_ENDPOINTS=true deliberately."
+        }
+        if ("$env:INQOM_API_BASE_URL" -like '*wa-fred-accounting-documents-prod.*') {
+            Report-Error "INQOM_API_BASE_URL is Inqom's production API in a '$envType' environment. Unset it (azd env set INQOM_API_BASE_URL '') for staging, or set ALLOW_PRODUCTION_ENDPOINTS=true deliberately."
+        }
+    }
+}
+
+if (-not "$env:ALERT_EMAIL") {
+    if ($envType -eq 'prod') {
+        Report-Error "ALERT_EMAIL is empty: the alerts (stalled documents, poison messages, dead-lettered events) would e-mail nobody. Set it: azd env set ALERT_EMAIL ops@cabinet.example"
+    } else {
+        [Console]::Error.WriteLine('################################################################################')
+        [Console]::Error.WriteLine('# azd-preprovision: WARNING: ALERT_EMAIL is empty.')
+        [Console]::Error.WriteLine("# The alerts of environment '$envName' will fire and NOTIFY NOBODY.")
+        [Console]::Error.WriteLine('# Set it: azd env set ALERT_EMAIL ops@cabinet.example')
+        [Console]::Error.WriteLine('################################################################################')
+    }
+}
+
+if ($failed) { exit 1 }
+exit 0

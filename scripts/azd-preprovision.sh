@@ -1,0 +1,61 @@
+#!/bin/sh
+# azd preprovision hook (azure.yaml, issue 22): refuse to provision an environment that would talk
+# to production from outside production, or whose alerts would reach nobody.
+#
+# Environment type: ENVIRONMENT_TYPE when set, else the rule of infra/main.bicep (environmentType):
+# prod when the azd environment name is prod or production (any case), dev otherwise.
+#
+# Outside prod:
+#   * ENFACT_API_BASE_URL is required (main.bicep defaults it to the production API in prod only,
+#     and no enFact staging endpoint is known): the hook stops with the command to set it.
+#   * INQOM_TOKEN_URL / INQOM_API_BASE_URL default to Inqom's staging (recette) endpoints in
+#     main.bicep; set to a production endpoint they are refused unless ALLOW_PRODUCTION_ENDPOINTS=true.
+# Everywhere: an empty ALERT_EMAIL means the action group e-mails nobody. In prod the hook stops;
+# elsewhere it prints a warning banner and goes on.
+set -eu
+
+fail=0
+error() {
+    echo "azd-preprovision: ERROR: $*" >&2
+    fail=1
+}
+
+env_type=${ENVIRONMENT_TYPE:-}
+if [ -z "$env_type" ]; then
+    case "$(printf '%s' "${AZURE_ENV_NAME:-}" | tr '[:upper:]' '[:lower:]')" in
+        prod|production) env_type=prod ;;
+        *) env_type=dev ;;
+    esac
+fi
+
+if [ "$env_type" != "prod" ]; then
+    if [ -z "${ENFACT_API_BASE_URL:-}" ]; then
+        error "environment '${AZURE_ENV_NAME:-?}' is '$env_type', not prod: ENFACT_API_BASE_URL is required (no enFact staging endpoint is known, and the production API is the default in prod only). Set it: azd env set ENFACT_API_BASE_URL <your enFact test endpoint>"
+    fi
+    if [ "${ALLOW_PRODUCTION_ENDPOINTS:-false}" != "true" ]; then
+        case "${INQOM_TOKEN_URL:-}" in
+            https://auth.inqom.com/*)
+                error "INQOM_TOKEN_URL is Inqom's production identity server in a '$env_type' environment. Unset it (azd env set INQOM_TOKEN_URL '') for staging, or set ALLOW_PRODUCTION_ENDPOINTS=true deliberately." ;;
+        esac
+        case "${INQOM_API_BASE_URL:-}" in
+            *wa-fred-accounting-documents-prod.*)
+                error "INQOM_API_BASE_URL is Inqom's production API in a '$env_type' environment. Unset it (azd env set INQOM_API_BASE_URL '') for staging, or set ALLOW_PRODUCTION_ENDPOINTS=true deliberately." ;;
+        esac
+    fi
+fi
+
+if [ -z "${ALERT_EMAIL:-}" ]; then
+    if [ "$env_type" = "prod" ]; then
+        error "ALERT_EMAIL is empty: the alerts (stalled documents, poison messages, dead-lettered events) would e-mail nobody. Set it: azd env set ALERT_EMAIL ops@cabinet.example"
+    else
+        {
+            echo "################################################################################"
+            echo "# azd-preprovision: WARNING: ALERT_EMAIL is empty.                             #"
+            echo "# The alerts of environment '${AZURE_ENV_NAME:-?}' will fire and NOTIFY NOBODY."
+            echo "# Set it: azd env set ALERT_EMAIL ops@cabinet.example                           #"
+            echo "################################################################################"
+        } >&2
+    fi
+fi
+
+exit "$fail"
