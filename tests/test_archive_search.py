@@ -19,7 +19,6 @@ from urllib.parse import unquote
 import pytest
 from azure.data.tables import EdmType, EntityProperty
 
-from inqom_bridge_cli import main
 from shared.archive import poll as archiver
 from shared.archive.tags import (
     MAX_TAGS, MAX_VALUE_LENGTH, METADATA_VALUE_LIMIT, TAG_AMOUNT, TAG_COUNTERPARTY, TAG_DATE, TAG_DOCREF, TAG_FOLDER,
@@ -30,7 +29,7 @@ from shared.archive.poll import poll_tick
 from shared.inqom.client import InqomDocument
 from shared.ledger.rows import ARCHIVED, DELETED, UPLOADED
 from shared.inqom.polling import PollPolicy, is_known_status
-from tests.support.documents import assert_accounted, drop
+from tests.support.documents import archived_blob, assert_accounted, cli, drop
 
 PDF = b"%PDF-1.4\n% archive search\n" + bytes(range(256)) * 16 + b"\n%%EOF\n"
 LONG_NAME = ("Établissements Dupont, Durand & Fils — Société d'exploitation des carrières de l'Île-de-France, "
@@ -60,17 +59,6 @@ def row(services, name):
 def tick(services, minutes: float = 2):
     """One poll tick as if ``minutes`` had passed since the uploads (every first poll is due after 1 minute)."""
     return poll_tick(services, now=services.ledger.clock() + timedelta(minutes=minutes))
-
-
-def archived_blob(services, entry):
-    container, _, path = entry.get("ArchivePath").partition("/")
-    return services.stores.container(container).get_blob_client(path)
-
-
-def cli(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def archive_one(services, host, inqom, name, data=PDF, **extracted):

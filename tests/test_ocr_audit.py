@@ -17,7 +17,6 @@ from urllib.parse import unquote
 
 import pytest
 
-from inqom_bridge_cli import main
 from shared import metrics
 from shared.archive.audit import audit_ocr, names_agree
 from shared.archive.poll import archive_metadata, poll_tick
@@ -28,7 +27,7 @@ from shared.archive.tags import (
 from shared.blobmove import METADATA_LIMIT
 from shared.inqom.client import InqomDocument
 from shared.ledger.rows import ARCHIVED, QUARANTINED, REPLAYED, UPLOADED, LedgerEntry
-from tests.support.documents import drop
+from tests.support.documents import archived_blob, cli, drop
 
 REPO = Path(__file__).resolve().parents[1]
 PDF = b"%PDF-1.4\n% ocr audit\n" + bytes(range(256)) * 8 + b"\n%%EOF\n"
@@ -180,17 +179,6 @@ def upload(services, host, name, data=PDF, **einvoice):
 def row(services, name):
     (entry,) = services.ledger.scan("BlobPath eq @p", p=name)
     return entry
-
-
-def archived_blob(services, entry):
-    container, _, path = entry.get("ArchivePath").partition("/")
-    return services.stores.container(container).get_blob_client(path)
-
-
-def cli(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # The poll tick in a process of its own, with an in-memory meter provider (process-global in OpenTelemetry):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from inqom_bridge_cli import main
 from shared.ledger.rows import LedgerEntry
 from shared.services import Services
 
@@ -58,3 +59,16 @@ def assert_accounted(services: Services, dropped: dict[str, bytes]) -> dict[str,
         assert stored == data, f"{name} in {role} does not hold the dropped bytes"
         found[name] = role
     return found
+
+
+def archived_blob(services: Services, entry: LedgerEntry):
+    """The archive copy's blob client, from the row's ``ArchivePath``."""
+    container, _, path = entry.get("ArchivePath").partition("/")
+    return services.stores.container(container).get_blob_client(path)
+
+
+def cli(capsys, *argv: str) -> tuple[int, str, str]:
+    """Run the operator CLI in-process: (exit code, stdout, stderr)."""
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
