@@ -96,36 +96,27 @@ def _extensions(value: str) -> frozenset[str]:
     return frozenset(item.lower().lstrip(".") for item in _csv(value))
 
 
-def _per_company(value: str, parse: Callable[[str], Any], form: str) -> dict[str, Any]:
-    """``uuid=x;uuid=y`` → {uuid (lower case): parse(x)}; an entry that is not ``form`` is an error."""
-    mapping: dict[str, Any] = {}
-    for pair in filter(None, (p.strip() for p in value.split(";"))):
-        uuid, sep, item = pair.partition("=")
-        try:
-            if not sep or not uuid.strip():
-                raise ValueError
-            mapping[uuid.strip().lower()] = parse(item.strip())
-        except ValueError as exc:
-            reason = f": {exc}" if str(exc) else ""
-            raise ValueError(f"entry {pair!r} is not '{form}'{reason}") from None
-    return mapping
-
-
 def _company_folders(value: str) -> dict[str, int]:
     """``uuid=folderId;uuid=folderId`` → {uuid (lower case): folderId}."""
-    return _per_company(value, _positive_int, "companyUuid=folderId")
-
-
-def _seller_id(text: str) -> str:
-    seller = "".join(text.split()).upper()
-    if not seller.isascii() or not seller.isalnum():
-        raise ValueError
-    return seller
+    mapping: dict[str, int] = {}
+    for pair in filter(None, (p.strip() for p in value.split(";"))):
+        uuid, sep, folder = pair.partition("=")
+        if not sep or not uuid.strip():
+            raise ValueError(f"entry {pair!r} is not 'companyUuid=folderId'")
+        mapping[uuid.strip().lower()] = _positive_int(folder.strip())
+    return mapping
 
 
 def _company_sellers(value: str) -> dict[str, str]:
     """``uuid=FR12345678901;uuid=123456789`` → {uuid (lower case): seller VAT or legal id (upper case, no spaces)}."""
-    return _per_company(value, _seller_id, "companyUuid=sellerVatOrLegalId")
+    mapping: dict[str, str] = {}
+    for pair in filter(None, (p.strip() for p in value.split(";"))):
+        uuid, sep, seller = pair.partition("=")
+        seller = "".join(seller.split()).upper()
+        if not sep or not uuid.strip() or not seller.isascii() or not seller.isalnum():
+            raise ValueError(f"entry {pair!r} is not 'companyUuid=sellerVatOrLegalId'")
+        mapping[uuid.strip().lower()] = seller
+    return mapping
 
 
 def _duplicates_policy(value: str) -> str:
