@@ -124,3 +124,21 @@ def test_runner_moves_a_failing_queue_message_to_the_poison_queue(app_env, enfac
         assert services.enfact_queue.peek_messages() == []
     finally:
         runner.stop()
+
+
+def test_azurite_never_mistakes_another_azurite_on_its_ports_for_itself(monkeypatch):
+    """Two runners may both find 10000-10002 free and start at once: the loser must notice and move."""
+    from azure.storage.blob import BlobServiceClient
+
+    from tests.support import azurite as support
+
+    with support.Azurite.start() as first:
+        taken = (first.blob_port, first.queue_port, first.table_port)
+        monkeypatch.setattr(support, "_is_free", lambda port: True)  # the check ran before `first` bound them
+        with support.Azurite.start(ports=taken) as second:
+            assert (second.blob_port, second.queue_port, second.table_port) != taken
+            assert second.process.poll() is None
+            first.stop()
+            service = BlobServiceClient.from_connection_string(second.connection_string)
+            service.create_container("still-served")
+            assert [c.name for c in service.list_containers()] == ["still-served"]

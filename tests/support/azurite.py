@@ -39,13 +39,18 @@ def _is_free(port: int) -> bool:
         return True
 
 
-def _wait_listening(port: int, deadline: float) -> bool:
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return True
-        except OSError:
-            time.sleep(0.05)
+def _listening(process: subprocess.Popen, log: Path, ports: list[int], deadline: float) -> bool:
+    """True once this process's own log says it listens on every port.
+
+    A connect test is not enough: another Azurite (a parallel test, a developer's runner) may
+    already listen there, while this one is about to exit with EADDRINUSE.
+    """
+    wanted = [f"successfully listening at http://127.0.0.1:{port}" for port in ports]
+    while time.monotonic() < deadline and process.poll() is None:
+        text = log.read_text(errors="replace")
+        if all(line in text for line in wanted):
+            return True
+        time.sleep(0.05)
     return False
 
 
@@ -83,7 +88,7 @@ class Azurite:
             )
             log.close()
             deadline = time.monotonic() + timeout
-            if all(_wait_listening(port, deadline) for port in ports) and process.poll() is None:
+            if _listening(process, workdir / "azurite.log", ports, deadline):
                 return cls(process, workdir, *ports)
             process.kill()
             process.wait()
