@@ -101,22 +101,28 @@ param archiveRetentionLocked bool = false
 
 // ---- issue 22: environment type, archive protection, network isolation ----
 
-@description('prod, test or dev; sets the safe defaults of lockArchiveRetention and protectDocumentsAccount. Default: prod when the azd environment name is prod or production (any case), else dev.')
+@description('prod, test or dev (ENVIRONMENT_TYPE); empty = prod when the azd environment name is prod or production (any case), else dev. Sets the safe defaults of lockArchiveRetention and protectDocumentsAccount, and which endpoints are the defaults. The preprovision hook applies the same rule.')
 @allowed([
+  ''
   'dev'
   'test'
   'prod'
 ])
-param environmentType string = contains([
+param environmentType string = ''
+
+// Parameter defaults cannot read variables: the rule "prod, explicitly or by the environment's name"
+// is therefore written in each of the two defaults below and in isProduction.
+@description('Whether the archive retention policy must be locked (scripts/lock-archive-retention.sh, run by the postprovision hook, locks it and then sets ARCHIVE_RETENTION_LOCKED). Default: true in prod. Locking is irreversible: the container and its blobs cannot be deleted before their retention ends, by anyone.')
+param lockArchiveRetention bool = empty(environmentType) ? contains([
   'prod'
   'production'
-], toLower(environmentName)) ? 'prod' : 'dev'
-
-@description('Whether the archive retention policy must be locked (scripts/lock-archive-retention.sh, run by the postprovision hook, locks it and then sets ARCHIVE_RETENTION_LOCKED). Default: true in prod. Locking is irreversible: the container and its blobs cannot be deleted before their retention ends, by anyone.')
-param lockArchiveRetention bool = environmentType == 'prod'
+], toLower(environmentName)) : environmentType == 'prod'
 
 @description('CanNotDelete resource lock on the documents storage account (modules/protection.bicep). Default: true in prod.')
-param protectDocumentsAccount bool = environmentType == 'prod'
+param protectDocumentsAccount bool = empty(environmentType) ? contains([
+  'prod'
+  'production'
+], toLower(environmentName)) : environmentType == 'prod'
 
 // ---- issue 22: endpoints per environment (production endpoints only where environmentType is prod) ----
 
@@ -133,7 +139,11 @@ var inqomProdApiBaseUrl = 'https://wa-fred-accounting-documents-prod.azurewebsit
 var enfactProdApiBaseUrl = 'https://api5.onfact.be'
 var inqomStagingTokenUrl = 'https://${inqomStagingAuthHost}/identity/connect/token'
 var inqomStagingApiBaseUrl = 'https://wa-fred-accounting-documents-staging.azurewebsites.net'
-var isProduction = environmentType == 'prod'
+var isProduction = empty(environmentType) ? contains([
+  'prod'
+  'production'
+], toLower(environmentName)) : environmentType == 'prod'
+var effectiveEnvironmentType = empty(environmentType) ? (isProduction ? 'prod' : 'dev') : environmentType
 var effectiveInqomTokenUrl = (!empty(inqomTokenUrl)) ? inqomTokenUrl : (isProduction ? inqomProdTokenUrl : inqomStagingTokenUrl)
 var effectiveInqomApiBaseUrl = (!empty(inqomApiBaseUrl)) ? inqomApiBaseUrl : (isProduction ? inqomProdApiBaseUrl : inqomStagingApiBaseUrl)
 // Outside prod an empty value stays empty: the app then refuses to start (shared/config.py requires a
@@ -457,7 +467,7 @@ output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsN
 output ALERT_ACTION_GROUP_ID string = alerts.outputs.actionGroupId
 output WORKBOOK_ID string = workbook.outputs.id
 // issue 22: what the postprovision hook (scripts/lock-archive-retention.sh) and the operator read.
-output ENVIRONMENT_TYPE string = environmentType
+output ENVIRONMENT_TYPE string = effectiveEnvironmentType
 output ARCHIVE_RETENTION_LOCK_REQUIRED bool = lockArchiveRetention
 output DOCUMENTS_ACCOUNT_DELETE_LOCK bool = protectDocumentsAccount
 output NETWORK_ISOLATION bool = networkIsolation

@@ -1646,8 +1646,22 @@ def test_app_archive_assignment_uses_the_custom_role_not_owner(roles: Template) 
     ("prod", "prod"), ("Production", "prod"), ("dev", "dev"), ("staging", "dev"), ("prod-eu", "dev"),
 ])
 def test_environment_type_defaults_from_the_azd_environment_name(main: Template, environment_name: str, expected: str) -> None:
-    assert _eval(main, "environmentType", environmentName=environment_name) == expected
-    assert set(_allowed(main, "environmentType")) == {"dev", "test", "prod"}
+    assert _eval(main, "effectiveEnvironmentType", environmentName=environment_name) == expected
+    assert main.default("environmentType") == ""
+    assert set(_allowed(main, "environmentType")) == {"", "dev", "test", "prod"}
+    assert main.outputs["ENVIRONMENT_TYPE"]["value"] == "effectiveEnvironmentType"
+
+
+@pytest.mark.parametrize("environment_type", ["dev", "test", "prod"])
+def test_environment_type_set_explicitly_wins_over_the_name(main: Template, environment_type: str) -> None:
+    """ENVIRONMENT_TYPE reaches the template (main.parameters.json) as the preprovision hook reads it:
+    an environment named "contoso-live" set to prod is prod for the endpoints and both locks."""
+    parameters = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))["parameters"]
+    assert parameters["environmentType"]["value"] == "${ENVIRONMENT_TYPE=}"
+    names = {"environmentType": environment_type, "environmentName": "contoso-live"}
+    assert _eval(main, "effectiveEnvironmentType", **names) == environment_type
+    for derived in ("isProduction", "lockArchiveRetention", "protectDocumentsAccount"):
+        assert _eval(main, derived, **names) is (environment_type == "prod"), derived
 
 
 def _allowed(template: Template, param: str) -> list:
@@ -1661,8 +1675,8 @@ def _allowed(template: Template, param: str) -> list:
 def test_archive_lock_and_delete_lock_default_per_environment(main: Template, environment_type: str, locked: bool) -> None:
     """Item 1: prod locks the retention policy (scripted) and puts a CanNotDelete lock on the documents
     account; dev/test keep both off (an unlocked policy can still be removed there: said in the README)."""
-    assert _eval(main, "lockArchiveRetention", environmentType=environment_type) is locked
-    assert _eval(main, "protectDocumentsAccount", environmentType=environment_type) is locked
+    assert _eval(main, "lockArchiveRetention", environmentType=environment_type, environmentName="x") is locked
+    assert _eval(main, "protectDocumentsAccount", environmentType=environment_type, environmentName="x") is locked
     assert main.outputs["ARCHIVE_RETENTION_LOCK_REQUIRED"]["value"] == "lockArchiveRetention"
 
 
@@ -1675,8 +1689,8 @@ def test_resource_lock_on_the_documents_account_in_production_only(main: Templat
     (_, lock), = protection.resources_of_type("Microsoft.Authorization/locks").items()
     assert body(lock)["scope"] == "storage" and body(lock)["properties"]["level"] == "CanNotDelete"
     assert protection.resources["storage"]["type"] == STORAGE_ACCOUNT and protection.resources["storage"]["existing"]
-    assert _eval(main, "protectDocumentsAccount", environmentName="prod") is True
-    assert _eval(main, "protectDocumentsAccount", environmentName="dev") is False
+    assert _eval(main, "protectDocumentsAccount", environmentType="", environmentName="prod") is True
+    assert _eval(main, "protectDocumentsAccount", environmentType="", environmentName="dev") is False
 
 
 def test_locking_the_policy_is_a_scripted_postprovision_step(tmp_path: Path) -> None:
@@ -1894,7 +1908,7 @@ def test_no_production_endpoint_in_a_non_production_environment(main: Template, 
     assert prod == {"inqomTokenUrl": SETTING_BY_ENV["INQOM_TOKEN_URL"].default,
                     "inqomApiBaseUrl": SETTING_BY_ENV["INQOM_API_BASE_URL"].default,
                     "enfactApiBaseUrl": SETTING_BY_ENV["ENFACT_API_BASE_URL"].default}
-    assert _value22(main, "environmentType", environmentName="staging") == "dev"
+    assert _value22(main, "effectiveEnvironmentType", environmentType="", environmentName="staging") == "dev"
 
 
 def test_inqom_staging_auth_host_is_a_documented_parameter(main: Template) -> None:
