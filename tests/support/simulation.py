@@ -238,6 +238,9 @@ class Interceptor:
         self._local = threading.local()
         self.scheduler: Scheduler | None = None
         self._lock = threading.Lock()
+        #: Per store, bumped after every request that may have changed it (quiet or not): the harness's
+        #: reads of blobs, document rows and due index entries stay valid while their count is unchanged.
+        self.writes: Counter[str] = Counter()
 
     @contextmanager
     def quiet(self) -> Iterator[None]:
@@ -261,6 +264,34 @@ class Interceptor:
         self._armed[index] = mode
 
     def send(self, original: Callable, session: requests.Session, request: requests.PreparedRequest, **kwargs: Any):
+        store = self._store_written(request)
+        if store is None:
+            return self._send(original, session, request, **kwargs)
+        try:
+            return self._send(original, session, request, **kwargs)
+        finally:  # after the answer: a read made while the write was in flight is not taken as current
+            with self._lock:
+                self.writes[store] += 1
+
+    def _store_written(self, request: requests.PreparedRequest) -> str | None:
+        """"blob", "queue" or "rows" when the request may change blobs, messages, or document rows and
+        their index entries (a receive, a GET, only hides messages: the harness alone receives)."""
+        if request.method in ("GET", "HEAD"):
+            return None
+        url = urlsplit(request.url)
+        service = self.ports.get(url.port or 0)
+        if service in ("blob", "queue"):
+            return service
+        if service != "table":
+            return None
+        keys = unquote(url.path).partition("(")[2]
+        partition = keys.split("'")[1] if "'" in keys else ""
+        if request.method == "POST" and not partition:
+            partition = _posted_partition(request)
+        plumbing = set(SYSTEM_PARTITIONS) - {PENDING_PARTITION}  # the budget, the sweep cursor, claims on pushes
+        return None if partition in plumbing else "rows"
+
+    def _send(self, original: Callable, session: requests.Session, request: requests.PreparedRequest, **kwargs: Any):
         if getattr(self._local, "quiet", False):
             return original(session, request, **kwargs)
         process = _PROCESS.get()
@@ -799,6 +830,8 @@ class World:
         ports = {azurite.blob_port: "blob", azurite.table_port: "table", azurite.queue_port: "queue",
                  inqom.port: "inqom", enfact.port: "enfact"}
         self.interceptor = Interceptor(ports, roles, clock=self.now, peek_row=self._peek_row)
+        self._reads: dict[str, tuple[int, Any]] = {}  # what -> (its store's write count when read, result)
+        self._queue_empty_at = -1  # the queue's write count when it was last seen empty
 
     # ----------------------------------------------------------------- lifecycle
     @classmethod
@@ -908,22 +941,47 @@ class World:
                 del self.events[version_key]
                 self.poisoned.append(f"blob {name}")
 
+    def _unchanged(self, what: str, store: str, read: Callable[[], Any]) -> Any:
+        """``read()`` (quietly), or its last result when no request has written to ``store`` since."""
+        writes = self.interceptor.writes[store]
+        seen = self._reads.get(what)
+        if seen is None or seen[0] != writes:
+            with self.interceptor.quiet():
+                seen = self._reads[what] = (writes, read())
+        return seen[1]
+
+    def _inbox(self) -> list[Any]:
+        inbox = self.services().stores.container(self.services().settings.inbox_container)
+        return self._unchanged("inbox", "blob", lambda: list(inbox.list_blobs(include=["metadata"])))
+
+    def _rows(self) -> list[Any]:
+        return self._unchanged("rows", "rows", lambda: list(self.services().ledger.scan()))
+
     def _discover_inbox(self) -> None:
         """Blobs the app itself wrote into the inbox (enFact) raise BlobCreated too."""
-        with self.interceptor.quiet():
-            inbox = self.services().stores.container(self.services().settings.inbox_container)
-            for blob in inbox.list_blobs(include=["metadata"]):
-                key = (blob.name, blob.etag.strip('"'))
-                if key not in self.versions:
+        for blob in self._inbox():
+            key = (blob.name, blob.etag.strip('"'))
+            if key not in self.versions:
+                with self.interceptor.quiet():
+                    inbox = self.services().stores.container(self.services().settings.inbox_container)
                     data = inbox.get_blob_client(blob.name).download_blob().readall()
-                    self.versions[key] = Version(blob.name, key[1], data, True, (blob.metadata or {}).get("enfactid"))
-                    self.events[key] = 0
+                self.versions[key] = Version(blob.name, key[1], data, True, (blob.metadata or {}).get("enfactid"))
+                self.events[key] = 0
+
+    def _queue_empty(self) -> bool:
+        """Whether the enFact queue held nothing at the last look and nothing was sent to it since."""
+        return self._queue_empty_at == self.interceptor.writes["queue"]
 
     def deliver_queue(self) -> None:
+        if self._queue_empty():
+            return
         settings = self.services().settings
+        writes = self.interceptor.writes["queue"]
         with self.interceptor.quiet():
             queue = self.services().stores.queue(settings.enfact_queue)
             messages = list(queue.receive_messages(messages_per_page=8, visibility_timeout=30))
+        if not messages:
+            self._queue_empty_at = writes
         for message in messages:
             outcome = self.invoke("queue", lambda: self.host.deliver_queue_message(
                 "enfact_fetch", message.content, message.dequeue_count, message.id))
@@ -978,29 +1036,32 @@ class World:
     def settled(self) -> bool:
         if self.pushes or self.events or self.reconcile_again:
             return False
-        with self.interceptor.quiet():
-            services = self.services()
-            if services.stores.queue(services.settings.enfact_queue).peek_messages(max_messages=1):
-                return False
-            self._discover_inbox()
-            if self.events:
-                return False
-            inbox = services.stores.container(services.settings.inbox_container)
-            for blob in inbox.list_blobs():  # a blob nobody was told about waits for the repair sweep
-                entry = services.ledger.get(partition_for(blob.name),
-                                            ledger_key(services.settings.inbox_container, blob.name, blob.etag))
-                if entry is None:
+        services = self.services()
+        if not self._queue_empty():
+            writes = self.interceptor.writes["queue"]
+            with self.interceptor.quiet():
+                if services.stores.queue(services.settings.enfact_queue).peek_messages(max_messages=1):
                     return False
-            return all(entry.state in FINAL_STATES for entry in services.ledger.scan())
+            self._queue_empty_at = writes
+        self._discover_inbox()
+        if self.events:
+            return False
+        rows = self._rows()
+        recorded = {(entry.partition, entry.key) for entry in rows}
+        inbox = services.settings.inbox_container
+        if any((partition_for(blob.name), ledger_key(inbox, blob.name, blob.etag)) not in recorded
+               for blob in self._inbox()):
+            return False  # a blob nobody was told about waits for the repair sweep
+        return all(entry.state in FINAL_STATES for entry in rows)
 
     # ----------------------------------------------------------------- invariants
     def stranded_rows(self) -> list[str]:
         """Invariant 1 and 4 at every step: an unsettled row always has its due index entry."""
         STATS.invariant_checks += 1
-        with self.interceptor.quiet():
-            ledger = self.services().ledger
-            return [f"stranded: {e.partition}/{e.key} {e.state} {e.get('BlobPath')!r} has no due index entry"
-                    for e in ledger.scan() if e.state not in FINAL_STATES and not ledger.has_index(e)]
+        ledger = self.services().ledger
+        return self._unchanged("stranded", "rows", lambda: [
+            f"stranded: {e.partition}/{e.key} {e.state} {e.get('BlobPath')!r} has no due index entry"
+            for e in self._rows() if e.state not in FINAL_STATES and not ledger.has_index(e)])
 
     def check(self, settled: bool = True) -> list[str]:
         """Every invariant of DESIGN.md, after the run; returns the violations."""
