@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import json
 import logging
 import os
@@ -36,7 +37,7 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait as wait_for
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -47,6 +48,9 @@ REPO = Path(__file__).resolve().parents[1]
 LOCAL_INBOX = REPO / "local-inbox"
 DEMO_FOLDER = 11287
 log = logging.getLogger("devtools.run")
+#: After Ctrl-C (or the demo's end), stacks of every thread go to stderr, and the process exits, if
+#: it is still stopping this long after: the runner's grace, Azurite's and the emulators' together.
+STOP_DUMP_SECONDS = 45
 
 
 def _host_json() -> dict[str, Any]:
@@ -75,6 +79,7 @@ class LocalRunner:
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="blob")
+        self.in_flight: set[Future] = set()
         self.http: ThreadingHTTPServer | None = None
         extensions = _host_json().get("extensions", {})
         self.poison_blob_threshold = int(extensions.get("blobs", {}).get("poisonBlobThreshold", 5))
@@ -106,14 +111,23 @@ class LocalRunner:
         self._spawn(self._watch_local_inbox)
         self._serve_http()
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 10.0) -> None:
+        """Stop serving and wait up to ``grace`` seconds in all for what is running, as a host does.
+
+        An invocation still running then is left to fail once storage and the emulators stop (next
+        in the exit stack), as it would on a host that is shut down: nothing it did is lost."""
         self.stopping.set()
         if self.http:
             self.http.shutdown()
             self.http.server_close()
+        deadline = time.monotonic() + grace
+        self.pool.shutdown(wait=False, cancel_futures=True)
         for thread in self.threads:
-            thread.join(timeout=10)
-        self.pool.shutdown(wait=True, cancel_futures=True)
+            thread.join(timeout=max(deadline - time.monotonic(), 0))
+        _, running = wait_for(list(self.in_flight), timeout=max(deadline - time.monotonic(), 0))
+        late = [thread.name for thread in self.threads if thread.is_alive()] + [f"{len(running)} blob invocation(s)"] * bool(running)
+        if late:
+            log.warning("still running %.0f s after stop, left to end with storage: %s", grace, ", ".join(late))
 
     def _spawn(self, target, *args) -> None:
         thread = threading.Thread(target=target, args=args, name=f"{target.__name__}{args}", daemon=True)
@@ -158,7 +172,9 @@ class LocalRunner:
                 fresh = [v for v in versions if v not in delivered and v not in in_flight]
                 in_flight.update(fresh)
             for version in fresh:
-                self.pool.submit(deliver, version)
+                future = self.pool.submit(deliver, version)
+                self.in_flight.add(future)
+                future.add_done_callback(self.in_flight.discard)
 
     def _watch_local_inbox(self) -> None:
         sent = LOCAL_INBOX / ".uploaded"
@@ -388,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
                 return subprocess.call(["func", "start", "--port", str(args.port)], cwd=REPO, env={**os.environ, **env})
             runner = LocalRunner(env, args.port if not args.demo else 0, key)
             started.callback(runner.stop)
+            # Runs first on the way out: if stopping takes long, every thread's stack says why.
+            started.callback(faulthandler.dump_traceback_later, STOP_DUMP_SECONDS, exit=True)
             runner.start()
             print("\ninqom-bridge local runner (development aid — not the Azure Functions host)")
             print(f"  storage      Azurite {azurite.connection_string.split('BlobEndpoint=')[1].split(';')[0]}")
