@@ -168,7 +168,8 @@ param archiveTier string = 'Cold'
 param logAnalyticsDailyCapGb int = 0
 
 @description('Total retention (days) of the audit log tables (storage resource logs, FunctionAppLogs): 3653 = ten years; 90 of them interactive, the rest long-term retention.')
-@minValue(4)
+// Not below the workspace's interactive retention (90 days): total retention cannot be shorter.
+@minValue(90)
 @maxValue(4383)
 param auditLogRetentionDays int = 3653
 

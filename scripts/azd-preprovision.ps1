@@ -15,8 +15,25 @@ $envType = "$env:ENVIRONMENT_TYPE"
 if (-not $envType) {
     $envType = if (@('prod', 'production') -contains $envName.ToLowerInvariant()) { 'prod' } else { 'dev' }
 }
+if (@('dev', 'test', 'prod') -cnotcontains $envType) {
+    [Console]::Error.WriteLine("azd-preprovision: ERROR: ENVIRONMENT_TYPE is '$envType': use dev, test or prod (lower case, as main.bicep allows)")
+    exit 1
+}
 
-if ($envType -ne 'prod') {
+# A locked retention policy refuses the template's PUT: learn it from Azure, not from one machine's .env.
+if ("$env:ARCHIVE_RETENTION_LOCKED" -ne 'true' -and "$env:STORAGE_ACCOUNT_NAME" -and "$env:AZURE_RESOURCE_GROUP" -and
+        (Get-Command az -ErrorAction SilentlyContinue)) {
+    $container = if ("$env:ARCHIVE_CONTAINER") { "$env:ARCHIVE_CONTAINER" } else { 'archive' }
+    $state = az storage container immutability-policy show --resource-group "$env:AZURE_RESOURCE_GROUP" `
+        --account-name "$env:STORAGE_ACCOUNT_NAME" --container-name $container --query state -o tsv 2>$null
+    if ($state -eq 'Locked') {
+        Write-Host "azd-preprovision: the archive retention policy is locked in Azure: ARCHIVE_RETENTION_LOCKED=true"
+        azd env set ARCHIVE_RETENTION_LOCKED true
+        if ($LASTEXITCODE -ne 0) { Report-Error "could not record ARCHIVE_RETENTION_LOCKED=true (azd env set)" }
+    }
+}
+
+if ($envType -cne 'prod') {
     if (-not "$env:ENFACT_API_BASE_URL") {
         Report-Error "environment '$envName' is '$envType', not prod: ENFACT_API_BASE_URL is required (no enFact staging endpoint is known, and the production API is the default in prod only). Set it: azd env set ENFACT_API_BASE_URL <your enFact test endpoint>"
     }
@@ -31,7 +48,7 @@ if ($envType -ne 'prod') {
 }
 
 if (-not "$env:ALERT_EMAIL") {
-    if ($envType -eq 'prod') {
+    if ($envType -ceq 'prod') {
         Report-Error "ALERT_EMAIL is empty: the alerts (stalled documents, poison messages, dead-lettered events) would e-mail nobody. Set it: azd env set ALERT_EMAIL ops@cabinet.example"
     } else {
         [Console]::Error.WriteLine('################################################################################')

@@ -2,8 +2,9 @@
 # azd preprovision hook (azure.yaml, issue 22): refuse to provision an environment that would talk
 # to production from outside production, or whose alerts would reach nobody.
 #
-# Environment type: ENVIRONMENT_TYPE when set, else the rule of infra/main.bicep (environmentType):
-# prod when the azd environment name is prod or production (any case), dev otherwise.
+# Environment type: ENVIRONMENT_TYPE when set (dev, test or prod), else the rule of infra/main.bicep
+# (environmentType): prod when the azd environment name is prod or production (any case), dev otherwise.
+# A retention policy locked in Azure sets ARCHIVE_RETENTION_LOCKED=true (the template must not PUT it).
 #
 # Outside prod:
 #   * ENFACT_API_BASE_URL is required (main.bicep defaults it to the production API in prod only,
@@ -26,6 +27,24 @@ if [ -z "$env_type" ]; then
         prod|production) env_type=prod ;;
         *) env_type=dev ;;
     esac
+fi
+case "$env_type" in
+    dev|test|prod) ;;
+    *) echo "azd-preprovision: ERROR: ENVIRONMENT_TYPE is '$env_type': use dev, test or prod (lower case, as main.bicep allows)" >&2
+       exit 1 ;;
+esac
+
+# A locked retention policy refuses the template's PUT: a provision from another machine, a pipeline
+# or a re-created environment must learn that it is locked from Azure, not from one machine's .env.
+if [ "${ARCHIVE_RETENTION_LOCKED:-false}" != "true" ] && [ -n "${STORAGE_ACCOUNT_NAME:-}" ] \
+        && [ -n "${AZURE_RESOURCE_GROUP:-}" ] && command -v az >/dev/null 2>&1; then
+    state=$(az storage container immutability-policy show --resource-group "$AZURE_RESOURCE_GROUP" \
+        --account-name "$STORAGE_ACCOUNT_NAME" --container-name "${ARCHIVE_CONTAINER:-archive}" \
+        --query state -o tsv 2>/dev/null || true)
+    if [ "$state" = "Locked" ]; then
+        echo "azd-preprovision: the archive retention policy is locked in Azure: ARCHIVE_RETENTION_LOCKED=true"
+        azd env set ARCHIVE_RETENTION_LOCKED true || error "could not record ARCHIVE_RETENTION_LOCKED=true (azd env set); set it, or this provision fails on the locked policy"
+    fi
 fi
 
 if [ "$env_type" != "prod" ]; then

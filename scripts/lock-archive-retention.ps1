@@ -17,4 +17,7 @@ if ($policy.state -eq 'Locked') {
 } else {
     throw "lock-archive-retention: unexpected retention policy state '$($policy.state)'"
 }
-azd env set ARCHIVE_RETENTION_LOCKED true
+if (Get-Command azd -ErrorAction SilentlyContinue) {
+    azd env set ARCHIVE_RETENTION_LOCKED true
+    if ($LASTEXITCODE -ne 0) { throw 'lock-archive-retention: the policy is locked, but azd env set ARCHIVE_RETENTION_LOCKED true failed: set it by hand' }
+}

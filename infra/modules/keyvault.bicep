@@ -85,6 +85,7 @@ var secrets = [
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   // checkov:skip=CKV_AZURE_109: design choice, default public endpoint with RBAC-only data access; networkIsolation=true disables public access (private endpoint, network.bicep).
+  // checkov:skip=CKV_AZURE_189: as CKV_AZURE_109 (public network access): Disabled when networkIsolation=true.
   name: name
   location: location
   tags: tags

@@ -26,7 +26,8 @@ param retentionInDays int = 90
 param dailyQuotaGb int = 0
 
 @description('Total retention in days (interactive + long-term) of the audit tables: the documents\' resource logs and the function logs. 3653 = ten years, the archive\'s duty (L123-22); max 4383 (12 years).')
-@minValue(4)
+// Not below the workspace's interactive retention (90 days): total retention cannot be shorter.
+@minValue(90)
 @maxValue(4383)
 param auditTotalRetentionInDays int = 3653
 

@@ -32,9 +32,9 @@
 //   Event Grid topic → dead-letter container  Storage Blob Data Contributor  undeliverable inbox events
 // Optional, when operatorPrincipalId is set (the person or group running the operator CLI):
 //   operator → inbox, quarantine     Storage Blob Data Contributor   backfill, replay
-//   operator → archive               Storage Blob Data Reader        read the books (WORM refuses writes anyway);
-//                                                                    `find`/`backfill-tags` also need tags/read,
-//                                                                    filter/action (and tags/write): see README
+//   operator → archive               inqom-bridge archive operator   custom (archiveOperatorRole): read the books,
+//                                    (custom, no Owner)              tags/read + filter/action (`find`), tags/write
+//                                                                    (`backfill-tags`); no write, delete or policy action
 //   operator → ledger table          Storage Table Data Contributor  status/show/export, replay updates a row
 
 @description('Principal (object) id of the function app\'s user-assigned identity.')
@@ -93,7 +93,6 @@ param operatorPrincipalType string = 'User'
 // Built-in role definition ids (identical in every Azure tenant).
 var storageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
 var storageBlobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
-var storageBlobDataReader = '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
 var storageQueueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
 var storageQueueDataReader = '19e7f393-937e-4f77-808e-94535e297925'
 var storageQueueDataMessageProcessor = '8a0f0c08-91a1-4084-bc3d-661d67233fed'
@@ -136,6 +135,36 @@ resource archiveWriterRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' 
         actions: []
         notActions: []
         dataActions: archiveWriterDataActions
+        notDataActions: []
+      }
+    ]
+    assignableScopes: [
+      resourceGroup().id
+    ]
+  }
+}
+
+// The operator CLI on the archive (issue 22): Storage Blob Data Reader lacks the tag and filter actions
+// `find` and `backfill-tags` use, and Owner, the one built-in role that has them all, includes
+// containers/immutabilityPolicies/delete. Defined only when an operator is granted.
+var archiveOperatorDataActions = [
+  'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read'
+  'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/tags/read'
+  'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/tags/write'
+  'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/filter/action'
+]
+
+resource archiveOperatorRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = if (grantOperator) {
+  name: guid(resourceGroup().id, 'inqom-bridge-archive-operator')
+  properties: {
+    roleName: 'inqom-bridge archive operator (${uniqueString(resourceGroup().id)})'
+    description: 'Read the inqom-bridge archive, find by index tags and set tags; no write, delete, container or immutability policy management.'
+    type: 'CustomRole'
+    permissions: [
+      {
+        actions: []
+        notActions: []
+        dataActions: archiveOperatorDataActions
         notDataActions: []
       }
     ]
@@ -413,10 +442,10 @@ resource operatorQuarantine 'Microsoft.Authorization/roleAssignments@2022-04-01'
 }
 
 resource operatorArchive 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (grantOperator) {
-  name: guid(archiveContainer.id, operatorPrincipalId, storageBlobDataReader)
+  name: guid(archiveContainer.id, operatorPrincipalId, archiveOperatorRole.id)
   scope: archiveContainer
   properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataReader)
+    roleDefinitionId: archiveOperatorRole.id
     principalId: operatorPrincipalId
     principalType: operatorPrincipalType
   }
