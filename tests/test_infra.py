@@ -24,6 +24,7 @@ as a secondary check, matches the raw template text (said so at each place).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -471,7 +472,19 @@ def test_module_parameters_passed_by_main_exist(main: Template, templates: dict[
 
 
 @pytest.fixture(scope="module")
-def checkov_report() -> dict[str, Any]:
+def checkov_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """checkov's report, run once per test session: pytest-xdist workers share it through a file."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")  # the same in every worker of one session
+    shared = tmp_path_factory.getbasetemp().parent if run else tmp_path_factory.getbasetemp()
+    report = shared / f"checkov-{run or 'serial'}.json"
+    with open(shared / f"checkov-{run or 'serial'}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the other workers wait for the first one's report
+        if not report.exists():
+            report.write_text(json.dumps(_run_checkov()), encoding="utf-8")
+    return json.loads(report.read_text(encoding="utf-8"))
+
+
+def _run_checkov() -> dict[str, Any]:
     executable = Path(sys.executable).parent / "checkov"
     if not executable.exists():
         found = shutil.which("checkov")
