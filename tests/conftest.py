@@ -73,6 +73,12 @@ def host(app_env):
     return LocalHost(function_app.app)
 
 
+def pytest_addoption(parser) -> None:
+    parser.addoption("--full", action="store_true",
+                     help="run every crash point of the simulation (what CI runs); without it, a third of "
+                          "them, a different third each day (tests/test_simulation.py, CRASH_SAMPLE)")
+
+
 def pytest_configure(config) -> None:
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_StatsFromWorkers(), "simulation-stats-from-workers")
@@ -120,5 +126,11 @@ def pytest_terminal_summary(terminalreporter) -> None:
 
     if STATS.crash_runs or STATS.schedules:
         terminalreporter.write_line(STATS.summary())
+        from tests.test_simulation import crash_sample
+
+        every, offset = crash_sample(terminalreporter.config)
+        if every > 1:
+            terminalreporter.write_line(
+                f"  crash points sampled: 1 in {every} (SIM_CRASH_SAMPLE={offset}); every one with --full, as CI runs")
         for scenario, points in sorted(STATS.crash_points.items()):
             terminalreporter.write_line(f"  {scenario}: {len(points)} crash points × (before, after)")
