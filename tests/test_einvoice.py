@@ -577,13 +577,26 @@ def test_an_error_in_the_worker_reaches_the_caller():
 # -------------------------------------------------------------------------------------------- CLI
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    env = {"PATH": os.environ.get("PATH", ""), "PYTHONIOENCODING": "utf-8"}  # no app setting at all
+def cli_process(*args: str) -> subprocess.CompletedProcess:
+    """``python -m inqom_bridge_cli einvoice …`` as a support person runs it: with no app setting at all."""
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONIOENCODING": "utf-8"}
     return subprocess.run([sys.executable, "-m", "inqom_bridge_cli", "einvoice", *args], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, encoding="utf-8", timeout=60)
 
 
-def test_cli_json_for_each_format(tmp_path):
+@pytest.fixture
+def cli(capsys) -> Callable[..., subprocess.CompletedProcess]:
+    """The same command in-process (its dispatch reads no setting: test_cli_table runs the real one)."""
+    from inqom_bridge_cli import main
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        code = main(["einvoice", *args])
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(["inqom_bridge_cli", "einvoice", *args], code, out, err)
+    return run
+
+
+def test_cli_json_for_each_format(tmp_path, cli):
     files = {"f.pdf": factur_x_pdf(cii_invoice()), "z.pdf": pdf_with_attachment("ZUGFeRD-invoice.xml", cii_invoice()),
              "u.xml": ubl_invoice(CREDIT, credit_note=True), "c.xml": cii_invoice()}
     for name, data in files.items():
@@ -601,7 +614,7 @@ def test_cli_json_for_each_format(tmp_path):
 
 def test_cli_table(tmp_path):
     (tmp_path / "f.pdf").write_bytes(factur_x_pdf(cii_invoice(MINIMAL)))
-    result = cli(str(tmp_path / "f.pdf"))
+    result = cli_process(str(tmp_path / "f.pdf"))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["term", "name", "value"]
@@ -610,7 +623,7 @@ def test_cli_table(tmp_path):
     assert any(line.split()[0] == "format" and line.split()[-1] == "factur-x" for line in lines)
 
 
-def test_cli_exit_1_with_one_line_for_what_cannot_be_read(tmp_path):
+def test_cli_exit_1_with_one_line_for_what_cannot_be_read(tmp_path, cli):
     (tmp_path / "plain.pdf").write_bytes(blank_pdf())
     (tmp_path / "cut.pdf").write_bytes(factur_x_pdf(cii_invoice())[:2000])
     (tmp_path / "bomb.xml").write_bytes(entity_bomb())
