@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command (README): sets up what is missing, then runs the whole suite. `--full` (what CI
-# runs) takes every crash point of the simulation; without it, a third of them, another third each day.
+# runs) takes every crash point of the simulation; without it, a quarter of them, another quarter each day.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 current=$(cat requirements*.txt | sha256sum)

@@ -75,8 +75,8 @@ def host(app_env):
 
 def pytest_addoption(parser) -> None:
     parser.addoption("--full", action="store_true",
-                     help="run every crash point of the simulation (what CI runs); without it, a third of "
-                          "them, a different third each day (tests/test_simulation.py, CRASH_SAMPLE)")
+                     help="run every crash point of the simulation (what CI runs); without it, a quarter of "
+                          "them, a different quarter each day (tests/test_simulation.py, CRASH_SAMPLE)")
 
 
 def pytest_configure(config) -> None:

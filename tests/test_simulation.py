@@ -7,7 +7,7 @@ claim allows, every Inqom document named, every pushed or listed enFact invoice 
 A failing run names its scenario, crash point (or seed) and the violations; rerun one seed with
 ``SIM_SEEDS=<seed> bash scripts/test.sh tests/test_simulation.py -k interleav``, one scenario's
 crash points with ``-k "every_crash_point and drop"`` (add ``--full`` for all of them: without it,
-a third, ``CRASH_SAMPLE``).
+a quarter, ``CRASH_SAMPLE``).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ CRASH_SETTINGS = {"POLL_WORKERS": "1"}
 SHARDS = 3
 #: Without ``--full``, each item runs one of every CRASH_SAMPLE of its crash points, a different one each
 #: day (``SIM_CRASH_SAMPLE=<k>`` picks it); ``--full`` (CI) runs them all.
-CRASH_SAMPLE = 3
+CRASH_SAMPLE = 4
 
 
 def crash_sample(config: pytest.Config) -> tuple[int, int]:
