@@ -24,7 +24,6 @@ as a secondary check, matches the raw template text (said so at each place).
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -44,6 +43,7 @@ if str(ROOT) not in sys.path:  # `pytest tests/test_infra.py` without a rootdir 
 
 from shared import metrics  # noqa: E402
 from shared.config import SETTINGS, STORAGE_CONNECTION  # noqa: E402
+from tests.support.once import once  # noqa: E402
 from shared.observability import FIELDS as LOG_CONTEXT_FIELDS  # noqa: E402
 from shared.secrets import SECRET_NAMES, env_var_for  # noqa: E402
 
@@ -473,15 +473,8 @@ def test_module_parameters_passed_by_main_exist(main: Template, templates: dict[
 
 @pytest.fixture(scope="module")
 def checkov_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """checkov's report, run once per test session: pytest-xdist workers share it through a file."""
-    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")  # the same in every worker of one session
-    shared = tmp_path_factory.getbasetemp().parent if run else tmp_path_factory.getbasetemp()
-    report = shared / f"checkov-{run or 'serial'}.json"
-    with open(shared / f"checkov-{run or 'serial'}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # the other workers wait for the first one's report
-        if not report.exists():
-            report.write_text(json.dumps(_run_checkov()), encoding="utf-8")
-    return json.loads(report.read_text(encoding="utf-8"))
+    """checkov's report, run once per test session (the pytest-xdist workers share it)."""
+    return json.loads(once(tmp_path_factory, "checkov", lambda: json.dumps(_run_checkov()).encode()))
 
 
 def _run_checkov() -> dict[str, Any]:

@@ -13,15 +13,19 @@ a quarter, ``CRASH_SAMPLE``).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
+import pickle
 import random
 from dataclasses import dataclass
+from typing import Callable
 from datetime import date
 
 import pytest
 
 from tests.support.documents import only_row
 from tests.support.einvoices import Terms, cii_invoice, factur_x_pdf, ubl_invoice
+from tests.support.once import once
 from tests.support.scenarios import SCENARIOS
 from tests.support.simulation import (
     STATS, Call, Scheduler, World, after_equals_next_before, crash_points, pdf,
@@ -48,20 +52,33 @@ def crash_sample(config: pytest.Config) -> tuple[int, int]:
 DOUBLE_FAULTS = 12
 
 _clean_traces: dict[str, list[Call]] = {}
+#: A file name for each scenario's title (titles hold arrows, commas and spaces).
+SCENARIO_FILES = {title: hashlib.sha256(title.encode()).hexdigest()[:12] for title in SCENARIOS}
 _crashable_names: dict[tuple[str, int, str], list[str]] = {}  # (scenario, index, mode) -> that run's crash points
 
 
 def _clean_trace(azurite, title: str) -> list[Call]:
-    """The scenario run without a crash (once per process): every invariant holds and no crash happened."""
-    if title not in _clean_traces:
-        with World.create(azurite, **CRASH_SETTINGS) as world:
-            SCENARIOS[title](world)
-            world.run()
-            problems = world.check()
-            assert world.crashes == 0
-            assert problems == [], problems
-            _clean_traces[title] = list(world.interceptor.trace)
-    return _clean_traces[title]
+    """The scenario run without a crash: every invariant holds and no crash happened."""
+    with World.create(azurite, **CRASH_SETTINGS) as world:
+        SCENARIOS[title](world)
+        world.run()
+        problems = world.check()
+        assert world.crashes == 0
+        assert problems == [], problems
+        return list(world.interceptor.trace)
+
+
+@pytest.fixture(scope="session")
+def clean_trace(azurite, tmp_path_factory) -> Callable[[str], list[Call]]:
+    """``clean_trace(title)``: run once per session, by the first worker that needs it; the others
+    read it (a crash run's points are the clean run's, whichever process made it)."""
+    def trace(title: str) -> list[Call]:
+        if title not in _clean_traces:
+            data = once(tmp_path_factory, f"clean-trace-{SCENARIO_FILES[title]}",
+                        lambda: pickle.dumps(_clean_trace(azurite, title)))
+            _clean_traces[title] = pickle.loads(data)
+        return _clean_traces[title]
+    return trace
 
 
 @dataclass
@@ -98,8 +115,9 @@ def _unexpected(run: CrashRun, expected: list[tuple[int, str, str]]) -> list[str
 @pytest.mark.parametrize("shard", range(SHARDS))
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("title", list(SCENARIOS))
-def test_every_crash_point_recovers_with_every_invariant_holding(azurite, pytestconfig, title, mode, shard):
-    trace = _clean_trace(azurite, title)
+def test_every_crash_point_recovers_with_every_invariant_holding(azurite, clean_trace, pytestconfig, title, mode,
+                                                                 shard):
+    trace = clean_trace(title)
     points = crash_points(trace)
     assert points, "the scenario made no storage write or API call"
     STATS.crash_points.setdefault(title, set()).update(points)
@@ -118,12 +136,12 @@ def test_every_crash_point_recovers_with_every_invariant_holding(azurite, pytest
     assert violations == [], "\n".join(violations)
 
 
-def _points_of_single_run(azurite, title: str, index: int, mode: str) -> list[str]:
+def _points_of_single_run(azurite, trace: list[Call], title: str, index: int, mode: str) -> list[str]:
     """The crash points of the run that crashes once at (``index``, ``mode``): remembered, derived, or run."""
     key = (title, index, mode)
     if key not in _crashable_names:
         following = (title, index + 1, "before")
-        if mode == "after" and after_equals_next_before(_clean_trace(azurite, title), index) \
+        if mode == "after" and after_equals_next_before(trace, index) \
                 and following in _crashable_names:
             names = _crashable_names[following]  # the same run, but for the call it crashed before
             _crashable_names[key] = names[:index + 1] + names[index + 2:]
@@ -134,14 +152,15 @@ def _points_of_single_run(azurite, title: str, index: int, mode: str) -> list[st
 
 
 @pytest.mark.parametrize("pair", range(DOUBLE_FAULTS))
-def test_double_faults_recover_with_every_invariant_holding(azurite, pair):
+def test_double_faults_recover_with_every_invariant_holding(azurite, clean_trace, pair):
     """Two crashes in one run (a sample): the second at a point of the recovery from the first."""
     rng = random.Random(f"double-{pair}")
     title = list(SCENARIOS)[pair % len(SCENARIOS)]
-    points = crash_points(_clean_trace(azurite, title))
+    trace = clean_trace(title)
+    points = crash_points(trace)
     while True:
         first, first_mode = rng.randrange(len(points)), rng.choice(MODES)
-        names = _points_of_single_run(azurite, title, first, first_mode)
+        names = _points_of_single_run(azurite, trace, title, first, first_mode)
         if len(names) > first + 1:
             break
     second, second_mode = rng.randrange(first + 1, len(names)), rng.choice(MODES)
