@@ -1581,46 +1581,6 @@ def _dotted(value: Any) -> Any:
     return value
 
 
-def _eval(template: Template, expression: Any, **names: Any) -> Any:
-    """A parameter default or property expression with the given names bound (the rest resolved
-    through the template's defaults): conditionals, ==, !, contains(), toLower(), literals."""
-    if isinstance(expression, str):
-        if expression in names:
-            return names[expression]
-        if expression in template.params:
-            return _eval(template, template.default(expression), **names)
-        if expression in template.vars:
-            return _eval(template, template.vars[expression]["value"], **names)
-        return expression
-    if isinstance(expression, list):
-        return [_eval(template, item, **names) for item in expression]
-    if not isinstance(expression, dict):
-        return expression
-    if "function" in expression:
-        function = expression["function"]
-        args = {k: _eval(template, v, **names) for k, v in function["parameters"].items()}
-        if function["type"] == "to_lower":
-            return args["string_to_change"].lower()
-        if function["type"] == "contains":
-            return args["item_to_find"] in args["container"]
-        if function["type"] == "empty":
-            return not args["item_to_test"]
-        raise AssertionError(f"unsupported function {function['type']}")
-    operator = expression["operator"]
-    operands = operator["operands"]
-    kind = operator["type"]
-    if kind == "property_accessor":
-        return _dotted(expression)
-    if kind == "conditional":
-        chosen = "true_value" if _eval(template, operands["condition"], **names) else "false_value"
-        return _eval(template, operands[chosen], **names)
-    if kind == "equals":
-        return _eval(template, operands["operand_1"], **names) == _eval(template, operands["operand_2"], **names)
-    if kind == "not":
-        return not _eval(template, operands["bool_value"], **names)
-    raise AssertionError(f"unsupported operator {kind}")
-
-
 def test_archive_writer_role_is_contributor_like_without_policy_or_container_management(roles: Template) -> None:
     """Item 1: Contributor's blob data actions the code needs plus tags/read and tags/write; no
     control-plane action (so no container write/delete, no immutabilityPolicies/*), no blob delete."""
@@ -1884,25 +1844,25 @@ INQOM_PROD_HOSTS = ("auth.inqom.com", "wa-fred-accounting-documents-prod.azurewe
 ENFACT_PROD_HOST = "api5.onfact.be"
 
 
-def _value22(template: Template, expression: Any, **names: Any) -> Any:
+def _eval(template: Template, expression: Any, **names: Any) -> Any:
     """Evaluate a pycep expression with ``names`` bound and everything else resolved through the
     template's parameter defaults and variables: literals, "${name}" interpolation, conditionals,
-    !, ==, >, empty(), unary minus."""
+    !, ==, >, empty(), contains(), toLower(), unary minus, property accessors (dotted)."""
     if isinstance(expression, str):
         if expression in names:
             return names[expression]
         if expression in template.params:
-            return _value22(template, template.default(expression), **names)
+            return _eval(template, template.default(expression), **names)
         if expression in template.vars:
-            return _value22(template, template.vars[expression]["value"], **names)
-        return re.sub(r"\$\{(\w+)\}", lambda m: str(_value22(template, m.group(1), **names)), expression)
+            return _eval(template, template.vars[expression]["value"], **names)
+        return re.sub(r"\$\{(\w+)\}", lambda m: str(_eval(template, m.group(1), **names)), expression)
     if isinstance(expression, list):
-        return [_value22(template, item, **names) for item in expression]
+        return [_eval(template, item, **names) for item in expression]
     if not isinstance(expression, dict):
         return expression
     if set(expression) == {"function"}:
         function = expression["function"]
-        args = {k: _value22(template, v, **names) for k, v in function.get("parameters", {}).items()}
+        args = {k: _eval(template, v, **names) for k, v in function.get("parameters", {}).items()}
         if function["type"] == "to_lower":
             return args["string_to_change"].lower()
         if function["type"] == "contains":
@@ -1910,16 +1870,18 @@ def _value22(template: Template, expression: Any, **names: Any) -> Any:
         assert function["type"] == "empty", f"unsupported function {function['type']}"
         return not args["item_to_test"]
     if set(expression) != {"operator"}:
-        return {k: _value22(template, v, **names) for k, v in expression.items()}
+        return {k: _eval(template, v, **names) for k, v in expression.items()}
     kind, operands = expression["operator"]["type"], expression["operator"]["operands"]
+    if kind == "property_accessor":
+        return _dotted(expression)
     if kind == "conditional":
-        chosen = "true_value" if _value22(template, operands["condition"], **names) else "false_value"
-        return _value22(template, operands[chosen], **names)
+        chosen = "true_value" if _eval(template, operands["condition"], **names) else "false_value"
+        return _eval(template, operands[chosen], **names)
     if kind == "not":
-        return not _value22(template, operands["bool_value"], **names)
+        return not _eval(template, operands["bool_value"], **names)
     if kind == "minus" and set(operands) == {"integer_value"}:
         return -operands["integer_value"]
-    left, right = (_value22(template, operands[k], **names) for k in ("operand_1", "operand_2"))
+    left, right = (_eval(template, operands[k], **names) for k in ("operand_1", "operand_2"))
     return {"equals": lambda: left == right, "greater_than": lambda: left > right}[kind]()
 
 
@@ -1937,7 +1899,7 @@ def test_no_production_endpoint_in_a_non_production_environment(main: Template, 
         assert main.default(name) == "", f"{name}: a literal default would apply in every environment"
         assert parameters[name]["value"] == "${%s=}" % variable
     values = {
-        module_param: _value22(main, _function_app_setting_source(main, module_param), environmentType=environment_type)
+        module_param: _eval(main, _function_app_setting_source(main, module_param), environmentType=environment_type)
         for module_param in ("inqomTokenUrl", "inqomApiBaseUrl", "enfactApiBaseUrl")
     }
     for value in values.values():
@@ -1946,14 +1908,14 @@ def test_no_production_endpoint_in_a_non_production_environment(main: Template, 
     assert values["inqomApiBaseUrl"] == "https://wa-fred-accounting-documents-staging.azurewebsites.net"
     assert values["enfactApiBaseUrl"] == ""
     # An explicit value wins everywhere; prod defaults are the code's own defaults.
-    assert _value22(main, _function_app_setting_source(main, "inqomTokenUrl"), environmentType=environment_type,
+    assert _eval(main, _function_app_setting_source(main, "inqomTokenUrl"), environmentType=environment_type,
                     inqomTokenUrl="https://x.example/token") == "https://x.example/token"
-    prod = {p: _value22(main, _function_app_setting_source(main, p), environmentType="prod")
+    prod = {p: _eval(main, _function_app_setting_source(main, p), environmentType="prod")
             for p in ("inqomTokenUrl", "inqomApiBaseUrl", "enfactApiBaseUrl")}
     assert prod == {"inqomTokenUrl": SETTING_BY_ENV["INQOM_TOKEN_URL"].default,
                     "inqomApiBaseUrl": SETTING_BY_ENV["INQOM_API_BASE_URL"].default,
                     "enfactApiBaseUrl": SETTING_BY_ENV["ENFACT_API_BASE_URL"].default}
-    assert _value22(main, "effectiveEnvironmentType", environmentType="", environmentName="staging") == "dev"
+    assert _eval(main, "effectiveEnvironmentType", environmentType="", environmentName="staging") == "dev"
 
 
 def test_inqom_staging_auth_host_is_a_documented_parameter(main: Template) -> None:
@@ -1964,7 +1926,7 @@ def test_inqom_staging_auth_host_is_a_documented_parameter(main: Template) -> No
     assert main.default("inqomStagingAuthHost") == "staging-auth.inqom.com"
     parameters = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))["parameters"]
     assert parameters["inqomStagingAuthHost"]["value"] == "${INQOM_STAGING_AUTH_HOST=staging-auth.inqom.com}"
-    assert _value22(main, _function_app_setting_source(main, "inqomTokenUrl"), environmentType="dev",
+    assert _eval(main, _function_app_setting_source(main, "inqomTokenUrl"), environmentType="dev",
                     inqomStagingAuthHost="auth-staging.inqom.com") == "https://auth-staging.inqom.com/identity/connect/token"
     readme = (INFRA / "README.md").read_text(encoding="utf-8")
     assert "staging-auth.inqom.com" in readme and "auth-staging.inqom.com" in readme and "INQOM_STAGING_AUTH_HOST" in readme
@@ -2089,7 +2051,7 @@ def test_log_analytics_daily_cap_and_audit_retention_parameters(main: Template, 
     assert parameters["logAnalyticsDailyCapGb"]["value"] == "${LOG_ANALYTICS_DAILY_CAP_GB=0}"
     _, workspace = monitoring.one("Microsoft.OperationalInsights/workspaces")
     quota = body(workspace)["properties"]["workspaceCapping"]["dailyQuotaGb"]
-    assert _value22(monitoring, quota) == -1 and _value22(monitoring, quota, dailyQuotaGb=5) == 5
+    assert _eval(monitoring, quota) == -1 and _eval(monitoring, quota, dailyQuotaGb=5) == 5
     assert params["auditTotalRetentionInDays"] == "auditLogRetentionDays" and main.default("auditLogRetentionDays") >= 3650
     assert parameters["auditLogRetentionDays"]["value"] == "${AUDIT_LOG_RETENTION_DAYS=3653}"
     (_, tables), = monitoring.resources_of_type("Microsoft.OperationalInsights/workspaces/tables").items()
@@ -2107,8 +2069,8 @@ def test_archive_tiers_to_cool_or_cold_after_n_days(main: Template, storage: Tem
     rules = {r["name"]: r for r in body(lifecycle)["properties"]["policy"]["rules"]}
     rule = rules["tier-archive"]
     assert rule["definition"]["filters"] == {"blobTypes": ["blockBlob"], "prefixMatch": ["${archiveContainerName}/"]}
-    assert _value22(storage, rule["enabled"]) is True and _value22(storage, rule["enabled"], archiveTierAfterDays=0) is False
-    actions = _value22(storage, rule["definition"]["actions"], archiveTier=tier, archiveTierAfterDays=90)
+    assert _eval(storage, rule["enabled"]) is True and _eval(storage, rule["enabled"], archiveTierAfterDays=0) is False
+    actions = _eval(storage, rule["definition"]["actions"], archiveTier=tier, archiveTierAfterDays=90)
     assert actions == {"baseBlob": {action: {"daysAfterCreationGreaterThan": 90}}}
     assert storage.default("archiveTier") == main.default("archiveTier") == "Cold"
     assert storage.default("archiveTierAfterDays") == main.default("archiveTierAfterDays") == 90
