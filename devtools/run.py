@@ -418,7 +418,10 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
             if args.demo:
                 return run_demo(runner, enfact, args.timeout)
-            stop.wait()
+            # Woken twice a second: a SIGINT the kernel hands to another thread only sets a flag
+            # that the main thread reads between bytecodes, never inside an untimed wait.
+            while not stop.wait(0.5):
+                pass
             return 0
     except KeyboardInterrupt:
         return 0
