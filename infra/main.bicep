@@ -70,9 +70,8 @@ param inqomMaxRequestsPerSecond string = '10'
 @description('ALLOWED_FOLDER_IDS: comma-separated Inqom accounting folder ids accepted from the inbox; empty = any.')
 param allowedFolderIds string = ''
 
-// Built from environment(): a literal storage suffix is what the no-hardcoded-env-urls linter rule flags.
-@description('ARCHIVE_ALLOWED_HOSTS: hosts Inqom\'s temporary download URLs may point to.')
-param archiveAllowedHosts string = 'fredprodstorage.blob.${environment().suffixes.storage}'
+@description('ARCHIVE_ALLOWED_HOSTS: hosts Inqom\'s temporary download URLs may point to; empty = Inqom\'s production download host in prod only. Outside prod it is required (Inqom\'s staging download host is not documented): the preprovision hook refuses to provision without it.')
+param archiveAllowedHosts string = ''
 
 @description('POLL_SCHEDULE: NCRONTAB (UTC) of the status poll.')
 param pollSchedule string = '0 */5 * * * *'
@@ -137,6 +136,8 @@ param inqomStagingAuthHost string = 'staging-auth.inqom.com'
 var inqomProdTokenUrl = 'https://auth.inqom.com/identity/connect/token'
 var inqomProdApiBaseUrl = 'https://wa-fred-accounting-documents-prod.azurewebsites.net'
 var enfactProdApiBaseUrl = 'https://api5.onfact.be'
+// Built from environment(): a literal storage suffix is what the no-hardcoded-env-urls linter rule flags.
+var inqomProdDownloadHost = 'fredprodstorage.blob.${environment().suffixes.storage}'
 var inqomStagingTokenUrl = 'https://${inqomStagingAuthHost}/identity/connect/token'
 var inqomStagingApiBaseUrl = 'https://wa-fred-accounting-documents-staging.azurewebsites.net'
 var isProduction = empty(environmentType) ? contains([
@@ -149,6 +150,8 @@ var effectiveInqomApiBaseUrl = (!empty(inqomApiBaseUrl)) ? inqomApiBaseUrl : (is
 // Outside prod an empty value stays empty: the app then refuses to start (shared/config.py requires a
 // URL) rather than talk to production; the preprovision hook stops `azd provision` before that.
 var effectiveEnfactApiBaseUrl = (!empty(enfactApiBaseUrl)) ? enfactApiBaseUrl : (isProduction ? enfactProdApiBaseUrl : '')
+// Empty outside prod: the app then refuses every download (nothing is archived from a host nobody named).
+var effectiveArchiveAllowedHosts = (!empty(archiveAllowedHosts)) ? archiveAllowedHosts : (isProduction ? inqomProdDownloadHost : '')
 
 // ---- issue 22: retention and cost (archive tiering, Log Analytics cap and audit retention) ----
 
@@ -402,7 +405,7 @@ module functionApp 'modules/functionapp.bicep' = {
     inqomPollShare: inqomPollShare
     inqomMaxRequestsPerSecond: inqomMaxRequestsPerSecond
     allowedFolderIds: allowedFolderIds
-    archiveAllowedHosts: archiveAllowedHosts
+    archiveAllowedHosts: effectiveArchiveAllowedHosts
     pollSchedule: pollSchedule
     enfactApiBaseUrl: effectiveEnfactApiBaseUrl
     enfactCompanyFolders: enfactCompanyFolders

@@ -127,7 +127,12 @@ $secretNames = 'inqom-username', 'inqom-password', 'inqom-client-id', 'inqom-cli
 if ($env:KEY_VAULT_NAME) {
     $existing = az keyvault secret list --vault-name $env:KEY_VAULT_NAME --query '[].name' --output tsv 2>$null
     if ($LASTEXITCODE -ne 0) {
-        Write-Host "azd-postdeploy: could not list secrets in $($env:KEY_VAULT_NAME) (needs Key Vault Reader or Secrets Officer); make sure these exist: $($secretNames -join ' ')"
+        if ("$env:NETWORK_ISOLATION" -eq 'true') {
+            Write-Host "azd-postdeploy: could not list secrets in $($env:KEY_VAULT_NAME): with NETWORK_ISOLATION=true its public access is disabled, so run this from inside the virtual network (or with Key Vault Reader or Secrets Officer there); make sure these exist: $($secretNames -join ' ')"
+        }
+        else {
+            Write-Host "azd-postdeploy: could not list secrets in $($env:KEY_VAULT_NAME) (needs Key Vault Reader or Secrets Officer); make sure these exist: $($secretNames -join ' ')"
+        }
     }
     else {
         $missing = $secretNames | Where-Object { @($existing) -notcontains $_ }

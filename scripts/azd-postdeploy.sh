@@ -141,7 +141,11 @@ if [ -n "${KEY_VAULT_NAME:-}" ]; then
         fi
     done
     if [ "$existing" = "?" ]; then
-        echo "azd-postdeploy: could not list secrets in $KEY_VAULT_NAME (needs Key Vault Reader or Secrets Officer); make sure these exist:$missing"
+        if [ "${NETWORK_ISOLATION:-false}" = "true" ]; then
+            echo "azd-postdeploy: could not list secrets in $KEY_VAULT_NAME: with NETWORK_ISOLATION=true its public access is disabled, so run this from inside the virtual network (or with Key Vault Reader or Secrets Officer there); make sure these exist:$missing"
+        else
+            echo "azd-postdeploy: could not list secrets in $KEY_VAULT_NAME (needs Key Vault Reader or Secrets Officer); make sure these exist:$missing"
+        fi
     elif [ -n "$missing" ]; then
         echo "azd-postdeploy: secrets still to set in $KEY_VAULT_NAME:$missing"
         echo "  az keyvault secret set --vault-name $KEY_VAULT_NAME --name <name> --file <file-with-value> --encoding utf-8"

@@ -1,5 +1,5 @@
 # azd preprovision hook (azure.yaml, Windows, issue 22): same checks as scripts/azd-preprovision.sh.
-# Outside prod: ENFACT_API_BASE_URL is required, and a production Inqom endpoint is refused unless
+# Outside prod: ENFACT_API_BASE_URL and ARCHIVE_ALLOWED_HOSTS are required, and a production Inqom endpoint is refused unless
 # ALLOW_PRODUCTION_ENDPOINTS=true. Everywhere: an empty ALERT_EMAIL stops prod and warns elsewhere.
 $ErrorActionPreference = 'Stop'
 Set-StrictMode -Version Latest
@@ -36,6 +36,9 @@ if ("$env:ARCHIVE_RETENTION_LOCKED" -ne 'true' -and "$env:STORAGE_ACCOUNT_NAME" 
 if ($envType -cne 'prod') {
     if (-not "$env:ENFACT_API_BASE_URL") {
         Report-Error "environment '$envName' is '$envType', not prod: ENFACT_API_BASE_URL is required (no enFact staging endpoint is known, and the production API is the default in prod only). Set it: azd env set ENFACT_API_BASE_URL <your enFact test endpoint>"
+    }
+    if (-not "$env:ARCHIVE_ALLOWED_HOSTS") {
+        Report-Error "environment '$envName' is '$envType', not prod: ARCHIVE_ALLOWED_HOSTS is required (the host of Inqom's staging download URLs is not documented; production's is the default in prod only). Set it: azd env set ARCHIVE_ALLOWED_HOSTS <host of the public-url answers>"
     }
     if ("$env:ALLOW_PRODUCTION_ENDPOINTS" -ne 'true') {
         if ("$env:INQOM_TOKEN_URL".StartsWith('https://auth.inqom.com/')) {

@@ -9,6 +9,8 @@
 # Outside prod:
 #   * ENFACT_API_BASE_URL is required (main.bicep defaults it to the production API in prod only,
 #     and no enFact staging endpoint is known): the hook stops with the command to set it.
+#   * ARCHIVE_ALLOWED_HOSTS is required, for the same reason (Inqom's staging download host is
+#     not documented; production's is the default in prod only).
 #   * INQOM_TOKEN_URL / INQOM_API_BASE_URL default to Inqom's staging (recette) endpoints in
 #     main.bicep; set to a production endpoint they are refused unless ALLOW_PRODUCTION_ENDPOINTS=true.
 # Everywhere: an empty ALERT_EMAIL means the action group e-mails nobody. In prod the hook stops;
@@ -50,6 +52,9 @@ fi
 if [ "$env_type" != "prod" ]; then
     if [ -z "${ENFACT_API_BASE_URL:-}" ]; then
         error "environment '${AZURE_ENV_NAME:-?}' is '$env_type', not prod: ENFACT_API_BASE_URL is required (no enFact staging endpoint is known, and the production API is the default in prod only). Set it: azd env set ENFACT_API_BASE_URL <your enFact test endpoint>"
+    fi
+    if [ -z "${ARCHIVE_ALLOWED_HOSTS:-}" ]; then
+        error "environment '${AZURE_ENV_NAME:-?}' is '$env_type', not prod: ARCHIVE_ALLOWED_HOSTS is required (the host of Inqom's staging download URLs is not documented; production's is the default in prod only). Set it: azd env set ARCHIVE_ALLOWED_HOSTS <host of the public-url answers>"
     fi
     if [ "${ALLOW_PRODUCTION_ENDPOINTS:-false}" != "true" ]; then
         case "${INQOM_TOKEN_URL:-}" in

@@ -1895,26 +1895,27 @@ def test_no_production_endpoint_in_a_non_production_environment(main: Template, 
     no enFact endpoint at all (the preprovision hook then refuses to provision); prod gets production."""
     parameters = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))["parameters"]
     for name, variable in (("inqomTokenUrl", "INQOM_TOKEN_URL"), ("inqomApiBaseUrl", "INQOM_API_BASE_URL"),
-                           ("enfactApiBaseUrl", "ENFACT_API_BASE_URL")):
+                           ("enfactApiBaseUrl", "ENFACT_API_BASE_URL"), ("archiveAllowedHosts", "ARCHIVE_ALLOWED_HOSTS")):
         assert main.default(name) == "", f"{name}: a literal default would apply in every environment"
         assert parameters[name]["value"] == "${%s=}" % variable
     values = {
         module_param: _eval(main, _function_app_setting_source(main, module_param), environmentType=environment_type)
-        for module_param in ("inqomTokenUrl", "inqomApiBaseUrl", "enfactApiBaseUrl")
+        for module_param in ("inqomTokenUrl", "inqomApiBaseUrl", "enfactApiBaseUrl", "archiveAllowedHosts")
     }
     for value in values.values():
         assert not any(host in value for host in (*INQOM_PROD_HOSTS, ENFACT_PROD_HOST)) or "staging" in value, values
     assert values["inqomTokenUrl"] == "https://staging-auth.inqom.com/identity/connect/token"
     assert values["inqomApiBaseUrl"] == "https://wa-fred-accounting-documents-staging.azurewebsites.net"
-    assert values["enfactApiBaseUrl"] == ""
+    assert values["enfactApiBaseUrl"] == "" and values["archiveAllowedHosts"] == ""
     # An explicit value wins everywhere; prod defaults are the code's own defaults.
     assert _eval(main, _function_app_setting_source(main, "inqomTokenUrl"), environmentType=environment_type,
                     inqomTokenUrl="https://x.example/token") == "https://x.example/token"
-    prod = {p: _eval(main, _function_app_setting_source(main, p), environmentType="prod")
-            for p in ("inqomTokenUrl", "inqomApiBaseUrl", "enfactApiBaseUrl")}
+    prod = {p: in_azure_cloud(_eval(main, _function_app_setting_source(main, p), environmentType="prod"))
+            for p in ("inqomTokenUrl", "inqomApiBaseUrl", "enfactApiBaseUrl", "archiveAllowedHosts")}
     assert prod == {"inqomTokenUrl": SETTING_BY_ENV["INQOM_TOKEN_URL"].default,
                     "inqomApiBaseUrl": SETTING_BY_ENV["INQOM_API_BASE_URL"].default,
-                    "enfactApiBaseUrl": SETTING_BY_ENV["ENFACT_API_BASE_URL"].default}
+                    "enfactApiBaseUrl": SETTING_BY_ENV["ENFACT_API_BASE_URL"].default,
+                    "archiveAllowedHosts": SETTING_BY_ENV["ARCHIVE_ALLOWED_HOSTS"].default}
     assert _eval(main, "effectiveEnvironmentType", environmentType="", environmentName="staging") == "dev"
 
 
@@ -1940,7 +1941,7 @@ def test_azure_yaml_runs_the_preprovision_checks() -> None:
     assert os.access(PREPROVISION_SH, os.X_OK) and PREPROVISION_PS1.is_file()
     for script in (PREPROVISION_SH, PREPROVISION_PS1):
         text = script.read_text(encoding="utf-8")
-        for name in ("ENFACT_API_BASE_URL", "INQOM_TOKEN_URL", "INQOM_API_BASE_URL", "ALERT_EMAIL", "ENVIRONMENT_TYPE",
+        for name in ("ENFACT_API_BASE_URL", "ARCHIVE_ALLOWED_HOSTS", "INQOM_TOKEN_URL", "INQOM_API_BASE_URL", "ALERT_EMAIL", "ENVIRONMENT_TYPE",
                      "ALLOW_PRODUCTION_ENDPOINTS"):
             assert name in text, f"{script.name} does not check {name}"
 
@@ -1953,16 +1954,19 @@ def _preprovision(**env: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("env", "ok", "expected"),
     [
-        ({"AZURE_ENV_NAME": "dev", "ENFACT_API_BASE_URL": "https://enfact.test", "ALERT_EMAIL": "ops@x.example"}, True, ""),
-        ({"AZURE_ENV_NAME": "dev", "ALERT_EMAIL": "ops@x.example"}, False, "ENFACT_API_BASE_URL is required"),
-        ({"AZURE_ENV_NAME": "dev", "ENFACT_API_BASE_URL": "https://enfact.test", "ALERT_EMAIL": "ops@x.example",
+        ({"AZURE_ENV_NAME": "dev", "ENFACT_API_BASE_URL": "https://enfact.test", "ARCHIVE_ALLOWED_HOSTS": "files.test", "ALERT_EMAIL": "ops@x.example"}, True, ""),
+        ({"AZURE_ENV_NAME": "dev", "ALERT_EMAIL": "ops@x.example", "ARCHIVE_ALLOWED_HOSTS": "files.test"}, False,
+         "ENFACT_API_BASE_URL is required"),
+        ({"AZURE_ENV_NAME": "test", "ENFACT_API_BASE_URL": "https://enfact.test", "ALERT_EMAIL": "ops@x.example"}, False,
+         "ARCHIVE_ALLOWED_HOSTS is required"),
+        ({"AZURE_ENV_NAME": "dev", "ENFACT_API_BASE_URL": "https://enfact.test", "ARCHIVE_ALLOWED_HOSTS": "files.test", "ALERT_EMAIL": "ops@x.example",
           "INQOM_TOKEN_URL": "https://auth.inqom.com/identity/connect/token"}, False, "production identity server"),
-        ({"AZURE_ENV_NAME": "dev", "ENFACT_API_BASE_URL": "https://enfact.test", "ALERT_EMAIL": "ops@x.example",
+        ({"AZURE_ENV_NAME": "dev", "ENFACT_API_BASE_URL": "https://enfact.test", "ARCHIVE_ALLOWED_HOSTS": "files.test", "ALERT_EMAIL": "ops@x.example",
           "INQOM_TOKEN_URL": "https://staging-auth.inqom.com/identity/connect/token"}, True, ""),
-        ({"AZURE_ENV_NAME": "dev", "ENFACT_API_BASE_URL": "https://enfact.test", "ALERT_EMAIL": "ops@x.example",
+        ({"AZURE_ENV_NAME": "dev", "ENFACT_API_BASE_URL": "https://enfact.test", "ARCHIVE_ALLOWED_HOSTS": "files.test", "ALERT_EMAIL": "ops@x.example",
           "INQOM_API_BASE_URL": "https://wa-fred-accounting-documents-prod.azurewebsites.net",
           "ALLOW_PRODUCTION_ENDPOINTS": "true"}, True, ""),
-        ({"AZURE_ENV_NAME": "dev", "ENFACT_API_BASE_URL": "https://enfact.test"}, True, "NOTIFY NOBODY"),
+        ({"AZURE_ENV_NAME": "dev", "ENFACT_API_BASE_URL": "https://enfact.test", "ARCHIVE_ALLOWED_HOSTS": "files.test"}, True, "NOTIFY NOBODY"),
         ({"AZURE_ENV_NAME": "Production"}, False, "ALERT_EMAIL is empty"),
         ({"AZURE_ENV_NAME": "prod", "ALERT_EMAIL": "ops@x.example"}, True, ""),
         ({"AZURE_ENV_NAME": "x", "ENVIRONMENT_TYPE": "prod", "ALERT_EMAIL": "ops@x.example"}, True, ""),
@@ -2056,7 +2060,8 @@ def test_log_analytics_daily_cap_and_audit_retention_parameters(main: Template, 
     assert parameters["auditLogRetentionDays"]["value"] == "${AUDIT_LOG_RETENTION_DAYS=3653}"
     (_, tables), = monitoring.resources_of_type("Microsoft.OperationalInsights/workspaces/tables").items()
     assert loop_of(tables)["detail"]["array_name"] == "auditTables"
-    assert set(monitoring.vars["auditTables"]["value"]) == {"StorageBlobLogs", "StorageQueueLogs", "StorageTableLogs", "FunctionAppLogs"}
+    assert set(monitoring.vars["auditTables"]["value"]) == {"StorageBlobLogs", "StorageQueueLogs", "StorageTableLogs", "FunctionAppLogs",
+                                                              "AzureDiagnostics"}
     props = body(tables)["properties"]
     assert props == {"retentionInDays": "retentionInDays", "totalRetentionInDays": "auditTotalRetentionInDays"}
 

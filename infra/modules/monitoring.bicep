@@ -25,18 +25,21 @@ param retentionInDays int = 90
 @minValue(0)
 param dailyQuotaGb int = 0
 
-@description('Total retention in days (interactive + long-term) of the audit tables: the documents\' resource logs and the function logs. 3653 = ten years, the archive\'s duty (L123-22); max 4383 (12 years).')
+@description('Total retention in days (interactive + long-term) of the audit tables: the documents\' resource logs, the function logs, and the vault\'s and Event Grid\'s logs (AzureDiagnostics). 3653 = ten years, the archive\'s duty (L123-22); max 4383 (12 years).')
 // Not below the workspace's interactive retention (90 days): total retention cannot be shorter.
 @minValue(90)
 @maxValue(4383)
 param auditTotalRetentionInDays int = 3653
 
-// Where the audit trail of the documents lands (storage.bicep, functionapp.bicep diagnostic settings).
+// Where the audit trail lands (the diagnostic settings of storage.bicep, functionapp.bicep,
+// keyvault.bicep and eventgrid.bicep). The vault's `audit` and the system topic's `DeliveryFailures`
+// have no resource-specific table here: they land in AzureDiagnostics.
 var auditTables = [
   'StorageBlobLogs'
   'StorageQueueLogs'
   'StorageTableLogs'
   'FunctionAppLogs'
+  'AzureDiagnostics'
 ]
 
 resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {

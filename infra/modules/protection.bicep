@@ -3,7 +3,7 @@
 //
 // A CanNotDelete management lock on the account: no one, Owner included, can delete the account or
 // any of its child resources through ARM (containers, queues, the ledger table, the archive's
-// retention policy while it is unlocked) until the lock itself is removed, which needs
+// retention policy while it is unlocked, role assignments at those scopes) until the lock itself is removed, which needs
 // Microsoft.Authorization/locks/delete (Owner or User Access Administrator). `azd down` fails on it.
 // Data-plane reads and writes are unaffected (the app and the WORM rules work as before).
 

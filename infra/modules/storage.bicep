@@ -7,7 +7,8 @@
 //
 // The archive is the books (Code de commerce art. L123-22: ten years): blob versioning on the
 // account, a container-level time-based retention (WORM) policy on the archive container, created
-// unlocked; locking it is an operator step (infra/README.md). The app only ever creates archive
+// unlocked, then locked by the postprovision hook where lockArchiveRetention is true (default: prod;
+// scripts/lock-archive-retention.sh, infra/README.md). The app only ever creates archive
 // blobs (staged blocks + Put Block List with If-None-Match: *), which such a policy permits.
 
 @description('Storage account name (3-24 lower-case letters and digits, globally unique).')
