@@ -10,6 +10,7 @@ import sys
 from collections import Counter
 from typing import Any
 
+from shared.drop.duplicates import never_reached_inqom
 from shared.ledger.rows import ARCHIVED, QUARANTINED, iso
 from shared.inqom.polling import is_known_status
 from shared.services import Services
@@ -26,6 +27,9 @@ def collect(services: Services, error_limit: int = 10) -> dict[str, Any]:
     kinds: Counter[str] = Counter()
     unknown: Counter[str] = Counter()
     untagged = 0
+    held: list[dict[str, Any]] = []
+    unsent_holders: set[str] = set()
+    sent_invoices: set[str] = set()
     duplicates_held = 0
     disagreeing = 0
     disagreements: Counter[str] = Counter()
@@ -43,6 +47,11 @@ def collect(services: Services, error_limit: int = 10) -> dict[str, Any]:
             untagged += 1
         if row.get("State") == QUARANTINED and not is_empty(row.get("DuplicateOf")):
             duplicates_held += 1
+            held.append({"blob_path": row.get("BlobPath"), "first": row["DuplicateOf"], "invoice": row.get("BusinessKey")})
+        if never_reached_inqom(entry):
+            unsent_holders.add(f"{entry.partition}/{entry.key}")
+        elif not is_empty(row.get("BusinessKey")) and not is_empty(row.get("InqomId")):
+            sent_invoices.add(str(row["BusinessKey"]))
         if not is_empty(row.get("OcrMismatch")):
             disagreeing += 1
             disagreements.update(f for f in str(row["OcrMismatch"]).split(",") if f)
@@ -67,6 +76,10 @@ def collect(services: Services, error_limit: int = 10) -> dict[str, Any]:
         "archived_untagged": untagged,
         # Second files of an invoice already in the ledger (same seller and number), held in quarantine.
         "duplicates_held": duplicates_held,
+        # Held duplicates whose first file ended without reaching Inqom: nothing sends the invoice
+        # unless one of them is replayed (``replay <path> --force``).
+        "duplicates_of_unsent": [h["blob_path"] for h in held
+                                 if h["first"] in unsent_holders and h["invoice"] not in sent_invoices],
         # Rows where Inqom's reading disagrees with the e-invoice (OcrMismatch), and per field.
         "ocr_disagreements": disagreeing,
         "ocr_disagreements_by_field": dict(sorted(disagreements.items())),
@@ -114,6 +127,11 @@ def run(services: Services, args: argparse.Namespace) -> int:
     if data["duplicates_held"]:
         out.write(f"\nBusiness duplicates held in quarantine: {data['duplicates_held']} "
                   "(show <path> names the first file of each invoice)\n")
+    if data["duplicates_of_unsent"]:
+        out.write(f"Of these, {len(data['duplicates_of_unsent'])} duplicate a file that never reached Inqom, so the "
+                  "invoice is in Inqom through none of them: replay <path> --force sends one\n")
+        for path in data["duplicates_of_unsent"][:args.errors]:
+            out.write(f"  {path}\n")
     if data["ocr_disagreements"]:
         fields = ", ".join(f"{name} {count}" for name, count in data["ocr_disagreements_by_field"].items())
         out.write(f"\nInqom's reading disagrees with the e-invoice: {data['ocr_disagreements']} document(s) "

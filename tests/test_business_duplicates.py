@@ -8,6 +8,7 @@ import pytest
 
 from inqom_bridge_cli.common import CliError
 from inqom_bridge_cli.quarantine import replay
+from inqom_bridge_cli.status import collect
 from shared.drop.duplicates import claim_invoice, invoice_identity
 from shared.ledger.rows import INVOICE_PARTITION, QUARANTINED, SUPERSEDED, UPLOADED, UPLOADING, Ledger
 from tests.conftest import ENFACT_COMPANY, ENFACT_FOLDER, ENFACT_SELLER_VAT
@@ -20,13 +21,33 @@ TERMS = {"EInvoiceSellerVat": "FR 12 345678901", "EInvoiceSellerId": "345678901"
 
 
 def identity(**changes):
-    return invoice_identity("11287", {**TERMS, **changes})
+    return invoice_identity(11287, {**TERMS, **changes})
 
 
 def test_the_key_names_the_invoice_not_the_file():
     same = identity(EInvoiceSellerVat="fr12345678901", EInvoiceTotalWithVat="1200", EInvoiceNumber="f-2026-0042 ")
     assert same.key == identity().key
-    assert str(identity()) == "folder 11287, seller FR12345678901, invoice f-2026-0042, type 380, total 1200.00"
+    assert str(identity()) == "folder 11287, seller SIREN 345678901, invoice f-2026-0042, type 380, total 1200.00"
+
+
+@pytest.mark.parametrize("seller", [
+    {"EInvoiceSellerVat": None, "EInvoiceSellerId": "345678901"},        # the SIREN alone (e.g. ENFACT_SELLER_IDS)
+    {"EInvoiceSellerVat": None, "EInvoiceSellerId": "345 678 901 00017"},  # a SIRET: an establishment of it
+    {"EInvoiceSellerVat": "FR12345678901", "EInvoiceSellerId": None},
+])
+def test_a_french_company_is_one_seller_whichever_of_its_ids_a_channel_carries(seller):
+    assert identity(**seller).key == identity().key and identity(**seller).seller == "SIREN 345678901"
+
+
+def test_a_belgian_company_is_one_seller_by_its_vat_id_or_its_enterprise_number():
+    by_vat = identity(EInvoiceSellerVat="BE 0999.888.777", EInvoiceSellerId=None)
+    assert by_vat.key == identity(EInvoiceSellerVat=None, EInvoiceSellerId="0999888777").key
+    assert by_vat.seller == "BE 0999888777"
+    assert identity(EInvoiceSellerVat="DE123456789").seller == "DE123456789"  # any other: as written
+
+
+def test_the_folder_is_the_folder_id_however_the_path_writes_it():
+    assert invoice_identity(int("011287"), TERMS).key == identity().key
 
 
 @pytest.mark.parametrize("changes", [
@@ -40,12 +61,12 @@ def test_any_term_that_differs_makes_another_invoice(changes):
 
 
 def test_another_folder_is_another_invoice():
-    assert invoice_identity("11288", TERMS).key != identity().key
+    assert invoice_identity(11288, TERMS).key != identity().key
 
 
 def test_the_seller_is_its_vat_id_else_its_legal_id_else_its_name():
-    assert identity().seller == "FR12345678901"
-    assert identity(EInvoiceSellerVat=None).seller == "345678901"
+    assert identity(EInvoiceSellerVat="DE123456789").seller == "DE123456789"
+    assert identity(EInvoiceSellerVat=None, EInvoiceSellerId="HRB 12345").seller == "HRB12345"
     assert identity(EInvoiceSellerVat=None, EInvoiceSellerId=None, EInvoiceSellerName="L'Oréal S.A.").seller == \
         "loreal sa"
 
@@ -110,6 +131,21 @@ def test_a_holder_that_surely_never_reached_inqom_lets_a_later_copy_take_over(le
     assert (claim.get("TakenOverFrom") == f"11287/{'a' * 32}") is taken_over
 
 
+def test_status_names_the_held_copies_of_an_invoice_no_file_of_which_reached_inqom(services, ledger):
+    first = document_row(ledger, "a" * 32, "11287/supplier/f42.pdf")
+    claim_invoice(ledger, first, identity())
+    second = document_row(ledger, "b" * 32, "11287/supplier/f42-bis.pdf")
+    assert claim_invoice(ledger, second, identity()) is not None
+    ledger.update(second, State=QUARANTINED, DuplicateOf=f"11287/{'a' * 32}")
+    assert collect(services)["duplicates_of_unsent"] == []  # the first is still on its way
+    first = ledger.update(first, State=QUARANTINED, Unsent=1)  # then refused by Inqom for good
+    assert collect(services)["duplicates_of_unsent"] == ["11287/supplier/f42-bis.pdf"]
+    third = document_row(ledger, "c" * 32, "11287/supplier/f42-ter.pdf")
+    assert claim_invoice(ledger, third, identity()) is None  # a later copy takes the invoice over
+    ledger.update(third, State=UPLOADED, InqomId=501)
+    assert collect(services)["duplicates_of_unsent"] == []
+
+
 def test_a_claim_naming_a_row_that_does_not_know_the_key_is_taken_over(ledger):
     ledger.insert(INVOICE_PARTITION, identity().key, {"Holder": f"11287/{'c' * 32}"})  # no such row
     second = document_row(ledger, "b" * 32, "11287/supplier/f42-bis.pdf")
@@ -138,7 +174,7 @@ def test_the_invoice_terms_are_on_the_row_at_drop_time_and_the_pdf_is_sent_as_it
         "EInvoiceFormat": "factur-x", "EInvoiceNumber": "F-2026-0042", "EInvoiceIssueDate": "2026-09-15",
         "EInvoiceSellerVat": "FR40732829320", "EInvoiceSellerName": "Société d'Études Générales SAS",
         "EInvoiceTotalWithVat": "1200.00", "EInvoiceTypeCode": "380", "EInvoiceOrderReference": "PO-77"}
-    assert row.get("BusinessKey") == invoice_identity("11287", row.fields).key
+    assert row.get("BusinessKey") == invoice_identity(11287, row.fields).key
     assert not row.get("EInvoiceError")
 
 
@@ -166,6 +202,13 @@ def test_a_second_file_of_one_invoice_is_held_and_replay_force_sends_it(services
     assert len(inqom.calls("POST", "/Documents")) == 2
     sent = [e for e in services.ledger.scan("BlobPath eq @p", p="11287/supplier/scan-0042.pdf") if e.get("InqomId")]
     assert len(sent) == 1 and sent[0].get("DuplicateSent") is True and sent[0].get("DuplicateOf") == f"11287/{first.key}"
+
+
+def test_one_folder_written_two_ways_is_one_folder_for_duplicates(services, host, inqom):
+    deliver(services, host, "11287/supplier/F-2026-0042.xml", ubl_invoice(Terms()))
+    deliver(services, host, "011287/supplier/F-2026-0042-copy.xml", ubl_invoice(Terms()))
+    assert len(inqom.calls("POST", "/Documents")) == 1
+    assert only_row(services, "011287/supplier/F-2026-0042-copy.xml").state == QUARANTINED
 
 
 def test_a_credit_note_is_never_a_duplicate_of_its_invoice(services, host, inqom):
@@ -209,7 +252,7 @@ def test_an_enfact_push_and_a_drop_of_the_same_invoice_send_one_document(service
     push(host, body, signed_headers(body))
     run_queue_and_inbox(services, host)
     pushed = only_row(services, f"{ENFACT_FOLDER}/client/enfact-{invoice['id']}.pdf")
-    assert (pushed.get("EInvoiceFormat"), pushed.get("EInvoiceNumber"), pushed.get("EInvoiceSellerId"),
+    assert (pushed.get("EInvoiceFormat"), pushed.get("EInvoiceNumber"), pushed.get("EInvoiceSellerVat"),
             pushed.get("EInvoiceTotalWithVat"), pushed.get("EInvoiceTypeCode")) == \
         ("enfact", "F2026-0045", ENFACT_SELLER_VAT, "121.0", "380")
     xml = ubl_invoice(Terms(number="F2026-0045", seller=PartyTerms("Our Client SPRL", None, ENFACT_SELLER_VAT),

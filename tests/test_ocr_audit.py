@@ -312,6 +312,7 @@ def test_status_counts_held_duplicates_and_disagreements_and_show_lists_the_e_in
     assert code == 0, err
     data = json.loads(out)
     assert data["duplicates_held"] == 1
+    assert data["duplicates_of_unsent"] == []  # the first copy is in Inqom
     assert data["ocr_disagreements"] == 1
     assert data["ocr_disagreements_by_field"] == {"CounterParty": 1, "EffectifDate": 1}
     code, out, _ = cli(capsys, "status")

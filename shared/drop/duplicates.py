@@ -1,10 +1,12 @@
 """One invoice, one Inqom document: the business key, and its claim in the ledger.
 
-    identity = invoice_identity("11287", columns)           # folder + seller + number + type + total, or None
+    identity = invoice_identity(11287, columns)             # folder + seller + number + type + total, or None
     first = claim_invoice(ledger, entry, identity)          # None: this row holds the invoice; else the first copy
 
 The key names an invoice, not a file: a re-rendered PDF, the XML beside it, or the same invoice pushed by
-enFact and dropped by hand meet on it. Seller = VAT id, else legal id, else normalised name; the total
+enFact and dropped by hand meet on it. Seller = VAT id, else legal id, else normalised name, where a
+French VAT id, SIRET and SIREN all name the company by its SIREN, and a Belgian VAT id and enterprise
+number by that number; the folder is the routed folder id (``011287/…`` is folder 11287); the total
 is taken to the cent. The claim is a row in the ``invoice`` partition naming the document row that holds
 it; that row names the key first (``BusinessKey``), so a claim never points at a row that does not know
 it. A holder that surely never reached Inqom (quarantined, superseded, refused or replayed with no Inqom
@@ -14,6 +16,7 @@ document) lets a later copy take the claim over, by a conditional write. Why: do
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, Mapping
@@ -23,9 +26,12 @@ from shared.ledger.rows import (
 )
 from shared.names import normalise_id, normalise_name, normalise_ref
 
-#: States of a holder whose claim lapses, provided it never reached Inqom (``surely_unsent``).
+#: States of a holder whose claim lapses, provided it never reached Inqom (``never_reached_inqom``).
 _LET_GO = frozenset({QUARANTINING, QUARANTINED, SUPERSEDED, REFUSED, REPLAYED})
 _CENT = Decimal("0.01")
+_FRENCH_VAT = re.compile(r"FR[0-9A-Z]{2}(\d{9})")
+_SIREN_OR_SIRET = re.compile(r"(\d{9})(?:\d{5})?")
+_BELGIAN_NUMBER = re.compile(r"(?:BE)?([01]\d{9})")
 
 
 @dataclass(frozen=True)
@@ -56,16 +62,27 @@ class FirstCopy:
     inqom_id: int | None
 
 
-def invoice_identity(folder: str, columns: Mapping[str, Any]) -> InvoiceIdentity | None:
+def invoice_identity(folder_id: int, columns: Mapping[str, Any]) -> InvoiceIdentity | None:
     """The business key from a row's ``EInvoice*`` columns; None when the number, the total or any seller
     identity is missing (such a document is sent as any other)."""
-    seller = (normalise_id(columns.get("EInvoiceSellerVat")) or normalise_id(columns.get("EInvoiceSellerId"))
-              or normalise_name(columns.get("EInvoiceSellerName")))
+    registered = normalise_id(columns.get("EInvoiceSellerVat")) or normalise_id(columns.get("EInvoiceSellerId"))
+    seller = _company(registered) if registered else normalise_name(columns.get("EInvoiceSellerName"))
     number = normalise_ref(columns.get("EInvoiceNumber"))
     total = _cents(columns.get("EInvoiceTotalWithVat"))
     if not (seller and number and total):
         return None
-    return InvoiceIdentity(folder, seller, number, str(columns.get("EInvoiceTypeCode") or "").strip() or "?", total)
+    return InvoiceIdentity(str(int(folder_id)), seller, number,
+                           str(columns.get("EInvoiceTypeCode") or "").strip() or "?", total)
+
+
+def _company(registered: str) -> str:
+    """One name per company whichever of its ids a channel carries: ``FR12345678901``, ``34567890100017``
+    and ``345678901`` → ``SIREN 345678901``; ``BE0123456789`` and ``0123456789`` → ``BE 0123456789``."""
+    if match := _FRENCH_VAT.fullmatch(registered) or _SIREN_OR_SIRET.fullmatch(registered):
+        return f"SIREN {match[1]}"
+    if match := _BELGIAN_NUMBER.fullmatch(registered):
+        return f"BE {match[1]}"
+    return registered
 
 
 def _cents(text: Any) -> str | None:
@@ -96,7 +113,7 @@ def claim_invoice(ledger: Ledger, entry: LedgerEntry, identity: InvoiceIdentity)
             return None
         partition, _, key = str(claim.get("Holder") or "").partition("/")
         holder = ledger.get(partition, key) if key else None
-        if holder is not None and holder.get("BusinessKey") == identity.key and not _let_go(holder):
+        if holder is not None and holder.get("BusinessKey") == identity.key and not never_reached_inqom(holder):
             return FirstCopy(partition, key, str(holder.get("BlobPath") or claim.get("HolderPath") or ""),
                              _int(holder.get("InqomId")))
         try:
@@ -106,7 +123,7 @@ def claim_invoice(ledger: Ledger, entry: LedgerEntry, identity: InvoiceIdentity)
             continue
 
 
-def _let_go(holder: LedgerEntry) -> bool:
+def never_reached_inqom(holder: LedgerEntry) -> bool:
     """Whether the holder is settled without any Inqom document, and surely never sent one."""
     if holder.state not in _LET_GO or holder.get("InqomId") not in (None, "") or holder.get("ExtraInqomIds"):
         return False

@@ -95,7 +95,7 @@ def upload_inbox_blob(services: Services, blob: BlobClient) -> UploadOutcome:
         return UploadOutcome(key, current.state if current else "Unknown", current.get("InqomId") if current else None)
 
     try:
-        entry, first = _at_the_door(services, blob, entry, size, etag, metadata)
+        entry, first = _at_the_door(services, blob, entry, instruction.folder_id, size, etag, metadata)
     except ResourceModifiedError:
         return _superseded(ledger, entry)
     except Exception as exc:  # storage hiccup while reading: the host retries, the watchdog backs it up
@@ -177,18 +177,18 @@ def upload_inbox_blob(services: Services, blob: BlobClient) -> UploadOutcome:
     return UploadOutcome(key, state, document.id)
 
 
-def _at_the_door(services: Services, blob: BlobClient, entry: LedgerEntry, size: int, etag: str,
+def _at_the_door(services: Services, blob: BlobClient, entry: LedgerEntry, folder_id: int, size: int, etag: str,
                  metadata: dict[str, str]) -> tuple[LedgerEntry, FirstCopy | None]:
     """Read the document's own terms onto its row (once per blob version) and claim its business key:
     the copy already holding the invoice, when this one is to be held instead of sent."""
     ledger = services.ledger
     if entry.get("EInvoiceFormat") in (None, ""):
         columns = read_at_door(blob, entry.get("BlobPath") or "", size, etag, metadata, services.settings)
-        identity = invoice_identity(entry.partition, columns)
+        identity = invoice_identity(folder_id, columns)
         if identity is not None:
             columns.update(BusinessKey=identity.key, Invoice=str(identity))
         entry = ledger.update(entry, **{k: v for k, v in columns.items() if v is not None})
-    identity = invoice_identity(entry.partition, {name: entry.get(name) for name in entry.fields})
+    identity = invoice_identity(folder_id, {name: entry.get(name) for name in entry.fields})
     if identity is None:
         return entry, None
     first = claim_invoice(ledger, entry, identity)

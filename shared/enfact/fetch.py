@@ -181,13 +181,16 @@ def _fetch(services: Services, company: str, invoice_id: str, source: str | None
 
 def invoice_metadata(services: Services, company: str, number: str, detail: dict[str, Any]) -> dict[str, str]:
     """The invoice's terms for its business key (``shared.drop.duplicates``): the company is the seller,
-    named by ``ENFACT_SELLER_IDS``; ``total`` (or ``total_incl``) includes VAT; the endpoint holds invoices (380)."""
+    named by ``ENFACT_SELLER_IDS`` (a VAT id, one starting with its country code, or a legal id);
+    ``total`` (or ``total_incl``) includes VAT; the endpoint holds invoices (380)."""
     customer = detail.get("customer") if isinstance(detail.get("customer"), dict) else {}
     total = detail.get("total_incl", detail.get("total"))
+    seller = services.settings.enfact_seller_ids.get(company.lower())
+    is_vat = bool(seller) and seller[:2].isalpha()
     return channel_metadata({
         "invoicenumber": number, "invoicetype": "380", "invoicedate": str(detail.get("date") or "")[:10],
         "invoicecurrency": detail.get("currency"), "invoicetotal": _amount_text(total),
-        "sellerid": services.settings.enfact_seller_ids.get(company.lower()),
+        "sellervat" if is_vat else "sellerid": seller,
         "buyername": customer.get("name"), "buyervat": customer.get("vat"),
     })
 
