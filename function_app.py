@@ -2,6 +2,7 @@
 
 import azure.functions as func
 
+from functions.backup_ledger import bp as backup_ledger_bp
 from functions.enfact_fetch import bp as enfact_fetch_bp
 from functions.enfact_reconcile import bp as enfact_reconcile_bp
 from functions.enfact_webhook import bp as enfact_webhook_bp
@@ -15,5 +16,6 @@ if not configure_telemetry():  # OpenTelemetry → Application Insights only whe
     install_filter()
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
-for blueprint in (upload_bp, poll_bp, enfact_webhook_bp, enfact_fetch_bp, enfact_reconcile_bp):
+for blueprint in (upload_bp, poll_bp, enfact_webhook_bp, enfact_fetch_bp, enfact_reconcile_bp,
+                  backup_ledger_bp):
     app.register_functions(blueprint)

@@ -298,8 +298,8 @@ def build_environment(args, azurite, inqom, enfact) -> dict[str, str]:
     env = {"FUNCTIONS_WORKER_RUNTIME": "python", **values,
            "DocumentStorage": azurite.connection_string, "AzureWebJobsStorage": azurite.connection_string,
            "SECRETS_FROM_ENVIRONMENT": values.get("SECRETS_FROM_ENVIRONMENT", "true")}
-    for setting in ("INBOX_CONTAINER", "ARCHIVE_CONTAINER", "QUARANTINE_CONTAINER", "LEDGER_TABLE", "ENFACT_QUEUE",
-                    "POLL_SCHEDULE", "ENFACT_RECONCILE_SCHEDULE"):
+    for setting in ("INBOX_CONTAINER", "ARCHIVE_CONTAINER", "QUARANTINE_CONTAINER", "LEDGER_BACKUP_CONTAINER",
+                    "LEDGER_TABLE", "ENFACT_QUEUE", "POLL_SCHEDULE", "ENFACT_RECONCILE_SCHEDULE", "LEDGER_BACKUP_SCHEDULE"):
         from shared.config import SETTINGS
 
         env.setdefault(setting, next(s.default for s in SETTINGS if s.env == setting))

@@ -88,6 +88,9 @@ param enfactSellerIds string = ''
 @description('ENFACT_RECONCILE_SCHEDULE: NCRONTAB (UTC) of the daily enFact reconcile.')
 param enfactReconcileSchedule string = '0 30 2 * * *'
 
+@description('LEDGER_BACKUP_SCHEDULE: NCRONTAB (UTC) of the daily ledger export to the ledger-backup container.')
+param ledgerBackupSchedule string = '0 15 3 * * *'
+
 // ---- the archive, alerts, operator access ----
 
 @description('Years the archive container\'s WORM policy keeps each archived document (Code de commerce L123-22: ten years).')
@@ -165,6 +168,11 @@ param archiveTierAfterDays int = 90
   'Cold'
 ])
 param archiveTier string = 'Cold'
+
+@description('Days each daily ledger backup stays immutable in the ledger-backup container (unlocked time-based retention); the lifecycle rule expire-ledger-backups deletes it the day after.')
+@minValue(1)
+@maxValue(3650)
+param ledgerBackupRetentionDays int = 35
 
 @description('Log Analytics daily ingestion cap in GB; 0 = no cap. Ingestion, audit logs included, stops for the rest of the day when reached.')
 @minValue(0)
@@ -273,6 +281,7 @@ module storage 'modules/storage.bicep' = {
     archiveRetentionLocked: archiveRetentionLocked
     archiveTierAfterDays: archiveTierAfterDays
     archiveTier: archiveTier
+    ledgerBackupRetentionDays: ledgerBackupRetentionDays
     logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
     networkIsolation: networkIsolation
   }
@@ -355,6 +364,7 @@ module roles 'modules/roles.bicep' = {
     archiveContainerName: storage.outputs.archiveContainerName
     quarantineContainerName: storage.outputs.quarantineContainerName
     deadLetterContainerName: storage.outputs.deadLetterContainerName
+    ledgerBackupContainerName: storage.outputs.ledgerBackupContainerName
     enfactQueueName: storage.outputs.enfactQueueName
     enfactPoisonQueueName: storage.outputs.enfactPoisonQueueName
     blobTriggerPoisonQueueName: storage.outputs.blobTriggerPoisonQueueName
@@ -398,6 +408,7 @@ module functionApp 'modules/functionapp.bicep' = {
     archiveContainerName: storage.outputs.archiveContainerName
     quarantineContainerName: storage.outputs.quarantineContainerName
     ledgerTableName: storage.outputs.ledgerTableName
+    ledgerBackupContainerName: storage.outputs.ledgerBackupContainerName
     enfactQueueName: storage.outputs.enfactQueueName
     inqomTokenUrl: effectiveInqomTokenUrl
     inqomApiBaseUrl: effectiveInqomApiBaseUrl
@@ -411,6 +422,7 @@ module functionApp 'modules/functionapp.bicep' = {
     enfactCompanyFolders: enfactCompanyFolders
     enfactSellerIds: enfactSellerIds
     enfactReconcileSchedule: enfactReconcileSchedule
+    ledgerBackupSchedule: ledgerBackupSchedule
     virtualNetworkSubnetId: networkIsolation ? network.outputs.appSubnetId : ''
   }
 }
@@ -460,6 +472,7 @@ output HOST_STORAGE_ACCOUNT_NAME string = hostStorage.outputs.name
 output DEPLOYMENT_CONTAINER string = hostStorage.outputs.deploymentContainerName
 output DEAD_LETTER_CONTAINER string = storage.outputs.deadLetterContainerName
 output LEDGER_TABLE string = storage.outputs.ledgerTableName
+output LEDGER_BACKUP_CONTAINER string = storage.outputs.ledgerBackupContainerName
 output ENFACT_QUEUE string = storage.outputs.enfactQueueName
 output ENFACT_POISON_QUEUE string = storage.outputs.enfactPoisonQueueName
 output BLOB_TRIGGER_POISON_QUEUE string = storage.outputs.blobTriggerPoisonQueueName

@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
-"""Daily export (and restore) of the ledger table (issue 22).
+"""Restore (and on-demand export) of the ledger table (issue 22).
 
 Azure Table storage has no point-in-time restore, soft delete or versioning: a row overwritten or
-deleted by mistake is gone. This script copies every row of the ledger table to one JSON Lines
-file, each property with its Edm type, so that a restore writes back exactly what was read
-(Edm.Guid stays a Guid, Edm.Int64 an Int64, and a DateTime keeps the service's 7 fractional digits).
+deleted by mistake is gone. The app's `backup_ledger` timer writes every row to one JSON Lines blob
+a day in the `ledger-backup` container (shared/ledger/backup.py, whose serialization this script
+uses: each property with its Edm type, so a restore writes back exactly what was read). This script
+restores such a blob or file, and exports to a local file on demand (before a risky change).
 
-    # export (today's date in the name), optionally also to a blob container the firm owns
+    # restore today's backup blob: stop the function app first (az functionapp stop -g <rg> -n <app>), start it after
+    python scripts/backup-ledger.py restore --account <STORAGE_ACCOUNT_NAME> \
+        --from-blob https://<acct>.blob.core.windows.net/ledger-backup/ledger-2026-01-31.jsonl
+    # or a local file written by export
+    python scripts/backup-ledger.py restore --account <STORAGE_ACCOUNT_NAME> --file backups/ledger-2026-01-31.jsonl
+    # export now (today's date in the name), optionally also to a blob container the firm owns
     python scripts/backup-ledger.py export --account <STORAGE_ACCOUNT_NAME> [--table ledger] \
         [--out backups/] [--upload-container-url https://<acct>.blob.core.windows.net/<container>]
-    # restore: stop the function app first (az functionapp stop -g <rg> -n <app>), start it after
-    python scripts/backup-ledger.py restore --account <STORAGE_ACCOUNT_NAME> --file backups/ledger-2026-01-31.jsonl
 
 Restore is safe on a live ledger by default: it only inserts rows that do not exist in the table
 (a row deleted by mistake comes back; a row that moved on since the backup is left as it is, so a
@@ -24,39 +28,37 @@ The restore prints how many rows it restored, skipped as existing and skipped as
 
 Endpoint: https://<account>.table.<--endpoint-suffix> (default core.windows.net; e.g.
 core.usgovcloudapi.net, core.chinacloudapi.cn), or a full `--table-endpoint` URL instead of
---account (another cloud, a private endpoint name, Azurite). A URL (table endpoint or upload
-container) that carries a SAS query string is used with that SAS alone, and its query string is
-never printed.
+--account (another cloud, a private endpoint name, Azurite). A URL (table endpoint, upload
+container or --from-blob) that carries a SAS query string is used with that SAS alone, and its
+query string is never printed.
 
 Identity: DefaultAzureCredential (`az login`, or a pipeline's workload identity), unless the URL
 carries a SAS. Export needs Storage Table Data Reader on the table, restore Storage Table Data
-Contributor (the operator role of infra/modules/roles.bicep has it); the upload needs Storage Blob
-Data Contributor on the target container. Run it daily from the firm's scheduler (cron, a CI
-pipeline): see infra/README.md, "Backup of the ledger" for why it is not a deployed automation.
+Contributor (the operator role of infra/modules/roles.bicep has it), --from-blob Storage Blob Data
+Reader on the ledger-backup container (the operator is granted it); the upload needs Storage Blob
+Data Contributor on the target container. See infra/README.md, "Backup of the ledger".
 
-Uses only packages of requirements.txt (azure-data-tables, azure-storage-blob, azure-identity).
+Run it from a checkout of this repository (it imports shared/); it needs only requirements.txt.
 """
 from __future__ import annotations
 
 import argparse
-import base64
 import datetime as dt
 import json
-import math
 import sys
-import uuid
+import tempfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from azure.core.exceptions import ResourceExistsError
-from azure.data.tables import EdmType, EntityProperty, TableClient, UpdateMode
+from azure.data.tables import TableClient, UpdateMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: one serialization, the app's
+from shared.ledger.backup import backup_name, entity_of, row_line  # noqa: E402
+from shared.ledger.rows import BUDGET_PARTITION  # noqa: E402
 
 DEFAULT_ENDPOINT_SUFFIX = "core.windows.net"
-# The Inqom rate budget's partition in the ledger table (shared.ledger.rows.BUDGET_PARTITION); not
-# imported so that the script runs with requirements.txt alone, outside the app's source tree.
-BUDGET_PARTITION = "budget"
-_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
 def redact(url: str) -> str:
@@ -78,87 +80,6 @@ def _credential(url: str) -> Any:
     return DefaultAzureCredential()
 
 
-def _datetime_text(value: dt.datetime) -> str:
-    # azure-data-tables returns a TablesEntityDatetime (a datetime truncated to microseconds) whose
-    # tables_service_value is the service's own string, e.g. 2026-01-31T10:00:00.1234567Z.
-    service_value = getattr(value, "tables_service_value", "")
-    if service_value:
-        return service_value
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
-    return value.astimezone(dt.timezone.utc).isoformat()
-
-
-def _encode(value: Any) -> list[Any]:
-    """[edm type, JSON value] of one property value as azure-data-tables 12.x returns it.
-
-    Edm.Int64 comes as EntityProperty(int, INT64); Edm.Guid as uuid.UUID; Edm.DateTime as a
-    TablesEntityDatetime; Edm.Binary as bytes; Int32, Double, Boolean and String as plain values.
-    """
-    if isinstance(value, EntityProperty):
-        edm, raw = value.edm_type, value.value
-        edm = edm.value if isinstance(edm, EdmType) else str(edm)
-        if raw is None:
-            return [edm, None]
-        if edm == EdmType.BINARY.value:
-            return [edm, base64.b64encode(raw).decode("ascii")]
-        if edm == EdmType.DATETIME.value and isinstance(raw, dt.datetime):
-            return [edm, _datetime_text(raw)]
-        if edm == EdmType.DOUBLE.value and isinstance(raw, float) and not math.isfinite(raw):
-            return [edm, _encode(raw)[1]]
-        if edm in (EdmType.INT64.value, EdmType.INT32.value) and not isinstance(raw, bool):
-            return [edm, int(raw)]
-        return [edm, raw if isinstance(raw, (str, int, float, bool)) else str(raw)]
-    if value is None:
-        return [EdmType.STRING.value, None]
-    if isinstance(value, bool):
-        return [EdmType.BOOLEAN.value, value]
-    if isinstance(value, int):
-        return [EdmType.INT32.value if -(2**31) <= value < 2**31 else EdmType.INT64.value, value]
-    if isinstance(value, float):
-        if math.isnan(value):
-            return [EdmType.DOUBLE.value, "NaN"]
-        if math.isinf(value):
-            return [EdmType.DOUBLE.value, "Infinity" if value > 0 else "-Infinity"]
-        return [EdmType.DOUBLE.value, value]
-    if isinstance(value, uuid.UUID):
-        return [EdmType.GUID.value, str(value)]
-    if isinstance(value, dt.datetime):
-        return [EdmType.DATETIME.value, _datetime_text(value)]
-    if isinstance(value, (bytes, bytearray)):
-        return [EdmType.BINARY.value, base64.b64encode(bytes(value)).decode("ascii")]
-    return [EdmType.STRING.value, str(value)]
-
-
-def _decode(edm: str, value: Any) -> Any:
-    """The property to write: always an EntityProperty, so the table gets exactly this Edm type."""
-    if value is None:
-        return None
-    edm_type = EdmType(edm)
-    if edm_type is EdmType.BINARY:
-        return EntityProperty(base64.b64decode(value), EdmType.BINARY)
-    if edm_type is EdmType.DATETIME:
-        if isinstance(value, str) and value.endswith("Z"):
-            # The service's own text (7 fractional digits): azure-data-tables sends a str as is.
-            return EntityProperty(value, EdmType.DATETIME)
-        # A file of an earlier version of this script (isoformat, 6 digits, "+00:00").
-        parsed = dt.datetime.fromisoformat(value)
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=dt.timezone.utc)
-        return EntityProperty(parsed, EdmType.DATETIME)
-    if edm_type is EdmType.INT64:
-        return EntityProperty(int(value), EdmType.INT64)
-    if edm_type is EdmType.INT32:
-        return EntityProperty(int(value), EdmType.INT32)
-    if edm_type is EdmType.DOUBLE:
-        return EntityProperty(_NON_FINITE[value] if isinstance(value, str) else float(value), EdmType.DOUBLE)
-    if edm_type is EdmType.BOOLEAN:
-        return EntityProperty(bool(value), EdmType.BOOLEAN)
-    if edm_type is EdmType.GUID:
-        return EntityProperty(str(uuid.UUID(str(value))), EdmType.GUID)
-    return EntityProperty(str(value), EdmType.STRING)
-
-
 def _endpoint(args: argparse.Namespace) -> str:
     if args.table_endpoint:
         return args.table_endpoint
@@ -177,16 +98,11 @@ def _where(args: argparse.Namespace) -> str:
 def export(args: argparse.Namespace) -> int:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{args.table}-{dt.datetime.now(dt.timezone.utc):%Y-%m-%d}.jsonl"
+    path = out_dir / backup_name(dt.datetime.now(dt.timezone.utc).date(), args.table)
     count = 0
     with path.open("w", encoding="utf-8") as handle:
         for entity in _table(args).list_entities():
-            row = {
-                "PartitionKey": entity["PartitionKey"],
-                "RowKey": entity["RowKey"],
-                "properties": {k: _encode(v) for k, v in entity.items() if k not in ("PartitionKey", "RowKey")},
-            }
-            handle.write(json.dumps(row, ensure_ascii=False, sort_keys=True, allow_nan=False) + "\n")
+            handle.write(row_line(entity))
             count += 1
     print(f"backup-ledger: {count} rows of {_where(args)} -> {path}")
     if args.upload_container_url:
@@ -201,10 +117,29 @@ def export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _download(url: str, into: Path) -> Path:
+    """The backup blob at ``url`` streamed to a local file (the daily export of the app's timer)."""
+    from azure.storage.blob import BlobClient
+
+    blob = BlobClient.from_blob_url(url, credential=_credential(url))
+    path = into / Path(blob.blob_name).name
+    with path.open("wb") as handle:
+        blob.download_blob().readinto(handle)
+    print(f"backup-ledger: downloaded {redact(url)}")
+    return path
+
+
 def restore(args: argparse.Namespace) -> int:
+    if args.from_blob:
+        with tempfile.TemporaryDirectory() as tmp:
+            return _restore(args, _download(args.from_blob, Path(tmp)))
+    return _restore(args, Path(args.file))
+
+
+def _restore(args: argparse.Namespace, path: Path) -> int:
     client = _table(args)
     restored = skipped_existing = skipped_budget = 0
-    with Path(args.file).open(encoding="utf-8") as handle:
+    with path.open(encoding="utf-8") as handle:
         for line in handle:
             if not line.strip():
                 continue
@@ -212,8 +147,7 @@ def restore(args: argparse.Namespace) -> int:
             if row["PartitionKey"] == BUDGET_PARTITION:
                 skipped_budget += 1
                 continue
-            entity = {"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"]}
-            entity.update({k: _decode(edm, v) for k, (edm, v) in row["properties"].items() if v is not None})
+            entity = entity_of(row)
             if args.overwrite:
                 client.upsert_entity(entity, mode=UpdateMode.REPLACE)
             else:
@@ -247,7 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.choices["export"].add_argument("--out", default="backups", help="local directory of the JSON Lines file")
     sub.choices["export"].add_argument("--upload-container-url", default="",
                                        help="also upload to this blob container (a SAS in the URL is used as is)")
-    sub.choices["restore"].add_argument("--file", required=True, help="a file written by export")
+    source = sub.choices["restore"].add_mutually_exclusive_group(required=True)
+    source.add_argument("--file", help="a file written by export")
+    source.add_argument("--from-blob", default="",
+                        help="a blob written by the app's daily backup, as <container URL>/<blob> (a SAS is used as is)")
     sub.choices["restore"].add_argument("--overwrite", action="store_true",
                                         help="replace rows that exist (default: keep them, insert only missing rows)")
     args = parser.parse_args(argv)

@@ -182,6 +182,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("QUARANTINE_CONTAINER", "quarantine_container", str, "quarantine",
             "Blob container for documents that cannot be sent, with the reason in metadata."),
     Setting("LEDGER_TABLE", "ledger_table", str, "ledger", "Table holding one row per document."),
+    Setting("LEDGER_BACKUP_CONTAINER", "ledger_backup_container", str, "ledger-backup",
+            "Blob container of the daily ledger export (one create-only ledger-YYYY-MM-DD.jsonl a day)."),
+    Setting("LEDGER_BACKUP_SCHEDULE", "ledger_backup_schedule", str, "0 15 3 * * *",
+            "NCRONTAB schedule of the daily ledger export (UTC)."),
     Setting("ENFACT_QUEUE", "enfact_queue", str, "enfact-invoices", "Queue of accepted enFact pushes."),
     Setting("ALLOWED_FOLDER_IDS", "allowed_folder_ids", _folder_ids, "",
             "Comma-separated Inqom accounting folder ids accepted from the inbox; empty = any."),
@@ -260,6 +264,8 @@ class Settings:
     archive_container: str
     quarantine_container: str
     ledger_table: str
+    ledger_backup_container: str
+    ledger_backup_schedule: str
     enfact_queue: str
     allowed_folder_ids: frozenset[int]
     max_upload_bytes: int

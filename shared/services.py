@@ -86,7 +86,8 @@ class Services:
     def ensure_storage(self, extra_queues: tuple[str, ...] = ()) -> None:
         """Create the containers, table and queue the settings name (local runs and tests; Bicep does it in Azure)."""
         s = self.settings
-        self.stores.ensure(containers=(s.inbox_container, s.archive_container, s.quarantine_container),
+        self.stores.ensure(containers=(s.inbox_container, s.archive_container, s.quarantine_container,
+                                       s.ledger_backup_container),
                            tables=(s.ledger_table,), queues=(s.enfact_queue, *extra_queues))
 
     @cached_property

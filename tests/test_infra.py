@@ -72,6 +72,7 @@ SUBSCRIPTION_STAGE = "eventgrid-subscription.bicep"
 # Built-in role definition ids (learn.microsoft.com/azure/role-based-access-control/built-in-roles).
 STORAGE_BLOB_DATA_OWNER = "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"
 STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
+STORAGE_BLOB_DATA_READER = "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1"
 STORAGE_QUEUE_DATA_CONTRIBUTOR = "974c5e8b-45b9-4653-ba55-5f855dd0fb88"
 STORAGE_QUEUE_DATA_READER = "19e7f393-937e-4f77-808e-94535e297925"
 STORAGE_QUEUE_DATA_MESSAGE_PROCESSOR = "8a0f0c08-91a1-4084-bc3d-661d67233fed"
@@ -96,6 +97,7 @@ TABLE = "Microsoft.Storage/storageAccounts/tableServices/tables"
 EXPECTED_ROLE_ASSIGNMENTS = {
     ("appPrincipalId", STORAGE_BLOB_DATA_OWNER, "inboxContainer"),
     ("appPrincipalId", ARCHIVE_WRITER_ROLE, "archiveContainer"),
+    ("appPrincipalId", ARCHIVE_WRITER_ROLE, "ledgerBackupContainer"),  # the daily ledger export, create-only
     ("appPrincipalId", STORAGE_BLOB_DATA_CONTRIBUTOR, "quarantineContainer"),
     ("appPrincipalId", STORAGE_QUEUE_DATA_MESSAGE_SENDER, "enfactQueue"),
     ("appPrincipalId", STORAGE_QUEUE_DATA_READER, "enfactQueue"),
@@ -116,6 +118,7 @@ EXPECTED_ROLE_ASSIGNMENTS = {
     ("operatorPrincipalId", STORAGE_BLOB_DATA_CONTRIBUTOR, "quarantineContainer"),
     ("operatorPrincipalId", ARCHIVE_OPERATOR_ROLE, "archiveContainer"),
     ("operatorPrincipalId", STORAGE_TABLE_DATA_CONTRIBUTOR, "ledgerTable"),
+    ("operatorPrincipalId", STORAGE_BLOB_DATA_READER, "ledgerBackupContainer"),  # restore --from-blob
 }
 # Each scope: its resource type, the name parameter, and the documents or host account it lives in.
 ROLE_SCOPES = {
@@ -123,6 +126,7 @@ ROLE_SCOPES = {
     "archiveContainer": (BLOB_CONTAINER, "archiveContainerName"),
     "quarantineContainer": (BLOB_CONTAINER, "quarantineContainerName"),
     "deadLetterContainer": (BLOB_CONTAINER, "deadLetterContainerName"),
+    "ledgerBackupContainer": (BLOB_CONTAINER, "ledgerBackupContainerName"),
     "enfactQueue": (QUEUE, "enfactQueueName"),
     "enfactPoisonQueue": (QUEUE, "enfactPoisonQueueName"),
     "blobTriggerPoisonQueue": (QUEUE, "blobTriggerPoisonQueueName"),
@@ -213,6 +217,7 @@ REQUIRED_OUTPUTS = {
     "DEPLOYMENT_CONTAINER",
     "DEAD_LETTER_CONTAINER",
     "LEDGER_TABLE",
+    "LEDGER_BACKUP_CONTAINER",
     "ENFACT_QUEUE",
     "ENFACT_POISON_QUEUE",
     "BLOB_TRIGGER_POISON_QUEUE",
@@ -662,6 +667,7 @@ def test_storage_names_match_the_code_defaults(storage: Template, main: Template
         "ARCHIVE_CONTAINER": ("archiveContainerName", "storage.outputs.archiveContainerName"),
         "QUARANTINE_CONTAINER": ("quarantineContainerName", "storage.outputs.quarantineContainerName"),
         "LEDGER_TABLE": ("ledgerTableName", "storage.outputs.ledgerTableName"),
+        "LEDGER_BACKUP_CONTAINER": ("ledgerBackupContainerName", "storage.outputs.ledgerBackupContainerName"),
         "ENFACT_QUEUE": ("enfactQueueName", "storage.outputs.enfactQueueName"),
     }
     for env, (param, wiring) in expected.items():
@@ -753,6 +759,7 @@ def test_storage_declares_every_container_table_and_queue(storage: Template, hos
         SETTING_BY_ENV["INBOX_CONTAINER"].default,
         SETTING_BY_ENV["ARCHIVE_CONTAINER"].default,
         SETTING_BY_ENV["QUARANTINE_CONTAINER"].default,
+        SETTING_BY_ENV["LEDGER_BACKUP_CONTAINER"].default,
         storage.default("deadLetterContainerName"),
     } == set(containers)
     assert all(c["properties"]["publicAccess"] == "None" for c in containers.values())
@@ -793,9 +800,11 @@ def test_archive_is_versioned_and_write_once(storage: Template, main: Template) 
     containers = _containers(storage)
     archive = containers[SETTING_BY_ENV["ARCHIVE_CONTAINER"].default]
     assert archive["symbol"] == "archiveContainer" and not loop_of(storage.resources["archiveContainer"])
-    (symbol, policy), = storage.resources_of_type(
-        "Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies").items()
-    assert body(policy)["parent"] == "archiveContainer" and body(policy)["name"] == "default"
+    policies = {body(p)["parent"]: p for p in storage.resources_of_type(
+        "Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies").values()}
+    assert set(policies) == {"archiveContainer", "ledgerBackupContainer"}  # the backup's: tested below
+    policy = policies["archiveContainer"]
+    assert body(policy)["name"] == "default"
     props = body(policy)["properties"]
     assert props["allowProtectedAppendWrites"] is False and "allowProtectedAppendWritesAll" not in props
     assert "state" not in props  # read-only; locking is an operator step (README)
@@ -813,7 +822,7 @@ def test_archive_is_versioned_and_write_once(storage: Template, main: Template) 
     # Previous versions are expired everywhere but in the archive.
     (_, lifecycle), = storage.resources_of_type("Microsoft.Storage/storageAccounts/managementPolicies").items()
     rules = {r["name"]: r for r in body(lifecycle)["properties"]["policy"]["rules"]}
-    assert set(rules) == {"expire-previous-versions", "tier-archive"}  # tier-archive: issue 22, tested below
+    assert set(rules) == {"expire-previous-versions", "tier-archive", "expire-ledger-backups"}  # issue 22, tested below
     rule = rules["expire-previous-versions"]
     prefixes = rule["definition"]["filters"]["prefixMatch"]
     assert prefixes["loop_type"]["detail"]["array_name"] == "blobContainerNames" and prefixes["config"] == "${containerName}/"
@@ -987,7 +996,7 @@ def test_roles_are_granted_to_the_right_principals(main: Template) -> None:
     assert params["hostStorageAccountName"] == "hostStorage.outputs.name"
     for param in ("storageAccountName", "inboxContainerName", "archiveContainerName", "quarantineContainerName",
                   "deadLetterContainerName", "enfactQueueName", "enfactPoisonQueueName", "blobTriggerPoisonQueueName",
-                  "ledgerTableName"):
+                  "ledgerTableName", "ledgerBackupContainerName"):
         wiring = "storage.outputs.name" if param == "storageAccountName" else f"storage.outputs.{param}"
         assert params[param] == wiring, param
     assert params["operatorPrincipalId"] == "operatorPrincipalId" and main.default("operatorPrincipalId") == ""
@@ -2100,7 +2109,43 @@ def test_checkov_is_the_pinned_current_release(checkov_report: dict[str, Any]) -
 def test_ledger_backup_script_is_documented() -> None:
     script = ROOT / "scripts" / "backup-ledger.py"
     text = script.read_text(encoding="utf-8")
-    assert "def export" in text and "def restore" in text and "EdmType" in text
+    assert "def export" in text and "def restore" in text and "--from-blob" in text
+    assert "from shared.ledger.backup import" in text  # one serialization, the app's
     compile(text, str(script), "exec")
     readme = (INFRA / "README.md").read_text(encoding="utf-8")
     assert "scripts/backup-ledger.py" in readme
+
+
+def test_ledger_backup_container_is_retained_expired_and_written_create_only(main: Template, storage: Template,
+                                                                              roles: Template) -> None:
+    """Issue 22 item 7: the daily ledger export's container keeps each backup immutable (unlocked
+    time-based retention) for ledgerBackupRetentionDays, the lifecycle deletes it the day after, and
+    the app writes there with the archive writer role (create-only, no delete), the operator reads."""
+    policy = next(p for p in storage.resources_of_type(
+        "Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies").values()
+        if body(p)["parent"] == "ledgerBackupContainer")
+    assert body(policy)["name"] == "default" and "condition" not in policy["config"]
+    assert body(policy)["properties"] == {"immutabilityPeriodSinceCreationInDays": "ledgerBackupRetentionDays",
+                                          "allowProtectedAppendWrites": False}
+    assert storage.default("ledgerBackupRetentionDays") == main.default("ledgerBackupRetentionDays") == 35
+    assert body(main.modules["storage"])["params"]["ledgerBackupRetentionDays"] == "ledgerBackupRetentionDays"
+    parameters = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))["parameters"]
+    assert parameters["ledgerBackupRetentionDays"]["value"] == "${LEDGER_BACKUP_RETENTION_DAYS=35}"
+
+    (_, lifecycle), = storage.resources_of_type("Microsoft.Storage/storageAccounts/managementPolicies").items()
+    rule = {r["name"]: r for r in body(lifecycle)["properties"]["policy"]["rules"]}["expire-ledger-backups"]
+    assert rule["enabled"] is True
+    assert rule["definition"]["filters"] == {"blobTypes": ["blockBlob"], "prefixMatch": ["${ledgerBackupContainerName}/"]}
+    actions = rule["definition"]["actions"]
+    assert set(actions) == {"baseBlob", "version"}  # a deleted backup leaves a version (versioning): it goes too
+    for action in actions.values():
+        assert set(action) == {"delete"} and set(action["delete"]) == {"daysAfterCreationGreaterThan"}
+        assert _evaluate(storage, action["delete"]["daysAfterCreationGreaterThan"], ledgerBackupRetentionDays=35) == 36
+    assert storage.default("ledgerBackupContainerName") == SETTING_BY_ENV["LEDGER_BACKUP_CONTAINER"].default
+
+    backup = {name: body(a) for name, a in roles.resources_of_type(ROLE_ASSIGNMENT).items()
+              if body(a)["scope"] == "ledgerBackupContainer"}
+    assert set(backup) == {"appLedgerBackup", "operatorLedgerBackup"}
+    assert backup["appLedgerBackup"]["properties"]["principalId"] == "appPrincipalId"
+    assert _dotted(backup["appLedgerBackup"]["properties"]["roleDefinitionId"]) == f"{ARCHIVE_WRITER_ROLE}.id"
+    assert main.outputs["LEDGER_BACKUP_CONTAINER"]["value"] == "storage.outputs.ledgerBackupContainerName"

@@ -133,6 +133,9 @@ param quarantineContainerName string
 @description('LEDGER_TABLE.')
 param ledgerTableName string
 
+@description('LEDGER_BACKUP_CONTAINER.')
+param ledgerBackupContainerName string
+
 @description('ENFACT_QUEUE.')
 param enfactQueueName string
 
@@ -210,6 +213,9 @@ param enfactSellerIds string = ''
 @description('ENFACT_RECONCILE_SCHEDULE: NCRONTAB (UTC) of the daily enFact reconcile.')
 param enfactReconcileSchedule string = '0 30 2 * * *'
 
+@description('LEDGER_BACKUP_SCHEDULE: NCRONTAB (UTC) of the daily ledger export.')
+param ledgerBackupSchedule string = '0 15 3 * * *'
+
 @description('ENFACT_RECONCILE_DAYS: how many days back the reconcile looks for invoices never pushed.')
 param enfactReconcileDays string = '7'
 
@@ -249,6 +255,8 @@ var appSettings = {
   ARCHIVE_CONTAINER: archiveContainerName
   QUARANTINE_CONTAINER: quarantineContainerName
   LEDGER_TABLE: ledgerTableName
+  LEDGER_BACKUP_CONTAINER: ledgerBackupContainerName
+  LEDGER_BACKUP_SCHEDULE: ledgerBackupSchedule
   ENFACT_QUEUE: enfactQueueName
   ALLOWED_FOLDER_IDS: allowedFolderIds
   MAX_UPLOAD_BYTES: maxUploadBytes

@@ -12,6 +12,8 @@
 //                                                                    container or immutability-policy action:
 //                                                                    the app cannot delete a book, the container
 //                                                                    or the retention policy, locked or not
+//   app → ledger-backup container    inqom-bridge archive writer     the daily ledger export: the same create-only
+//                                    (the same custom role)          writes (staged blocks + commit If-None-Match: *)
 //   app → quarantine container       Storage Blob Data Contributor   quarantine moves (copy + metadata), reads
 //   app → enfact-invoices            Storage Queue Data Message Sender    HTTP push and reconcile enqueue
 //                                    Storage Queue Data Reader +          the queue trigger (Functions docs:
@@ -36,6 +38,7 @@
 //                                    (custom, no Owner)              tags/read + filter/action (`find`), tags/write
 //                                                                    (`backfill-tags`); no write, delete or policy action
 //   operator → ledger table          Storage Table Data Contributor  status/show/export, replay updates a row
+//   operator → ledger-backup         Storage Blob Data Reader        backup-ledger.py restore --from-blob
 
 @description('Principal (object) id of the function app\'s user-assigned identity.')
 param appPrincipalId string
@@ -57,6 +60,9 @@ param archiveContainerName string
 
 @description('Quarantine container name.')
 param quarantineContainerName string
+
+@description('Ledger backup container name (the daily ledger export).')
+param ledgerBackupContainerName string
 
 @description('Dead-letter container name (Event Grid writes undeliverable events there).')
 param deadLetterContainerName string
@@ -93,6 +99,7 @@ param operatorPrincipalType string = 'User'
 // Built-in role definition ids (identical in every Azure tenant).
 var storageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
 var storageBlobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+var storageBlobDataReader = '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
 var storageQueueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
 var storageQueueDataReader = '19e7f393-937e-4f77-808e-94535e297925'
 var storageQueueDataMessageProcessor = '8a0f0c08-91a1-4084-bc3d-661d67233fed'
@@ -128,7 +135,7 @@ resource archiveWriterRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' 
   name: guid(resourceGroup().id, 'inqom-bridge-archive-writer')
   properties: {
     roleName: 'inqom-bridge archive writer (${uniqueString(resourceGroup().id)})'
-    description: 'Create-only writes, reads and index tags on the inqom-bridge archive; no delete, no container or immutability policy management.'
+    description: 'Create-only writes, reads and index tags on the inqom-bridge archive and ledger backup; no delete, no container or immutability policy management.'
     type: 'CustomRole'
     permissions: [
       {
@@ -200,6 +207,11 @@ resource quarantineContainer 'Microsoft.Storage/storageAccounts/blobServices/con
   name: quarantineContainerName
 }
 
+resource ledgerBackupContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: blobService
+  name: ledgerBackupContainerName
+}
+
 resource deadLetterContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
   parent: blobService
   name: deadLetterContainerName
@@ -264,6 +276,16 @@ resource appInbox 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 resource appArchive 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(archiveContainer.id, appPrincipalId, archiveWriterRole.id)
   scope: archiveContainer
+  properties: {
+    roleDefinitionId: archiveWriterRole.id
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource appLedgerBackup 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(ledgerBackupContainer.id, appPrincipalId, archiveWriterRole.id)
+  scope: ledgerBackupContainer
   properties: {
     roleDefinitionId: archiveWriterRole.id
     principalId: appPrincipalId
@@ -446,6 +468,16 @@ resource operatorArchive 'Microsoft.Authorization/roleAssignments@2022-04-01' = 
   scope: archiveContainer
   properties: {
     roleDefinitionId: archiveOperatorRole.id
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
+  }
+}
+
+resource operatorLedgerBackup 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (grantOperator) {
+  name: guid(ledgerBackupContainer.id, operatorPrincipalId, storageBlobDataReader)
+  scope: ledgerBackupContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataReader)
     principalId: operatorPrincipalId
     principalType: operatorPrincipalType
   }

@@ -1,7 +1,7 @@
-// Documents storage account (DocumentStorage): inbox → archive | quarantine, the ledger table,
-// the enFact queues and the blob trigger's poison queue. The Functions host's own state and the
-// Flex deployment package live in a separate account (hoststorage.bicep), so that the broad roles
-// the host needs never reach the documents.
+// Documents storage account (DocumentStorage): inbox → archive | quarantine, the ledger table and
+// its daily backups (ledger-backup), the enFact queues and the blob trigger's poison queue. The
+// Functions host's own state and the Flex deployment package live in a separate account
+// (hoststorage.bicep), so that the broad roles the host needs never reach the documents.
 // Access is Microsoft Entra only: shared keys (and therefore SAS and connection strings)
 // are disabled, nothing is anonymously readable, TLS 1.2+ over HTTPS only.
 //
@@ -42,6 +42,9 @@ param archiveContainerName string = 'archive'
 @description('Blob container for documents that cannot be sent (QUARANTINE_CONTAINER).')
 param quarantineContainerName string = 'quarantine'
 
+@description('Blob container of the daily ledger export (LEDGER_BACKUP_CONTAINER).')
+param ledgerBackupContainerName string = 'ledger-backup'
+
 @description('Blob container where Event Grid dead-letters inbox events it could not deliver.')
 param deadLetterContainerName string = 'eventgrid-deadletter'
 
@@ -64,6 +67,11 @@ param archiveRetentionYears int = 10
 @description('True once an operator has locked the archive retention policy: a locked policy accepts no PUT (only extend), so the template stops declaring it.')
 param archiveRetentionLocked bool = false
 
+@description('Days each daily ledger backup is kept: immutable (unlocked time-based retention) for that long, deleted by the lifecycle rule expire-ledger-backups the day after.')
+@minValue(1)
+@maxValue(3650)
+param ledgerBackupRetentionDays int = 35
+
 @description('Log Analytics workspace receiving the blob, queue and table resource logs.')
 param logAnalyticsWorkspaceId string
 
@@ -83,7 +91,7 @@ param archiveTier string = 'Cold'
 @description('True when main.bicep deploys network.bicep: the public endpoint refuses every caller except trusted Azure services (Event Grid dead-lettering with its managed identity, Azure Monitor); the app reaches the account through its private endpoints.')
 param networkIsolation bool = false
 
-// Containers the app reads and writes but never needs WORM on (the archive is declared on its own).
+// Containers the app reads and writes but never needs WORM on (the archive and the ledger backup are declared on their own).
 var blobContainerNames = [
   inboxContainerName
   quarantineContainerName
@@ -199,6 +207,28 @@ resource archiveRetention 'Microsoft.Storage/storageAccounts/blobServices/contai
   }
 }
 
+// The daily ledger export (shared/ledger/backup.py): written create-only by the app, as the archive is.
+resource ledgerBackupContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: ledgerBackupContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+// Each backup is immutable for ledgerBackupRetentionDays (a bad day cannot erase the good copies
+// before it), then deleted by the lifecycle rule expire-ledger-backups. Left unlocked on purpose:
+// an unlocked policy can still be shortened or removed by an administrator; locking it is not needed
+// for a backup, which the books (the archive) do not depend on.
+resource ledgerBackupRetention 'Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies@2023-05-01' = {
+  parent: ledgerBackupContainer
+  name: 'default'
+  properties: {
+    immutabilityPeriodSinceCreationInDays: ledgerBackupRetentionDays
+    allowProtectedAppendWrites: false
+  }
+}
+
 // Previous versions (overwrites and deletes in the inbox, quarantine, dead-letter container) are
 // deleted after the soft-delete window; the archive is left out (its retention forbids deletes).
 resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = {
@@ -250,6 +280,35 @@ resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05
               } : {
                 tierToCold: {
                   daysAfterCreationGreaterThan: archiveTierAfterDays
+                }
+              }
+            }
+          }
+        }
+        // The ledger backups go the day after their retention ends (the policy refuses it before); the
+        // version a delete leaves behind (versioning is on) goes with it.
+        {
+          name: 'expire-ledger-backups'
+          enabled: true
+          type: 'Lifecycle'
+          definition: {
+            filters: {
+              blobTypes: [
+                'blockBlob'
+              ]
+              prefixMatch: [
+                '${ledgerBackupContainerName}/'
+              ]
+            }
+            actions: {
+              baseBlob: {
+                delete: {
+                  daysAfterCreationGreaterThan: ledgerBackupRetentionDays + 1
+                }
+              }
+              version: {
+                delete: {
+                  daysAfterCreationGreaterThan: ledgerBackupRetentionDays + 1
                 }
               }
             }
@@ -378,6 +437,7 @@ output inboxContainerName string = inboxContainerName
 output archiveContainerName string = archiveContainer.name
 output quarantineContainerName string = quarantineContainerName
 output deadLetterContainerName string = deadLetterContainerName
+output ledgerBackupContainerName string = ledgerBackupContainer.name
 output ledgerTableName string = ledgerTable.name
 output enfactQueueName string = enfactQueue.name
 output enfactPoisonQueueName string = enfactPoisonQueue.name

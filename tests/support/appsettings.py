@@ -36,10 +36,12 @@ def app_settings(azurite: Any, inqom: Any = None, enfact: Any = None, **override
         "INBOX_CONTAINER": f"inbox{suffix}",
         "ARCHIVE_CONTAINER": f"archive{suffix}",
         "QUARANTINE_CONTAINER": f"quarantine{suffix}",
+        "LEDGER_BACKUP_CONTAINER": f"ledger-backup{suffix}",
         "LEDGER_TABLE": f"ledger{suffix}",
         "ENFACT_QUEUE": f"enfact-{suffix}",
         "POLL_SCHEDULE": "0 */5 * * * *",  # binding expressions (%POLL_SCHEDULE%) need the app setting itself
         "ENFACT_RECONCILE_SCHEDULE": "0 30 2 * * *",
+        "LEDGER_BACKUP_SCHEDULE": "0 15 3 * * *",
         "SECRETS_FROM_ENVIRONMENT": "true",
         "INQOM_USERNAME": INQOM_CREDENTIALS["username"],
         "INQOM_PASSWORD": INQOM_CREDENTIALS["password"],
