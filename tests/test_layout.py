@@ -79,3 +79,20 @@ def test_function_modules_are_thin_glue(path):
     tree = ast.parse(path.read_text(encoding="utf-8"))
     assert sum(isinstance(n, (ast.For, ast.While, ast.Try)) for n in ast.walk(tree)) == 0, path.name
     assert len(path.read_text(encoding="utf-8").splitlines()) <= 40, path.name
+
+
+def test_the_readme_layout_names_every_module_of_shared():
+    """README "Layout" matches the tree: each module is named in its package's row (top-level ones anywhere)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    layout = readme[readme.index("## Layout"):]
+    rows = {line.split("|")[1].strip().strip("`"): line for line in layout.splitlines() if line.startswith("| `")}
+    unnamed = []
+    for path in MODULES:
+        relative = path.relative_to(SHARED)
+        if len(relative.parts) == 1:
+            named = f"`{path.name}`" in layout or f"`shared/{path.name}`" in layout
+        else:
+            named = f"`{path.name}`" in rows.get(f"shared/{relative.parts[0]}/", "")
+        if not named:
+            unnamed.append(str(relative))
+    assert not unnamed, f"README Layout does not name: {unnamed}"
