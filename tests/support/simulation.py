@@ -10,8 +10,8 @@ parts: the registered functions (``devtools.host.LocalHost``), Azurite and the l
     problems = world.check()                             # the invariants; [] when they hold
 
 ``Interceptor`` sits under every HTTP call the app makes (Azure SDK and ``requests`` share
-``requests.Session.send``). It names each call — the app functions on the stack, the service and
-the operation — and can raise ``SimulatedCrash`` (a ``BaseException``: nothing in the app catches
+``requests.Session.send``). It names each call (``tests.support.calls``: the app functions on the
+stack, the service and the operation) and can raise ``SimulatedCrash`` (a ``BaseException``: nothing in the app catches
 it) before a call leaves or after its answer came back. Every storage write and every Inqom or
 enFact call is a *crash point*. ``World.run`` then recovers as Azure would: a failed or crashed
 blob delivery is redelivered up to host.json's ``poisonBlobThreshold``; a queue message reappears
@@ -48,8 +48,6 @@ import json
 import logging
 import os
 import random
-import re
-import sys
 import threading
 import time
 import uuid
@@ -59,12 +57,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import requests
 
 from shared.config import get_settings
-from shared.ledger.rows import FINAL_STATES, PENDING_PARTITION, SYSTEM_PARTITIONS, ledger_key, parse_iso, partition_for
+from shared.ledger.rows import FINAL_STATES, ledger_key, parse_iso, partition_for
 from shared.observability import ContextFilter
 from shared.services import Services, get_services
 from shared.enfact.webhook import sign
@@ -73,6 +70,7 @@ from tests.emulators.inqom import InqomEmulator
 from tests.support.appsettings import (
     ENFACT_COMPANY, ENFACT_SESSION_KEY, INQOM_CREDENTIALS, WEBHOOK_SECRET, app_settings,
 )
+from tests.support.calls import Call, Classifier, VersionKey
 from tests.support.invariants import Invariants
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,12 +78,8 @@ _HOST = json.loads((REPO / "host.json").read_text())
 POISON_BLOB_THRESHOLD = int(_HOST["extensions"]["blobs"]["poisonBlobThreshold"])
 MAX_DEQUEUE_COUNT = int(_HOST["extensions"]["queues"]["maxDequeueCount"])
 PUSH_ATTEMPTS = 5
-#: Modules whose frames are plumbing, not the step a crash point is named after.
-_PLUMBING = {"http", "storage", "client", "auth", "secrets", "observability"}  # module names (inqom/enfact client)
 _UPLOADING = "Uploading"
-_ROW_KEYS = re.compile(r"PartitionKey='((?:[^']|'')*)',\s*RowKey='((?:[^']|'')*)'")
 
-VersionKey = tuple[str, str]  # (blob name, ETag without quotes)
 
 
 class SimulatedCrash(BaseException):
@@ -107,39 +101,6 @@ class Process:
 _PROCESS: contextvars.ContextVar[Process | None] = contextvars.ContextVar("simulated_process", default=None)
 
 
-@dataclass(frozen=True)
-class Call:
-    service: str  # blob, table, queue, inqom, enfact
-    op: str
-    target: str
-    caller: str
-    chain: str = field(default="", compare=False)  # every app step on the stack, outermost first
-    process: int = field(default=0, compare=False)  # ``Process.serial``; 0 outside any invocation
-    version: VersionKey | None = field(default=None, compare=False)  # the blob version being uploaded
-    keys: tuple[str, str] | None = field(default=None, compare=False)  # a table entity's (partition, row key)
-
-    @property
-    def crashable(self) -> bool:
-        if self.service in ("inqom", "enfact"):
-            return True
-        if self.op.startswith("read") or self.op in ("list", "receive"):
-            return False
-        # The sweep's cursor and the rate budget's row: losing a write costs nothing, and how many of
-        # them a run makes depends on timing, which would make crash points shift between runs.
-        return not self.target.startswith(("sweep", "budget"))
-
-    @property
-    def mutates(self) -> bool:
-        """Whether the call may change stored state that matters: anything but a storage read is assumed to,
-        except a write of the rate budget's row (plumbing, as for crash points: how many a run makes
-        depends on timing, and what it holds only paces calls)."""
-        if self.service in ("blob", "table"):
-            return not (self.op.startswith("read") or self.op == "list" or self.target.startswith("budget"))
-        return True
-
-    @property
-    def name(self) -> str:
-        return f"{self.caller}: {self.service} {self.op} {self.target}".strip()
 
 
 @dataclass(frozen=True)
@@ -212,8 +173,7 @@ class Interceptor:
     def __init__(self, ports: dict[int, str], roles: dict[str, str],
                  clock: Callable[[], datetime] | None = None,
                  peek_row: Callable[[str, str], Any] | None = None) -> None:
-        self.ports = ports
-        self.roles = roles  # container / table / queue name -> role
+        self.classifier = Classifier(ports, roles)
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.peek_row = peek_row  # (partition, row key) -> the ledger row as stored now (read quietly)
         self.trace: list[Call] = []
@@ -259,7 +219,7 @@ class Interceptor:
         self._armed[index] = mode
 
     def send(self, original: Callable, session: requests.Session, request: requests.PreparedRequest, **kwargs: Any):
-        store = self._store_written(request)
+        store = self.classifier.store_written(request)
         if store is None:
             return self._send(original, session, request, **kwargs)
         try:
@@ -268,29 +228,12 @@ class Interceptor:
             with self._lock:
                 self.writes[store] += 1
 
-    def _store_written(self, request: requests.PreparedRequest) -> str | None:
-        """"blob", "queue" or "rows" when the request may change blobs, messages, or document rows and
-        their index entries (a receive, a GET, only hides messages: the harness alone receives)."""
-        if request.method in ("GET", "HEAD"):
-            return None
-        url = urlsplit(request.url)
-        service = self.ports.get(url.port or 0)
-        if service in ("blob", "queue"):
-            return service
-        if service != "table":
-            return None
-        keys = unquote(url.path).partition("(")[2]
-        partition = keys.split("'")[1] if "'" in keys else ""
-        if request.method == "POST" and not partition:
-            partition = _posted_partition(request)
-        plumbing = set(SYSTEM_PARTITIONS) - {PENDING_PARTITION}  # the budget, the sweep cursor, claims on pushes
-        return None if partition in plumbing else "rows"
 
     def _send(self, original: Callable, session: requests.Session, request: requests.PreparedRequest, **kwargs: Any):
         if getattr(self._local, "quiet", False):
             return original(session, request, **kwargs)
         process = _PROCESS.get()
-        call = self.classify(request, process)
+        call = self.classifier.call(request, process.serial if process else 0)
         if process is not None and process.dead:  # another thread of this process crashed: this one dies too
             raise SimulatedCrash(f"{call.name} (its process died)")
         if self.scheduler is not None and call.target != "budget":  # the rate budget's own row: plumbing
@@ -412,68 +355,6 @@ class Interceptor:
         elif call.op == "delete":
             self.overwrites.append(f"{role} blob {path} deleted ({call.name})")
 
-    # ------------------------------------------------------------ naming
-    def classify(self, request: requests.PreparedRequest, process: Process | None = None) -> Call:
-        url = urlsplit(request.url)
-        service = self.ports.get(url.port or 0, "other")
-        path = unquote(url.path)
-        query = parse_qs(url.query)
-        method = request.method
-        caller, chain, version = _stack()
-        serial = process.serial if process else 0
-
-        def call(op: str, target: str, keys: tuple[str, str] | None = None) -> Call:
-            return Call(service, op, target, caller, chain, serial, version, keys)
-
-        if service == "blob":
-            parts = path.split("/", 3)  # '', account, container, blob
-            container = parts[2] if len(parts) > 2 else ""
-            blob = parts[3] if len(parts) > 3 else ""
-            role = self.roles.get(container, container)
-            comp = (query.get("comp") or [""])[0]
-            if method == "PUT":
-                op = ("copy" if request.headers.get("x-ms-copy-source") else
-                      {"block": "stage-block", "blocklist": "commit"}.get(comp, "put" if not comp else f"set-{comp}"))
-            elif method == "DELETE":
-                op = "delete"
-            else:
-                op = "list" if not blob else f"read-{comp or method.lower()}"
-            return call(op, f"{role}:{blob}" if blob else role)
-        if service == "table":
-            table, _, keys = path.split("/", 2)[-1].partition("(")
-            matched = _ROW_KEYS.search(keys)
-            entity = (matched[1].replace("''", "'"), matched[2].replace("''", "'")) if matched else None
-            partition = keys.split("'")[1] if "'" in keys else ""
-            kind = ("index" if partition == PENDING_PARTITION else partition if partition in SYSTEM_PARTITIONS
-                    else "row")
-            if method == "GET":
-                return call("read", kind if partition else "query", entity)
-            op = {"POST": "insert", "PUT": "replace", "MERGE": "merge", "PATCH": "merge", "DELETE": "delete"}[method]
-            if method == "POST":
-                kind = _posted_partition(request)
-            return call(op, kind, entity)
-        if service == "queue":
-            name = path.split("/")[2] if path.count("/") >= 2 else ""
-            op = {"POST": "send", "GET": "receive", "DELETE": "delete", "PUT": "update"}.get(method, method)
-            return call(op, self.roles.get(name, name))
-        if service == "inqom":
-            if "connect/token" in path:
-                op = "token"
-            elif path.endswith("/public-url"):
-                op = "public-url"
-            elif path.startswith("/public/"):
-                op = "download"
-            elif method == "POST":
-                op = "upload-expense" if "expense-bills" in path else "upload"
-            elif path.rstrip("/").endswith("/Documents"):
-                op = "list-documents"
-            else:
-                op = "get-document"
-            return call(op, "")
-        if service == "enfact":
-            op = "list" if path.endswith("invoices.json") else ("pdf" if path.endswith(".pdf") else "invoice")
-            return call(op, "")
-        return call(method, url.netloc)
 
 
 def _document_id(response: requests.Response) -> int | None:
@@ -495,49 +376,12 @@ def _json_body(request: requests.PreparedRequest) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
-def _posted_partition(request: requests.PreparedRequest) -> str:
-    try:
-        partition = json.loads(request.body or b"{}").get("PartitionKey", "")
-    except (ValueError, TypeError, AttributeError):
-        return "row"
-    if partition == PENDING_PARTITION:
-        return "index"
-    return partition if partition in SYSTEM_PARTITIONS else "row"
 
 
-_MODULES: dict[str, str | None] = {}
 
 
-def _app_module(filename: str) -> str | None:
-    """The ``shared`` module a code file is (its stem), None for anything else; cached per file."""
-    try:
-        return _MODULES[filename]
-    except KeyError:
-        path = Path(filename)
-        stem = path.stem if path.is_relative_to(REPO / "shared") else None
-        _MODULES[filename] = stem
-        return stem
 
 
-def _stack() -> tuple[str, str, VersionKey | None]:
-    """The app's own steps on the stack, plumbing left out: the innermost three (outermost first, e.g.
-    'upload.upload_inbox_blob > rows.claim_upload > rows.insert'), all of them, and the blob version
-    an ``upload.upload_inbox_blob`` frame on the stack is sending (its ``name`` and ``etag``)."""
-    names: list[str] = []  # innermost first
-    version: VersionKey | None = None
-    frame = sys._getframe(2)
-    while frame is not None:
-        stem = _app_module(frame.f_code.co_filename)
-        if stem is not None and stem not in _PLUMBING:
-            name = f"{stem}.{frame.f_code.co_name}"
-            if not names or names[-1] != name:
-                names.append(name)
-            if version is None and name == "upload.upload_inbox_blob":
-                local = frame.f_locals
-                if local.get("name") and local.get("etag"):
-                    version = (str(local["name"]), str(local["etag"]).strip('"'))
-        frame = frame.f_back
-    return " > ".join(reversed(names[:3])), " > ".join(reversed(names)), version
 
 
 @contextmanager
