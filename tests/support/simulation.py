@@ -11,13 +11,14 @@ parts: the registered functions (``devtools.host.LocalHost``), Azurite and the l
 
 ``Interceptor`` sits under every HTTP call the app makes (Azure SDK and ``requests`` share
 ``requests.Session.send``). It names each call (``tests.support.calls``: the app functions on the
-stack, the service and the operation) and can raise ``SimulatedCrash`` (a ``BaseException``: nothing in the app catches
-it) before a call leaves or after its answer came back. Every storage write and every Inqom or
-enFact call is a *crash point*. ``World.run`` then recovers as Azure would: a failed or crashed
-blob delivery is redelivered up to host.json's ``poisonBlobThreshold``; a queue message reappears
-after its visibility timeout up to ``maxDequeueCount``, then goes to the poison queue; a push
-sender retries until it gets a 2xx; timers keep ticking while the ledger clock advances, so
-claims and leases lapse. A crashed process is a new process: services are rebuilt.
+stack, the service and the operation) and can raise ``SimulatedCrash`` (a ``BaseException``:
+nothing in the app catches it) before a call leaves or after its answer came back. Every storage
+write and every Inqom or enFact call is a *crash point*. ``World.run`` then recovers as Azure
+would (``AzureRecovery``): a failed or crashed blob delivery is redelivered up to host.json's
+``poisonBlobThreshold``; a queue message reappears after its visibility timeout up to
+``maxDequeueCount``, then goes to the poison queue; a push sender retries until it gets a 2xx;
+timers keep ticking while the ledger clock advances, so claims and leases lapse. A crashed
+process is a new process: services are rebuilt.
 
 Each invocation is one *process* (``Process``, held in a context variable, so the threads a
 function starts with ``contextvars.copy_context()`` — the poll tick's workers — belong to it):
@@ -635,6 +636,140 @@ class Version:
         return hashlib.sha1(self.data).hexdigest().upper()
 
 
+class AzureRecovery:
+    """What Azure does with a world until it settles: blob events redelivered up to ``poisonBlobThreshold``,
+    queue messages up to ``maxDequeueCount`` (then the poison queue), pushes retried until a 2xx, timers.
+
+        recovery = AzureRecovery(world)                  # World builds its own: ``world.recovery``
+        recovery.run()                                   # what ``world.run()`` does
+        recovery.settled()                               # nothing left to deliver, every row final
+    """
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.poisoned: list[str] = []
+        self.reconcile_again = False
+        self._queue_empty_at = -1  # the queue's write count when it was last seen empty
+
+    def deliver_events(self) -> None:
+        world = self.world
+        self._discover_inbox()
+        for version_key in list(world.events):
+            name = version_key[0]
+            outcome = world.invoke(f"blob {name}", lambda: world.host.deliver_blob("upload_document", name))
+            if outcome == "ok":
+                del world.events[version_key]
+                continue
+            world.events[version_key] += 1
+            if world.events[version_key] >= POISON_BLOB_THRESHOLD:
+                del world.events[version_key]
+                self.poisoned.append(f"blob {name}")
+
+    def _inbox(self) -> list[Any]:
+        world = self.world
+        inbox = world.services().stores.container(world.services().settings.inbox_container)
+        return world.unchanged("inbox", "blob", lambda: list(inbox.list_blobs(include=["metadata"])))
+
+    def _discover_inbox(self) -> None:
+        """Blobs the app itself wrote into the inbox (enFact) raise BlobCreated too."""
+        world = self.world
+        for blob in self._inbox():
+            key = (blob.name, blob.etag.strip('"'))
+            if key not in world.versions:
+                with world.interceptor.quiet():
+                    inbox = world.services().stores.container(world.services().settings.inbox_container)
+                    data = inbox.get_blob_client(blob.name).download_blob().readall()
+                world.versions[key] = Version(blob.name, key[1], data, True, (blob.metadata or {}).get("enfactid"))
+                world.events[key] = 0
+
+    def _queue_empty(self) -> bool:
+        """Whether the enFact queue held nothing at the last look and nothing was sent to it since."""
+        return self._queue_empty_at == self.world.interceptor.writes["queue"]
+
+    def deliver_queue(self) -> None:
+        world = self.world
+        if self._queue_empty():
+            return
+        settings = world.services().settings
+        writes = world.interceptor.writes["queue"]
+        with world.interceptor.quiet():
+            queue = world.services().stores.queue(settings.enfact_queue)
+            messages = list(queue.receive_messages(messages_per_page=8, visibility_timeout=30))
+        if not messages:
+            self._queue_empty_at = writes
+        for message in messages:
+            outcome = world.invoke("queue", lambda: world.host.deliver_queue_message(
+                "enfact_fetch", message.content, message.dequeue_count, message.id))
+            with world.interceptor.quiet():
+                if outcome == "ok":
+                    queue.delete_message(message)
+                elif message.dequeue_count >= MAX_DEQUEUE_COUNT:
+                    world.services().stores.queue(f"{settings.enfact_queue}-poison").send_message(message.content)
+                    queue.delete_message(message)
+                    self.poisoned.append(f"queue {message.content}")
+                else:  # its visibility timeout lapses: it reappears
+                    queue.update_message(message, visibility_timeout=0)
+
+    def deliver_pushes(self) -> None:
+        world = self.world
+        for push in list(world.pushes):
+            timestamp = int(time.time())
+            headers = {"Content-Type": "application/json", "webhook-id": push["id"],
+                       "webhook-timestamp": str(timestamp),
+                       "webhook-signature": sign(WEBHOOK_SECRET, push["id"], timestamp, push["body"])}
+            answer: dict[str, int] = {}
+
+            def call() -> None:
+                response = world.host.call_http("enfact_webhook", "POST", "http://localhost/api/enfact/invoices",
+                                                headers, push["body"])
+                answer["status"] = response.status_code
+
+            world.invoke("push", call)
+            push["attempts"] += 1
+            if 200 <= answer.get("status", 500) < 300 or push["attempts"] >= PUSH_ATTEMPTS:
+                world.pushes.remove(push)
+
+    def run(self, rounds: int = 30, minutes_per_round: float = 20) -> None:
+        """Drive everything until settled: pushes, queue, blob events, ticks, a reconcile now and then."""
+        world = self.world
+        for round_number in range(rounds):
+            self.deliver_pushes()
+            self.deliver_queue()
+            self.deliver_events()
+            world.tick()
+            if round_number in world.reconcile_rounds or self.reconcile_again:
+                # A reconcile that crashed or failed runs again at the timer's next occurrence.
+                outcome = world.invoke("reconcile", lambda: world.host.fire_timer("enfact_reconcile"))
+                self.reconcile_again = outcome != "ok"
+            if round_number in world.after_round:
+                world.after_round.pop(round_number)(world)
+            if self.settled():
+                return
+            world.advance(minutes=minutes_per_round)
+
+    def settled(self) -> bool:
+        world = self.world
+        if world.pushes or world.events or self.reconcile_again:
+            return False
+        services = world.services()
+        if not self._queue_empty():
+            writes = world.interceptor.writes["queue"]
+            with world.interceptor.quiet():
+                if services.stores.queue(services.settings.enfact_queue).peek_messages(max_messages=1):
+                    return False
+            self._queue_empty_at = writes
+        self._discover_inbox()
+        if world.events:
+            return False
+        rows = world.rows()
+        recorded = {(entry.partition, entry.key) for entry in rows}
+        inbox = services.settings.inbox_container
+        if any((partition_for(blob.name), ledger_key(inbox, blob.name, blob.etag)) not in recorded
+               for blob in self._inbox()):
+            return False  # a blob nobody was told about waits for the repair sweep
+        return all(entry.state in FINAL_STATES for entry in rows)
+
+
 class World:
     """One fresh deployment: its own containers, table and queue in Azurite, its own emulators."""
 
@@ -645,7 +780,6 @@ class World:
         self.offset = timedelta(0)
         self.versions: dict[tuple[str, str], Version] = {}
         self.events: dict[tuple[str, str], int] = {}
-        self.poisoned: list[str] = []
         self.pushes: list[dict[str, Any]] = []
         self.pushed: list[str] = []  # every invoice id pushed (each must end accounted for)
         self.crashes = 0
@@ -654,7 +788,6 @@ class World:
         self.log_lines: list[str] = []
         self.reconcile_rounds: set[int] = set()
         self.after_round: dict[int, Callable[["World"], None]] = {}  # what happens in the world between rounds
-        self.reconcile_again = False
         self.must_name: set[int] = set()
         #: One invoice however it arrives (invariant 11): inbox names and enFact invoice ids → the scenario's label.
         self.invoice_of: dict[str, str] = {}
@@ -670,8 +803,8 @@ class World:
                  inqom.port: "inqom", enfact.port: "enfact"}
         self.interceptor = Interceptor(ports, roles, clock=self.now, peek_row=self._peek_row)
         self._reads: dict[str, tuple[int, Any]] = {}  # what -> (its store's write count when read, result)
-        self._queue_empty_at = -1  # the queue's write count when it was last seen empty
         self.invariants = Invariants(self, STATS)
+        self.recovery = AzureRecovery(self)
 
     # ----------------------------------------------------------------- lifecycle
     @classmethod
@@ -742,7 +875,7 @@ class World:
         self.pushes.append({"id": webhook_id or f"msg_{uuid.uuid4().hex[:12]}", "body": body, "attempts": 0})
         self.pushed.append(invoice_id)
 
-    # ----------------------------------------------------------------- recovery, as Azure would
+    # ----------------------------------------------------------------- processes
     def invoke(self, label: str, fn: Callable[[], Any]) -> str:
         self.services()
         process = self.interceptor.new_process(label)
@@ -768,19 +901,6 @@ class World:
         self.step_problems.extend(self.stranded_rows())
         return outcome
 
-    def deliver_events(self) -> None:
-        self._discover_inbox()
-        for version_key in list(self.events):
-            name = version_key[0]
-            outcome = self.invoke(f"blob {name}", lambda: self.host.deliver_blob("upload_document", name))
-            if outcome == "ok":
-                del self.events[version_key]
-                continue
-            self.events[version_key] += 1
-            if self.events[version_key] >= POISON_BLOB_THRESHOLD:
-                del self.events[version_key]
-                self.poisoned.append(f"blob {name}")
-
     def unchanged(self, what: str, store: str, read: Callable[[], Any]) -> Any:
         """``read()`` (quietly), or its last result when no request has written to ``store`` since."""
         writes = self.interceptor.writes[store]
@@ -790,110 +910,16 @@ class World:
                 seen = self._reads[what] = (writes, read())
         return seen[1]
 
-    def _inbox(self) -> list[Any]:
-        inbox = self.services().stores.container(self.services().settings.inbox_container)
-        return self.unchanged("inbox", "blob", lambda: list(inbox.list_blobs(include=["metadata"])))
-
     def rows(self) -> list[Any]:
         """Every ledger row (``Ledger.scan``), read again only once a request has written rows."""
         return self.unchanged("rows", "rows", lambda: list(self.services().ledger.scan()))
-
-    def _discover_inbox(self) -> None:
-        """Blobs the app itself wrote into the inbox (enFact) raise BlobCreated too."""
-        for blob in self._inbox():
-            key = (blob.name, blob.etag.strip('"'))
-            if key not in self.versions:
-                with self.interceptor.quiet():
-                    inbox = self.services().stores.container(self.services().settings.inbox_container)
-                    data = inbox.get_blob_client(blob.name).download_blob().readall()
-                self.versions[key] = Version(blob.name, key[1], data, True, (blob.metadata or {}).get("enfactid"))
-                self.events[key] = 0
-
-    def _queue_empty(self) -> bool:
-        """Whether the enFact queue held nothing at the last look and nothing was sent to it since."""
-        return self._queue_empty_at == self.interceptor.writes["queue"]
-
-    def deliver_queue(self) -> None:
-        if self._queue_empty():
-            return
-        settings = self.services().settings
-        writes = self.interceptor.writes["queue"]
-        with self.interceptor.quiet():
-            queue = self.services().stores.queue(settings.enfact_queue)
-            messages = list(queue.receive_messages(messages_per_page=8, visibility_timeout=30))
-        if not messages:
-            self._queue_empty_at = writes
-        for message in messages:
-            outcome = self.invoke("queue", lambda: self.host.deliver_queue_message(
-                "enfact_fetch", message.content, message.dequeue_count, message.id))
-            with self.interceptor.quiet():
-                if outcome == "ok":
-                    queue.delete_message(message)
-                elif message.dequeue_count >= MAX_DEQUEUE_COUNT:
-                    self.services().stores.queue(f"{settings.enfact_queue}-poison").send_message(message.content)
-                    queue.delete_message(message)
-                    self.poisoned.append(f"queue {message.content}")
-                else:  # its visibility timeout lapses: it reappears
-                    queue.update_message(message, visibility_timeout=0)
-
-    def deliver_pushes(self) -> None:
-        for push in list(self.pushes):
-            timestamp = int(time.time())
-            headers = {"Content-Type": "application/json", "webhook-id": push["id"],
-                       "webhook-timestamp": str(timestamp),
-                       "webhook-signature": sign(WEBHOOK_SECRET, push["id"], timestamp, push["body"])}
-            answer: dict[str, int] = {}
-
-            def call() -> None:
-                response = self.host.call_http("enfact_webhook", "POST", "http://localhost/api/enfact/invoices",
-                                               headers, push["body"])
-                answer["status"] = response.status_code
-
-            self.invoke("push", call)
-            push["attempts"] += 1
-            if 200 <= answer.get("status", 500) < 300 or push["attempts"] >= PUSH_ATTEMPTS:
-                self.pushes.remove(push)
 
     def tick(self) -> str:
         return self.invoke("tick", lambda: self.host.fire_timer("poll_documents"))
 
     def run(self, rounds: int = 30, minutes_per_round: float = 20) -> None:
-        """Drive everything until settled: pushes, queue, blob events, ticks, a reconcile now and then."""
-        for round_number in range(rounds):
-            self.deliver_pushes()
-            self.deliver_queue()
-            self.deliver_events()
-            self.tick()
-            if round_number in self.reconcile_rounds or self.reconcile_again:
-                # A reconcile that crashed or failed runs again at the timer's next occurrence.
-                outcome = self.invoke("reconcile", lambda: self.host.fire_timer("enfact_reconcile"))
-                self.reconcile_again = outcome != "ok"
-            if round_number in self.after_round:
-                self.after_round.pop(round_number)(self)
-            if self.settled():
-                return
-            self.advance(minutes=minutes_per_round)
-
-    def settled(self) -> bool:
-        if self.pushes or self.events or self.reconcile_again:
-            return False
-        services = self.services()
-        if not self._queue_empty():
-            writes = self.interceptor.writes["queue"]
-            with self.interceptor.quiet():
-                if services.stores.queue(services.settings.enfact_queue).peek_messages(max_messages=1):
-                    return False
-            self._queue_empty_at = writes
-        self._discover_inbox()
-        if self.events:
-            return False
-        rows = self.rows()
-        recorded = {(entry.partition, entry.key) for entry in rows}
-        inbox = services.settings.inbox_container
-        if any((partition_for(blob.name), ledger_key(inbox, blob.name, blob.etag)) not in recorded
-               for blob in self._inbox()):
-            return False  # a blob nobody was told about waits for the repair sweep
-        return all(entry.state in FINAL_STATES for entry in rows)
+        """Drive everything until settled (``AzureRecovery.run``)."""
+        self.recovery.run(rounds, minutes_per_round)
 
     # ----------------------------------------------------------------- invariants (tests/support/invariants.py)
     def stranded_rows(self) -> list[str]:
