@@ -5,7 +5,8 @@
     problems = invariants.check()                        # after the run: every invariant; [] when they hold
 
 They read the world as it stands (its versions, pushes, the interceptor's record of the wire, the
-emulators, the ledger) and count what they check in ``stats``.
+emulators, the ledger) and count what they check in ``stats``; ``SendLimits`` holds those counted
+from the wire (sends, Inqom documents, claims).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class Invariants:
     def __init__(self, world: World, stats: Stats) -> None:
         self.world = world
         self.stats = stats
+        self.sends = SendLimits(world)
 
     def stranded_rows(self) -> list[str]:
         """Invariant 1 and 4 at every step: an unsettled row always has its due index entry."""
@@ -62,10 +64,7 @@ class Invariants:
             problems = sorted(set(self.world.step_problems))
             problems += self._every_version_accounted(settled)
             problems += self._every_invoice_accounted(settled)
-            problems += self._inqom_documents_named()
-            problems += self._no_double_send()
-            problems += self._one_invoice_one_document()
-            problems += self._claims_respected()
+            problems += self.sends.check()
             problems += list(self.world.interceptor.overwrites)
             problems += self._no_secrets()
         self.stats.violations += len(problems)
@@ -157,6 +156,35 @@ class Invariants:
                             f"{[e.state for e in entries] or 'none'}")
         return problems
 
+    def _no_secrets(self) -> list[str]:
+        """Invariant 6: no secret in a log record (tracebacks included) or a ledger column."""
+        secrets = _secrets(self.world.inqom)
+        texts = [("log", line) for line in self.world.log_lines]
+        for entry in self.world.services().ledger.table.list_entities():
+            texts.extend(("ledger", str(value)) for value in entry.values() if isinstance(value, str))
+        problems = []
+        for where, text in texts:
+            for label, secret in secrets.items():
+                if secret and (secret in text or _urlencoded(secret) in text):
+                    problems.append(f"secret leaked: {label} in a {where} line: {text[:120]!r}")
+        return sorted(set(problems))
+
+
+class SendLimits:
+    """Invariants 2, 8 and 11 and the claims, from the wire: what was sent to Inqom and what it holds, per blob
+    version and per invoice, against what crashes after a send and takeovers of lapsed claims allow.
+
+        problems = SendLimits(world).check()             # Invariants builds its own: ``invariants.sends``
+    """
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def check(self) -> list[str]:
+        """The violations; called inside ``interceptor.quiet()``, as ``Invariants.check`` does."""
+        return (self._inqom_documents_named() + self._no_double_send() + self._one_invoice_one_document()
+                + self._claims_respected())
+
     def _inqom_documents_named(self) -> list[str]:
         """Invariant 2, from what Inqom answered: every document Inqom holds is named by a row (``InqomId``,
         ``ExtraInqomIds``, ``OriginId``), whatever its kind (expense bills carry no ``SourceId``), except at
@@ -191,40 +219,6 @@ class Invariants:
                     f"orphaned: Inqom documents {ids} of blob version {_where(version)} are named by no ledger "
                     f"row; allowed {allowed} (one per crash after the send)"
                     + (f"; the answers to {lost} never reached the app" if lost else ""))
-        return problems
-
-    def _one_invoice_one_document(self) -> list[str]:
-        """Invariant 11: the files of one invoice (every channel) make at most one Inqom document, beyond what
-        crashes after a send and takeovers allow; and each held duplicate names a row holding its invoice."""
-        services = self.world.services()
-        settings = services.settings
-        ledger = services.ledger
-        problems = []
-        labelled: dict[str, list[VersionKey]] = {}
-        for key, version in self.world.versions.items():
-            label = self.world.invoice_of.get(version.name) or self.world.invoice_of.get(version.enfact_id or "")
-            if label:
-                labelled.setdefault(label, []).append(key)
-        crashes = self.world.interceptor.crashes_after_send
-        resends = Counter(t.version for t in self.world.interceptor.takeovers if t.allows_resend)
-        for label, versions in sorted(labelled.items()):
-            sources = {ledger_key(settings.inbox_container, name, etag) for name, etag in versions}
-            sources |= {self.world.versions[v].enfact_id for v in versions if self.world.versions[v].enfact_id}
-            made = sum(1 for d in self.world.inqom.documents.values() if d.get("SourceId") in sources)
-            limit = 1 + sum(crashes[v] + resends[v] for v in versions)
-            if made > limit:
-                problems.append(f"sent twice: invoice {label!r} ({len(versions)} files) made {made} Inqom documents; "
-                                f"allowed {limit}")
-            for name, etag in versions:
-                row = ledger.get(partition_for(name), ledger_key(settings.inbox_container, name, etag))
-                holder_ref = row.get("DuplicateOf") if row is not None else None
-                if not holder_ref:
-                    continue
-                partition, _, key = holder_ref.partition("/")
-                holder = ledger.get(partition, key)
-                if holder is None or holder.get("BusinessKey") != row.get("BusinessKey"):
-                    problems.append(f"mislinked: {_where((name, etag))} is a duplicate of {holder_ref}, "
-                                    "which does not hold its invoice")
         return problems
 
     def _no_double_send(self) -> list[str]:
@@ -268,23 +262,44 @@ class Invariants:
                                 f"send + {takeovers} takeovers of a live worker's lapsed claim)")
         return problems
 
+    def _one_invoice_one_document(self) -> list[str]:
+        """Invariant 11: the files of one invoice (every channel) make at most one Inqom document, beyond what
+        crashes after a send and takeovers allow; and each held duplicate names a row holding its invoice."""
+        services = self.world.services()
+        settings = services.settings
+        ledger = services.ledger
+        problems = []
+        labelled: dict[str, list[VersionKey]] = {}
+        for key, version in self.world.versions.items():
+            label = self.world.invoice_of.get(version.name) or self.world.invoice_of.get(version.enfact_id or "")
+            if label:
+                labelled.setdefault(label, []).append(key)
+        crashes = self.world.interceptor.crashes_after_send
+        resends = Counter(t.version for t in self.world.interceptor.takeovers if t.allows_resend)
+        for label, versions in sorted(labelled.items()):
+            sources = {ledger_key(settings.inbox_container, name, etag) for name, etag in versions}
+            sources |= {self.world.versions[v].enfact_id for v in versions if self.world.versions[v].enfact_id}
+            made = sum(1 for d in self.world.inqom.documents.values() if d.get("SourceId") in sources)
+            limit = 1 + sum(crashes[v] + resends[v] for v in versions)
+            if made > limit:
+                problems.append(f"sent twice: invoice {label!r} ({len(versions)} files) made {made} Inqom documents; "
+                                f"allowed {limit}")
+            for name, etag in versions:
+                row = ledger.get(partition_for(name), ledger_key(settings.inbox_container, name, etag))
+                holder_ref = row.get("DuplicateOf") if row is not None else None
+                if not holder_ref:
+                    continue
+                partition, _, key = holder_ref.partition("/")
+                holder = ledger.get(partition, key)
+                if holder is None or holder.get("BusinessKey") != row.get("BusinessKey"):
+                    problems.append(f"mislinked: {_where((name, etag))} is a duplicate of {holder_ref}, "
+                                    "which does not hold its invoice")
+        return problems
+
     def _claims_respected(self) -> list[str]:
         """Two workers never both upload: an upload claim is taken over only once it has lapsed."""
         return [f"claim stolen: an upload claim of {_where(t.version)} was taken over while it was live "
                 f"(until {t.claim_until})" for t in self.world.interceptor.takeovers if not t.stalled]
-
-    def _no_secrets(self) -> list[str]:
-        """Invariant 6: no secret in a log record (tracebacks included) or a ledger column."""
-        secrets = _secrets(self.world.inqom)
-        texts = [("log", line) for line in self.world.log_lines]
-        for entry in self.world.services().ledger.table.list_entities():
-            texts.extend(("ledger", str(value)) for value in entry.values() if isinstance(value, str))
-        problems = []
-        for where, text in texts:
-            for label, secret in secrets.items():
-                if secret and (secret in text or _urlencoded(secret) in text):
-                    problems.append(f"secret leaked: {label} in a {where} line: {text[:120]!r}")
-        return sorted(set(problems))
 
 
 def _where(version: VersionKey | None) -> str:

@@ -10,14 +10,15 @@ parts: the registered functions (``devtools.host.LocalHost``), Azurite and the l
     problems = world.check()                             # the invariants; [] when they hold
 
 ``Interceptor`` sits under every HTTP call the app makes (Azure SDK and ``requests`` share
-``requests.Session.send``). It names each call — the app functions on the stack, the service and
-the operation — and can raise ``SimulatedCrash`` (a ``BaseException``: nothing in the app catches
-it) before a call leaves or after its answer came back. Every storage write and every Inqom or
-enFact call is a *crash point*. ``World.run`` then recovers as Azure would: a failed or crashed
-blob delivery is redelivered up to host.json's ``poisonBlobThreshold``; a queue message reappears
-after its visibility timeout up to ``maxDequeueCount``, then goes to the poison queue; a push
-sender retries until it gets a 2xx; timers keep ticking while the ledger clock advances, so
-claims and leases lapse. A crashed process is a new process: services are rebuilt.
+``requests.Session.send``). It names each call (``tests.support.calls``: the app functions on the
+stack, the service and the operation) and can raise ``SimulatedCrash`` (a ``BaseException``:
+nothing in the app catches it) before a call leaves or after its answer came back. Every storage
+write and every Inqom or enFact call is a *crash point*. ``World.run`` then recovers as Azure
+would (``AzureRecovery``): a failed or crashed blob delivery is redelivered up to host.json's
+``poisonBlobThreshold``; a queue message reappears after its visibility timeout up to
+``maxDequeueCount``, then goes to the poison queue; a push sender retries until it gets a 2xx;
+timers keep ticking while the ledger clock advances, so claims and leases lapse. A crashed
+process is a new process: services are rebuilt.
 
 Each invocation is one *process* (``Process``, held in a context variable, so the threads a
 function starts with ``contextvars.copy_context()`` — the poll tick's workers — belong to it):
@@ -48,8 +49,6 @@ import json
 import logging
 import os
 import random
-import re
-import sys
 import threading
 import time
 import uuid
@@ -59,12 +58,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import requests
 
 from shared.config import get_settings
-from shared.ledger.rows import FINAL_STATES, PENDING_PARTITION, SYSTEM_PARTITIONS, ledger_key, parse_iso, partition_for
+from shared.ledger.rows import FINAL_STATES, ledger_key, parse_iso, partition_for
 from shared.observability import ContextFilter
 from shared.services import Services, get_services
 from shared.enfact.webhook import sign
@@ -73,6 +71,7 @@ from tests.emulators.inqom import InqomEmulator
 from tests.support.appsettings import (
     ENFACT_COMPANY, ENFACT_SESSION_KEY, INQOM_CREDENTIALS, WEBHOOK_SECRET, app_settings,
 )
+from tests.support.calls import Call, Classifier, VersionKey
 from tests.support.invariants import Invariants
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,12 +79,8 @@ _HOST = json.loads((REPO / "host.json").read_text())
 POISON_BLOB_THRESHOLD = int(_HOST["extensions"]["blobs"]["poisonBlobThreshold"])
 MAX_DEQUEUE_COUNT = int(_HOST["extensions"]["queues"]["maxDequeueCount"])
 PUSH_ATTEMPTS = 5
-#: Modules whose frames are plumbing, not the step a crash point is named after.
-_PLUMBING = {"http", "storage", "client", "auth", "secrets", "observability"}  # module names (inqom/enfact client)
 _UPLOADING = "Uploading"
-_ROW_KEYS = re.compile(r"PartitionKey='((?:[^']|'')*)',\s*RowKey='((?:[^']|'')*)'")
 
-VersionKey = tuple[str, str]  # (blob name, ETag without quotes)
 
 
 class SimulatedCrash(BaseException):
@@ -107,39 +102,6 @@ class Process:
 _PROCESS: contextvars.ContextVar[Process | None] = contextvars.ContextVar("simulated_process", default=None)
 
 
-@dataclass(frozen=True)
-class Call:
-    service: str  # blob, table, queue, inqom, enfact
-    op: str
-    target: str
-    caller: str
-    chain: str = field(default="", compare=False)  # every app step on the stack, outermost first
-    process: int = field(default=0, compare=False)  # ``Process.serial``; 0 outside any invocation
-    version: VersionKey | None = field(default=None, compare=False)  # the blob version being uploaded
-    keys: tuple[str, str] | None = field(default=None, compare=False)  # a table entity's (partition, row key)
-
-    @property
-    def crashable(self) -> bool:
-        if self.service in ("inqom", "enfact"):
-            return True
-        if self.op.startswith("read") or self.op in ("list", "receive"):
-            return False
-        # The sweep's cursor and the rate budget's row: losing a write costs nothing, and how many of
-        # them a run makes depends on timing, which would make crash points shift between runs.
-        return not self.target.startswith(("sweep", "budget"))
-
-    @property
-    def mutates(self) -> bool:
-        """Whether the call may change stored state that matters: anything but a storage read is assumed to,
-        except a write of the rate budget's row (plumbing, as for crash points: how many a run makes
-        depends on timing, and what it holds only paces calls)."""
-        if self.service in ("blob", "table"):
-            return not (self.op.startswith("read") or self.op == "list" or self.target.startswith("budget"))
-        return True
-
-    @property
-    def name(self) -> str:
-        return f"{self.caller}: {self.service} {self.op} {self.target}".strip()
 
 
 @dataclass(frozen=True)
@@ -212,8 +174,7 @@ class Interceptor:
     def __init__(self, ports: dict[int, str], roles: dict[str, str],
                  clock: Callable[[], datetime] | None = None,
                  peek_row: Callable[[str, str], Any] | None = None) -> None:
-        self.ports = ports
-        self.roles = roles  # container / table / queue name -> role
+        self.classifier = Classifier(ports, roles)
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.peek_row = peek_row  # (partition, row key) -> the ledger row as stored now (read quietly)
         self.trace: list[Call] = []
@@ -259,7 +220,7 @@ class Interceptor:
         self._armed[index] = mode
 
     def send(self, original: Callable, session: requests.Session, request: requests.PreparedRequest, **kwargs: Any):
-        store = self._store_written(request)
+        store = self.classifier.store_written(request)
         if store is None:
             return self._send(original, session, request, **kwargs)
         try:
@@ -268,29 +229,12 @@ class Interceptor:
             with self._lock:
                 self.writes[store] += 1
 
-    def _store_written(self, request: requests.PreparedRequest) -> str | None:
-        """"blob", "queue" or "rows" when the request may change blobs, messages, or document rows and
-        their index entries (a receive, a GET, only hides messages: the harness alone receives)."""
-        if request.method in ("GET", "HEAD"):
-            return None
-        url = urlsplit(request.url)
-        service = self.ports.get(url.port or 0)
-        if service in ("blob", "queue"):
-            return service
-        if service != "table":
-            return None
-        keys = unquote(url.path).partition("(")[2]
-        partition = keys.split("'")[1] if "'" in keys else ""
-        if request.method == "POST" and not partition:
-            partition = _posted_partition(request)
-        plumbing = set(SYSTEM_PARTITIONS) - {PENDING_PARTITION}  # the budget, the sweep cursor, claims on pushes
-        return None if partition in plumbing else "rows"
 
     def _send(self, original: Callable, session: requests.Session, request: requests.PreparedRequest, **kwargs: Any):
         if getattr(self._local, "quiet", False):
             return original(session, request, **kwargs)
         process = _PROCESS.get()
-        call = self.classify(request, process)
+        call = self.classifier.call(request, process.serial if process else 0)
         if process is not None and process.dead:  # another thread of this process crashed: this one dies too
             raise SimulatedCrash(f"{call.name} (its process died)")
         if self.scheduler is not None and call.target != "budget":  # the rate budget's own row: plumbing
@@ -412,68 +356,6 @@ class Interceptor:
         elif call.op == "delete":
             self.overwrites.append(f"{role} blob {path} deleted ({call.name})")
 
-    # ------------------------------------------------------------ naming
-    def classify(self, request: requests.PreparedRequest, process: Process | None = None) -> Call:
-        url = urlsplit(request.url)
-        service = self.ports.get(url.port or 0, "other")
-        path = unquote(url.path)
-        query = parse_qs(url.query)
-        method = request.method
-        caller, chain, version = _stack()
-        serial = process.serial if process else 0
-
-        def call(op: str, target: str, keys: tuple[str, str] | None = None) -> Call:
-            return Call(service, op, target, caller, chain, serial, version, keys)
-
-        if service == "blob":
-            parts = path.split("/", 3)  # '', account, container, blob
-            container = parts[2] if len(parts) > 2 else ""
-            blob = parts[3] if len(parts) > 3 else ""
-            role = self.roles.get(container, container)
-            comp = (query.get("comp") or [""])[0]
-            if method == "PUT":
-                op = ("copy" if request.headers.get("x-ms-copy-source") else
-                      {"block": "stage-block", "blocklist": "commit"}.get(comp, "put" if not comp else f"set-{comp}"))
-            elif method == "DELETE":
-                op = "delete"
-            else:
-                op = "list" if not blob else f"read-{comp or method.lower()}"
-            return call(op, f"{role}:{blob}" if blob else role)
-        if service == "table":
-            table, _, keys = path.split("/", 2)[-1].partition("(")
-            matched = _ROW_KEYS.search(keys)
-            entity = (matched[1].replace("''", "'"), matched[2].replace("''", "'")) if matched else None
-            partition = keys.split("'")[1] if "'" in keys else ""
-            kind = ("index" if partition == PENDING_PARTITION else partition if partition in SYSTEM_PARTITIONS
-                    else "row")
-            if method == "GET":
-                return call("read", kind if partition else "query", entity)
-            op = {"POST": "insert", "PUT": "replace", "MERGE": "merge", "PATCH": "merge", "DELETE": "delete"}[method]
-            if method == "POST":
-                kind = _posted_partition(request)
-            return call(op, kind, entity)
-        if service == "queue":
-            name = path.split("/")[2] if path.count("/") >= 2 else ""
-            op = {"POST": "send", "GET": "receive", "DELETE": "delete", "PUT": "update"}.get(method, method)
-            return call(op, self.roles.get(name, name))
-        if service == "inqom":
-            if "connect/token" in path:
-                op = "token"
-            elif path.endswith("/public-url"):
-                op = "public-url"
-            elif path.startswith("/public/"):
-                op = "download"
-            elif method == "POST":
-                op = "upload-expense" if "expense-bills" in path else "upload"
-            elif path.rstrip("/").endswith("/Documents"):
-                op = "list-documents"
-            else:
-                op = "get-document"
-            return call(op, "")
-        if service == "enfact":
-            op = "list" if path.endswith("invoices.json") else ("pdf" if path.endswith(".pdf") else "invoice")
-            return call(op, "")
-        return call(method, url.netloc)
 
 
 def _document_id(response: requests.Response) -> int | None:
@@ -495,49 +377,12 @@ def _json_body(request: requests.PreparedRequest) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
-def _posted_partition(request: requests.PreparedRequest) -> str:
-    try:
-        partition = json.loads(request.body or b"{}").get("PartitionKey", "")
-    except (ValueError, TypeError, AttributeError):
-        return "row"
-    if partition == PENDING_PARTITION:
-        return "index"
-    return partition if partition in SYSTEM_PARTITIONS else "row"
 
 
-_MODULES: dict[str, str | None] = {}
 
 
-def _app_module(filename: str) -> str | None:
-    """The ``shared`` module a code file is (its stem), None for anything else; cached per file."""
-    try:
-        return _MODULES[filename]
-    except KeyError:
-        path = Path(filename)
-        stem = path.stem if path.is_relative_to(REPO / "shared") else None
-        _MODULES[filename] = stem
-        return stem
 
 
-def _stack() -> tuple[str, str, VersionKey | None]:
-    """The app's own steps on the stack, plumbing left out: the innermost three (outermost first, e.g.
-    'upload.upload_inbox_blob > rows.claim_upload > rows.insert'), all of them, and the blob version
-    an ``upload.upload_inbox_blob`` frame on the stack is sending (its ``name`` and ``etag``)."""
-    names: list[str] = []  # innermost first
-    version: VersionKey | None = None
-    frame = sys._getframe(2)
-    while frame is not None:
-        stem = _app_module(frame.f_code.co_filename)
-        if stem is not None and stem not in _PLUMBING:
-            name = f"{stem}.{frame.f_code.co_name}"
-            if not names or names[-1] != name:
-                names.append(name)
-            if version is None and name == "upload.upload_inbox_blob":
-                local = frame.f_locals
-                if local.get("name") and local.get("etag"):
-                    version = (str(local["name"]), str(local["etag"]).strip('"'))
-        frame = frame.f_back
-    return " > ".join(reversed(names[:3])), " > ".join(reversed(names)), version
 
 
 @contextmanager
@@ -791,6 +636,140 @@ class Version:
         return hashlib.sha1(self.data).hexdigest().upper()
 
 
+class AzureRecovery:
+    """What Azure does with a world until it settles: blob events redelivered up to ``poisonBlobThreshold``,
+    queue messages up to ``maxDequeueCount`` (then the poison queue), pushes retried until a 2xx, timers.
+
+        recovery = AzureRecovery(world)                  # World builds its own: ``world.recovery``
+        recovery.run()                                   # what ``world.run()`` does
+        recovery.settled()                               # nothing left to deliver, every row final
+    """
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.poisoned: list[str] = []
+        self.reconcile_again = False
+        self._queue_empty_at = -1  # the queue's write count when it was last seen empty
+
+    def deliver_events(self) -> None:
+        world = self.world
+        self._discover_inbox()
+        for version_key in list(world.events):
+            name = version_key[0]
+            outcome = world.invoke(f"blob {name}", lambda: world.host.deliver_blob("upload_document", name))
+            if outcome == "ok":
+                del world.events[version_key]
+                continue
+            world.events[version_key] += 1
+            if world.events[version_key] >= POISON_BLOB_THRESHOLD:
+                del world.events[version_key]
+                self.poisoned.append(f"blob {name}")
+
+    def _inbox(self) -> list[Any]:
+        world = self.world
+        inbox = world.services().stores.container(world.services().settings.inbox_container)
+        return world.unchanged("inbox", "blob", lambda: list(inbox.list_blobs(include=["metadata"])))
+
+    def _discover_inbox(self) -> None:
+        """Blobs the app itself wrote into the inbox (enFact) raise BlobCreated too."""
+        world = self.world
+        for blob in self._inbox():
+            key = (blob.name, blob.etag.strip('"'))
+            if key not in world.versions:
+                with world.interceptor.quiet():
+                    inbox = world.services().stores.container(world.services().settings.inbox_container)
+                    data = inbox.get_blob_client(blob.name).download_blob().readall()
+                world.versions[key] = Version(blob.name, key[1], data, True, (blob.metadata or {}).get("enfactid"))
+                world.events[key] = 0
+
+    def _queue_empty(self) -> bool:
+        """Whether the enFact queue held nothing at the last look and nothing was sent to it since."""
+        return self._queue_empty_at == self.world.interceptor.writes["queue"]
+
+    def deliver_queue(self) -> None:
+        world = self.world
+        if self._queue_empty():
+            return
+        settings = world.services().settings
+        writes = world.interceptor.writes["queue"]
+        with world.interceptor.quiet():
+            queue = world.services().stores.queue(settings.enfact_queue)
+            messages = list(queue.receive_messages(messages_per_page=8, visibility_timeout=30))
+        if not messages:
+            self._queue_empty_at = writes
+        for message in messages:
+            outcome = world.invoke("queue", lambda: world.host.deliver_queue_message(
+                "enfact_fetch", message.content, message.dequeue_count, message.id))
+            with world.interceptor.quiet():
+                if outcome == "ok":
+                    queue.delete_message(message)
+                elif message.dequeue_count >= MAX_DEQUEUE_COUNT:
+                    world.services().stores.queue(f"{settings.enfact_queue}-poison").send_message(message.content)
+                    queue.delete_message(message)
+                    self.poisoned.append(f"queue {message.content}")
+                else:  # its visibility timeout lapses: it reappears
+                    queue.update_message(message, visibility_timeout=0)
+
+    def deliver_pushes(self) -> None:
+        world = self.world
+        for push in list(world.pushes):
+            timestamp = int(time.time())
+            headers = {"Content-Type": "application/json", "webhook-id": push["id"],
+                       "webhook-timestamp": str(timestamp),
+                       "webhook-signature": sign(WEBHOOK_SECRET, push["id"], timestamp, push["body"])}
+            answer: dict[str, int] = {}
+
+            def call() -> None:
+                response = world.host.call_http("enfact_webhook", "POST", "http://localhost/api/enfact/invoices",
+                                                headers, push["body"])
+                answer["status"] = response.status_code
+
+            world.invoke("push", call)
+            push["attempts"] += 1
+            if 200 <= answer.get("status", 500) < 300 or push["attempts"] >= PUSH_ATTEMPTS:
+                world.pushes.remove(push)
+
+    def run(self, rounds: int = 30, minutes_per_round: float = 20) -> None:
+        """Drive everything until settled: pushes, queue, blob events, ticks, a reconcile now and then."""
+        world = self.world
+        for round_number in range(rounds):
+            self.deliver_pushes()
+            self.deliver_queue()
+            self.deliver_events()
+            world.tick()
+            if round_number in world.reconcile_rounds or self.reconcile_again:
+                # A reconcile that crashed or failed runs again at the timer's next occurrence.
+                outcome = world.invoke("reconcile", lambda: world.host.fire_timer("enfact_reconcile"))
+                self.reconcile_again = outcome != "ok"
+            if round_number in world.after_round:
+                world.after_round.pop(round_number)(world)
+            if self.settled():
+                return
+            world.advance(minutes=minutes_per_round)
+
+    def settled(self) -> bool:
+        world = self.world
+        if world.pushes or world.events or self.reconcile_again:
+            return False
+        services = world.services()
+        if not self._queue_empty():
+            writes = world.interceptor.writes["queue"]
+            with world.interceptor.quiet():
+                if services.stores.queue(services.settings.enfact_queue).peek_messages(max_messages=1):
+                    return False
+            self._queue_empty_at = writes
+        self._discover_inbox()
+        if world.events:
+            return False
+        rows = world.rows()
+        recorded = {(entry.partition, entry.key) for entry in rows}
+        inbox = services.settings.inbox_container
+        if any((partition_for(blob.name), ledger_key(inbox, blob.name, blob.etag)) not in recorded
+               for blob in self._inbox()):
+            return False  # a blob nobody was told about waits for the repair sweep
+        return all(entry.state in FINAL_STATES for entry in rows)
+
+
 class World:
     """One fresh deployment: its own containers, table and queue in Azurite, its own emulators."""
 
@@ -801,7 +780,6 @@ class World:
         self.offset = timedelta(0)
         self.versions: dict[tuple[str, str], Version] = {}
         self.events: dict[tuple[str, str], int] = {}
-        self.poisoned: list[str] = []
         self.pushes: list[dict[str, Any]] = []
         self.pushed: list[str] = []  # every invoice id pushed (each must end accounted for)
         self.crashes = 0
@@ -810,7 +788,6 @@ class World:
         self.log_lines: list[str] = []
         self.reconcile_rounds: set[int] = set()
         self.after_round: dict[int, Callable[["World"], None]] = {}  # what happens in the world between rounds
-        self.reconcile_again = False
         self.must_name: set[int] = set()
         #: One invoice however it arrives (invariant 11): inbox names and enFact invoice ids → the scenario's label.
         self.invoice_of: dict[str, str] = {}
@@ -826,8 +803,8 @@ class World:
                  inqom.port: "inqom", enfact.port: "enfact"}
         self.interceptor = Interceptor(ports, roles, clock=self.now, peek_row=self._peek_row)
         self._reads: dict[str, tuple[int, Any]] = {}  # what -> (its store's write count when read, result)
-        self._queue_empty_at = -1  # the queue's write count when it was last seen empty
         self.invariants = Invariants(self, STATS)
+        self.recovery = AzureRecovery(self)
 
     # ----------------------------------------------------------------- lifecycle
     @classmethod
@@ -898,7 +875,7 @@ class World:
         self.pushes.append({"id": webhook_id or f"msg_{uuid.uuid4().hex[:12]}", "body": body, "attempts": 0})
         self.pushed.append(invoice_id)
 
-    # ----------------------------------------------------------------- recovery, as Azure would
+    # ----------------------------------------------------------------- processes
     def invoke(self, label: str, fn: Callable[[], Any]) -> str:
         self.services()
         process = self.interceptor.new_process(label)
@@ -924,19 +901,6 @@ class World:
         self.step_problems.extend(self.stranded_rows())
         return outcome
 
-    def deliver_events(self) -> None:
-        self._discover_inbox()
-        for version_key in list(self.events):
-            name = version_key[0]
-            outcome = self.invoke(f"blob {name}", lambda: self.host.deliver_blob("upload_document", name))
-            if outcome == "ok":
-                del self.events[version_key]
-                continue
-            self.events[version_key] += 1
-            if self.events[version_key] >= POISON_BLOB_THRESHOLD:
-                del self.events[version_key]
-                self.poisoned.append(f"blob {name}")
-
     def unchanged(self, what: str, store: str, read: Callable[[], Any]) -> Any:
         """``read()`` (quietly), or its last result when no request has written to ``store`` since."""
         writes = self.interceptor.writes[store]
@@ -946,110 +910,16 @@ class World:
                 seen = self._reads[what] = (writes, read())
         return seen[1]
 
-    def _inbox(self) -> list[Any]:
-        inbox = self.services().stores.container(self.services().settings.inbox_container)
-        return self.unchanged("inbox", "blob", lambda: list(inbox.list_blobs(include=["metadata"])))
-
     def rows(self) -> list[Any]:
         """Every ledger row (``Ledger.scan``), read again only once a request has written rows."""
         return self.unchanged("rows", "rows", lambda: list(self.services().ledger.scan()))
-
-    def _discover_inbox(self) -> None:
-        """Blobs the app itself wrote into the inbox (enFact) raise BlobCreated too."""
-        for blob in self._inbox():
-            key = (blob.name, blob.etag.strip('"'))
-            if key not in self.versions:
-                with self.interceptor.quiet():
-                    inbox = self.services().stores.container(self.services().settings.inbox_container)
-                    data = inbox.get_blob_client(blob.name).download_blob().readall()
-                self.versions[key] = Version(blob.name, key[1], data, True, (blob.metadata or {}).get("enfactid"))
-                self.events[key] = 0
-
-    def _queue_empty(self) -> bool:
-        """Whether the enFact queue held nothing at the last look and nothing was sent to it since."""
-        return self._queue_empty_at == self.interceptor.writes["queue"]
-
-    def deliver_queue(self) -> None:
-        if self._queue_empty():
-            return
-        settings = self.services().settings
-        writes = self.interceptor.writes["queue"]
-        with self.interceptor.quiet():
-            queue = self.services().stores.queue(settings.enfact_queue)
-            messages = list(queue.receive_messages(messages_per_page=8, visibility_timeout=30))
-        if not messages:
-            self._queue_empty_at = writes
-        for message in messages:
-            outcome = self.invoke("queue", lambda: self.host.deliver_queue_message(
-                "enfact_fetch", message.content, message.dequeue_count, message.id))
-            with self.interceptor.quiet():
-                if outcome == "ok":
-                    queue.delete_message(message)
-                elif message.dequeue_count >= MAX_DEQUEUE_COUNT:
-                    self.services().stores.queue(f"{settings.enfact_queue}-poison").send_message(message.content)
-                    queue.delete_message(message)
-                    self.poisoned.append(f"queue {message.content}")
-                else:  # its visibility timeout lapses: it reappears
-                    queue.update_message(message, visibility_timeout=0)
-
-    def deliver_pushes(self) -> None:
-        for push in list(self.pushes):
-            timestamp = int(time.time())
-            headers = {"Content-Type": "application/json", "webhook-id": push["id"],
-                       "webhook-timestamp": str(timestamp),
-                       "webhook-signature": sign(WEBHOOK_SECRET, push["id"], timestamp, push["body"])}
-            answer: dict[str, int] = {}
-
-            def call() -> None:
-                response = self.host.call_http("enfact_webhook", "POST", "http://localhost/api/enfact/invoices",
-                                               headers, push["body"])
-                answer["status"] = response.status_code
-
-            self.invoke("push", call)
-            push["attempts"] += 1
-            if 200 <= answer.get("status", 500) < 300 or push["attempts"] >= PUSH_ATTEMPTS:
-                self.pushes.remove(push)
 
     def tick(self) -> str:
         return self.invoke("tick", lambda: self.host.fire_timer("poll_documents"))
 
     def run(self, rounds: int = 30, minutes_per_round: float = 20) -> None:
-        """Drive everything until settled: pushes, queue, blob events, ticks, a reconcile now and then."""
-        for round_number in range(rounds):
-            self.deliver_pushes()
-            self.deliver_queue()
-            self.deliver_events()
-            self.tick()
-            if round_number in self.reconcile_rounds or self.reconcile_again:
-                # A reconcile that crashed or failed runs again at the timer's next occurrence.
-                outcome = self.invoke("reconcile", lambda: self.host.fire_timer("enfact_reconcile"))
-                self.reconcile_again = outcome != "ok"
-            if round_number in self.after_round:
-                self.after_round.pop(round_number)(self)
-            if self.settled():
-                return
-            self.advance(minutes=minutes_per_round)
-
-    def settled(self) -> bool:
-        if self.pushes or self.events or self.reconcile_again:
-            return False
-        services = self.services()
-        if not self._queue_empty():
-            writes = self.interceptor.writes["queue"]
-            with self.interceptor.quiet():
-                if services.stores.queue(services.settings.enfact_queue).peek_messages(max_messages=1):
-                    return False
-            self._queue_empty_at = writes
-        self._discover_inbox()
-        if self.events:
-            return False
-        rows = self.rows()
-        recorded = {(entry.partition, entry.key) for entry in rows}
-        inbox = services.settings.inbox_container
-        if any((partition_for(blob.name), ledger_key(inbox, blob.name, blob.etag)) not in recorded
-               for blob in self._inbox()):
-            return False  # a blob nobody was told about waits for the repair sweep
-        return all(entry.state in FINAL_STATES for entry in rows)
+        """Drive everything until settled (``AzureRecovery.run``)."""
+        self.recovery.run(rounds, minutes_per_round)
 
     # ----------------------------------------------------------------- invariants (tests/support/invariants.py)
     def stranded_rows(self) -> list[str]:
