@@ -47,7 +47,7 @@ import math
 import re
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tests.emulators._server import (
@@ -294,7 +294,7 @@ class InqomEmulator(EmulatorServer):
     def _error(self, status: int, text: str) -> Reply:
         return message(status, text)
 
-    def _answer(self, fault: Fault | None, dispatch) -> Reply | None:
+    def _answer(self, fault: Fault | None, dispatch: Callable[[], Reply]) -> Reply | None:
         odd = ODD_ANSWERS.get(fault.kind) if fault else None
         if odd is None:
             return super()._answer(fault, dispatch)
