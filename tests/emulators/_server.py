@@ -1,9 +1,10 @@
 """The scaffolding the loopback HTTP emulators share (``inqom``, ``enfact``).
 
 ``EmulatorServer`` serves a subclass's routes from a daemon thread on 127.0.0.1: start/stop
-(closing open connections), request recording, scripted and random faults, routing with
-404/405 answers, and endpoint bugs kept in ``internal_errors`` (answered 500). A subclass
-supplies its routes, how it reads a request (``_handle``), its error bodies and fault texts.
+(closing open connections), routing with 404/405 answers, and endpoint bugs kept in
+``internal_errors`` (answered 500). Its base ``EmulatorControls`` holds scripted and random
+faults and the recorded requests. A subclass supplies its routes, how it reads a request
+(``_handle``), its error bodies and fault texts.
 ``cli_parser`` and ``run_cli`` are the stand-alone command line both emulators offer.
 """
 
@@ -252,11 +253,12 @@ class EmulatorHandler(BaseHTTPRequestHandler):
                 offset += len(chunk)
 
 
-# ---------------------------------------------------------------------- the base
+# ------------------------------------------------------------ faults and records
 
 
-class EmulatorServer:
-    """An HTTP API emulator on a loopback port, serving the subclass's ``_routes``.
+class EmulatorControls:
+    """What a test scripts and reads on an emulator: faults (queued or drawn at random) and the
+    requests recorded.
 
     Settings that tests may change at any time (plain attributes): ``error_rate``
     (probability of a random fault on each request ``_random_fault_applies`` to),
@@ -265,97 +267,22 @@ class EmulatorServer:
     is read and then never answered: the socket stays open until the emulator stops).
     """
 
-    host = "127.0.0.1"
-    _name: ClassVar[str]  # in thread names and log lines
-    _handler_class: ClassVar[type[EmulatorHandler]]
     _fault_kinds: ClassVar[frozenset[str]]
     _fault_texts: ClassVar[Mapping[str, str]]  # error text of each status fault but 502/503
     _api_prefix: ClassVar[str]  # random faults hit paths starting with this
-    _no_route: ClassVar[str]  # 404 text, formatted with path=
-    _not_allowed: ClassVar[str]  # 405 text, formatted with method= and path=
-    _routes: tuple[Route, ...]
 
-    def __init__(self, *, port: int = 0) -> None:
+    def __init__(self) -> None:
         self.error_rate = 0.0
         self.latency = 0.0
         self.hang_rate = 0.0
         self._error_kinds: tuple[str, ...] = ("500", "429")
-        self.internal_errors: list[str] = []  # tracebacks of emulator bugs (answered 500)
-
-        self._log = logging.getLogger(type(self).__module__)
-        self._requested_port = port
         self._lock = threading.RLock()
-        self._idle = threading.Condition(self._lock)
+        self._stopping = threading.Event()  # set while stopping: delayed answers give up waiting
         self._seed = 0
         self._rng = random.Random(self._seed)
         self._requests: list[RecordedRequest] = []
         self._timeline: list[TimedCall] = []
         self._faults: list[Fault] = []
-        self._connections: set[socket.socket] = set()
-        self._stopping = threading.Event()
-        self._server: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # ------------------------------------------------------------------ lifecycle
-
-    def start(self) -> Self:
-        """Bind 127.0.0.1 (port 0 = a free port) and serve in a daemon thread."""
-        if self._server is not None:
-            raise RuntimeError("the emulator is already running")
-        self._stopping.clear()
-        self._prepare()
-        try:
-            self._server = _HTTPServer((self.host, self._requested_port), self, self._handler_class)
-        except OSError:
-            self._clean_up()
-            raise
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05},
-                                        name=f"{self._name}-emulator-{self.port}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving, close every open connection and release what ``start`` prepared."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        self._stopping.set()
-        server.shutdown()
-        server.server_close()
-        deadline = time.monotonic() + 5
-        with self._idle:
-            while self._connections and time.monotonic() < deadline:
-                for connection in list(self._connections):
-                    with contextlib.suppress(OSError):
-                        connection.shutdown(socket.SHUT_RDWR)
-                self._idle.wait(0.1)
-        if self._thread is not None:
-            self._thread.join(5)
-        self._clean_up()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("the emulator is not running")
-        return int(self._server.server_address[1])
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def _prepare(self) -> None:
-        """Called by ``start`` before binding."""
-
-    def _clean_up(self) -> None:
-        """Called by ``stop`` once serving has ended, and by ``start`` when binding fails."""
 
     # ------------------------------------------------------------- test controls
 
@@ -431,32 +358,7 @@ class EmulatorServer:
             counts[kind] += 1
         return counts
 
-    # ------------------------------------------------------------------ serving
-
-    def _connection_opened(self, connection: socket.socket) -> None:
-        with self._lock:
-            self._connections.add(connection)
-
-    def _connection_closed(self, connection: socket.socket) -> None:
-        with self._idle:
-            self._connections.discard(connection)
-            self._idle.notify_all()
-
-    def _serve(self, handler: EmulatorHandler) -> None:
-        target = urlsplit(handler.path)
-        query = parse_qs(target.query, keep_blank_values=True)
-        headers = Headers(handler.headers.items())
-        fault = self._take_fault(handler.command, target.path)
-        reply = self._handle(handler, handler.command, target.path, query, headers, fault)
-        if reply is None:
-            handler.close_connection = True
-        else:
-            handler.send_reply(reply)
-
-    def _handle(self, handler: EmulatorHandler, method: str, path: str,
-                query: dict[str, list[str]], headers: Headers, fault: Fault | None) -> Reply | None:
-        """Read the request's body, answer it (``_answer``) and record it; None closes."""
-        raise NotImplementedError
+    # ------------------------------------------------------------------ answering
 
     def _error(self, status: int, text: str) -> Reply:
         """The API's error answer carrying ``text``."""
@@ -509,6 +411,119 @@ class EmulatorServer:
             self._requests.append(recorded)
             self._timeline.append(TimedCall(time.monotonic(), recorded.method, recorded.path, recorded.status,
                                             recorded.fault))
+
+
+# ---------------------------------------------------------------------- the server
+
+
+class EmulatorServer(EmulatorControls):
+    """An HTTP API emulator on a loopback port, serving the subclass's ``_routes``, with the
+    faults and records of ``EmulatorControls``."""
+
+    host = "127.0.0.1"
+    _name: ClassVar[str]  # in thread names and log lines
+    _handler_class: ClassVar[type[EmulatorHandler]]
+    _no_route: ClassVar[str]  # 404 text, formatted with path=
+    _not_allowed: ClassVar[str]  # 405 text, formatted with method= and path=
+    _routes: tuple[Route, ...]
+
+    def __init__(self, *, port: int = 0) -> None:
+        super().__init__()
+        self.internal_errors: list[str] = []  # tracebacks of emulator bugs (answered 500)
+        self._log = logging.getLogger(type(self).__module__)
+        self._requested_port = port
+        self._idle = threading.Condition(self._lock)
+        self._connections: set[socket.socket] = set()
+        self._server: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> Self:
+        """Bind 127.0.0.1 (port 0 = a free port) and serve in a daemon thread."""
+        if self._server is not None:
+            raise RuntimeError("the emulator is already running")
+        self._stopping.clear()
+        self._prepare()
+        try:
+            self._server = _HTTPServer((self.host, self._requested_port), self, self._handler_class)
+        except OSError:
+            self._clean_up()
+            raise
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.05},
+                                        name=f"{self._name}-emulator-{self.port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, close every open connection and release what ``start`` prepared."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self._stopping.set()
+        server.shutdown()
+        server.server_close()
+        deadline = time.monotonic() + 5
+        with self._idle:
+            while self._connections and time.monotonic() < deadline:
+                for connection in list(self._connections):
+                    with contextlib.suppress(OSError):
+                        connection.shutdown(socket.SHUT_RDWR)
+                self._idle.wait(0.1)
+        if self._thread is not None:
+            self._thread.join(5)
+        self._clean_up()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the emulator is not running")
+        return int(self._server.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def _prepare(self) -> None:
+        """Called by ``start`` before binding."""
+
+    def _clean_up(self) -> None:
+        """Called by ``stop`` once serving has ended, and by ``start`` when binding fails."""
+
+    # ------------------------------------------------------------------ serving
+
+    def _connection_opened(self, connection: socket.socket) -> None:
+        with self._lock:
+            self._connections.add(connection)
+
+    def _connection_closed(self, connection: socket.socket) -> None:
+        with self._idle:
+            self._connections.discard(connection)
+            self._idle.notify_all()
+
+    def _serve(self, handler: EmulatorHandler) -> None:
+        target = urlsplit(handler.path)
+        query = parse_qs(target.query, keep_blank_values=True)
+        headers = Headers(handler.headers.items())
+        fault = self._take_fault(handler.command, target.path)
+        reply = self._handle(handler, handler.command, target.path, query, headers, fault)
+        if reply is None:
+            handler.close_connection = True
+        else:
+            handler.send_reply(reply)
+
+    def _handle(self, handler: EmulatorHandler, method: str, path: str,
+                query: dict[str, list[str]], headers: Headers, fault: Fault | None) -> Reply | None:
+        """Read the request's body, answer it (``_answer``) and record it; None closes."""
+        raise NotImplementedError
 
     def _route(self, method: str, path: str) -> tuple[Endpoint, tuple[str, ...]] | Reply:
         """The endpoint for ``method path`` and its path arguments, or the 404/405 answer."""
