@@ -96,3 +96,18 @@ def test_the_readme_layout_names_every_module_of_shared():
         if not named:
             unnamed.append(str(relative))
     assert not unnamed, f"README Layout does not name: {unnamed}"
+
+
+#: Issue 20: a class that outgrows one screen of thought is split along its seams (README "Layout").
+MAX_CLASS_LINES = 220
+
+
+def test_no_class_outgrows_one_head():
+    too_long = []
+    for path in sorted(ROOT.glob("**/*.py")):
+        if {".venv", "node_modules"} & set(path.parts):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > MAX_CLASS_LINES:
+                too_long.append(f"{path.relative_to(ROOT)}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert not too_long, too_long
