@@ -103,7 +103,7 @@ param archiveRetentionLocked bool = false
 
 // ---- issue 22: environment type, archive protection, network isolation ----
 
-@description('prod, test or dev (ENVIRONMENT_TYPE); empty = prod when the azd environment name is prod or production (any case), else dev. Sets the safe defaults of lockArchiveRetention and protectDocumentsAccount, and which endpoints are the defaults. The preprovision hook applies the same rule.')
+@description('prod, test or dev (ENVIRONMENT_TYPE); empty = prod when the azd environment name is prod or production (any case), else dev. Sets the safe defaults of the two locks (lockArchiveRetention, protectDocumentsAccount), and which endpoints are the defaults. The preprovision hook applies the same rule.')
 @allowed([
   ''
   'dev'
@@ -112,19 +112,23 @@ param archiveRetentionLocked bool = false
 ])
 param environmentType string = ''
 
-// Parameter defaults cannot read variables: the rule "prod, explicitly or by the environment's name"
-// is therefore written in each of the two defaults below and in isProduction.
-@description('Whether the archive retention policy must be locked (scripts/lock-archive-retention.sh, run by the postprovision hook, locks it and then sets ARCHIVE_RETENTION_LOCKED). Default: true in prod. Locking is irreversible: the container and its blobs cannot be deleted before their retention ends, by anyone.')
-param lockArchiveRetention bool = empty(environmentType) ? contains([
-  'prod'
-  'production'
-], toLower(environmentName)) : environmentType == 'prod'
+// Strings, not bools: azd passes LOCK_ARCHIVE_RETENTION / PROTECT_DOCUMENTS_ACCOUNT through
+// main.parameters.json, and an unset variable must mean "the environment's default".
+@description('LOCK_ARCHIVE_RETENTION: whether the archive retention policy must be locked (scripts/lock-archive-retention.sh, run by the postprovision hook, locks it and then sets ARCHIVE_RETENTION_LOCKED); empty = true in prod only. Locking is irreversible: the container and its blobs cannot be deleted before their retention ends, by anyone.')
+@allowed([
+  ''
+  'true'
+  'false'
+])
+param lockArchiveRetention string = ''
 
-@description('CanNotDelete resource lock on the documents storage account (modules/protection.bicep). Default: true in prod.')
-param protectDocumentsAccount bool = empty(environmentType) ? contains([
-  'prod'
-  'production'
-], toLower(environmentName)) : environmentType == 'prod'
+@description('PROTECT_DOCUMENTS_ACCOUNT: CanNotDelete resource lock on the documents storage account (modules/protection.bicep); empty = true in prod only.')
+@allowed([
+  ''
+  'true'
+  'false'
+])
+param protectDocumentsAccount string = ''
 
 // ---- issue 22: endpoints per environment (production endpoints only where environmentType is prod) ----
 
@@ -148,6 +152,8 @@ var isProduction = empty(environmentType) ? contains([
   'production'
 ], toLower(environmentName)) : environmentType == 'prod'
 var effectiveEnvironmentType = empty(environmentType) ? (isProduction ? 'prod' : 'dev') : environmentType
+var archiveLockRequired = empty(lockArchiveRetention) ? isProduction : lockArchiveRetention == 'true'
+var documentsAccountLocked = empty(protectDocumentsAccount) ? isProduction : protectDocumentsAccount == 'true'
 var effectiveInqomTokenUrl = (!empty(inqomTokenUrl)) ? inqomTokenUrl : (isProduction ? inqomProdTokenUrl : inqomStagingTokenUrl)
 var effectiveInqomApiBaseUrl = (!empty(inqomApiBaseUrl)) ? inqomApiBaseUrl : (isProduction ? inqomProdApiBaseUrl : inqomStagingApiBaseUrl)
 // Outside prod an empty value stays empty: the app then refuses to start (shared/config.py requires a
@@ -318,7 +324,7 @@ module keyVault 'modules/keyvault.bicep' = {
 
 // ---- issue 22: delete protection and network isolation (both optional; see their parameters) ----
 
-module protection 'modules/protection.bicep' = if (protectDocumentsAccount) {
+module protection 'modules/protection.bicep' = if (documentsAccountLocked) {
   name: 'protection'
   scope: rg
   params: {
@@ -485,6 +491,6 @@ output ALERT_ACTION_GROUP_ID string = alerts.outputs.actionGroupId
 output WORKBOOK_ID string = workbook.outputs.id
 // issue 22: what the postprovision hook (scripts/lock-archive-retention.sh) and the operator read.
 output ENVIRONMENT_TYPE string = effectiveEnvironmentType
-output ARCHIVE_RETENTION_LOCK_REQUIRED bool = lockArchiveRetention
-output DOCUMENTS_ACCOUNT_DELETE_LOCK bool = protectDocumentsAccount
+output ARCHIVE_RETENTION_LOCK_REQUIRED bool = archiveLockRequired
+output DOCUMENTS_ACCOUNT_DELETE_LOCK bool = documentsAccountLocked
 output NETWORK_ISOLATION bool = networkIsolation

@@ -50,6 +50,18 @@ if ($envType -cne 'prod') {
     }
 }
 
+foreach ($lock in 'LOCK_ARCHIVE_RETENTION', 'PROTECT_DOCUMENTS_ACCOUNT') {
+    $value = [Environment]::GetEnvironmentVariable($lock)
+    if ("$value" -ceq 'false') {
+        if ($envType -ceq 'prod') {
+            Write-Warning "azd-preprovision: $lock=false in prod: the books lose a protection an IT reviewer will ask for (infra/README.md, the archive)."
+        }
+    }
+    elseif ("$value" -and "$value" -cne 'true') {
+        Report-Error "$lock is '$value': use true, false, or unset it for the environment's default"
+    }
+}
+
 if (-not "$env:ALERT_EMAIL") {
     if ($envType -ceq 'prod') {
         Report-Error "ALERT_EMAIL is empty: the alerts (stalled documents, poison messages, dead-lettered events) would e-mail nobody. Set it: azd env set ALERT_EMAIL ops@cabinet.example"

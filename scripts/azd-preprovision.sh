@@ -13,7 +13,8 @@
 #     not documented; production's is the default in prod only).
 #   * INQOM_TOKEN_URL / INQOM_API_BASE_URL default to Inqom's staging (recette) endpoints in
 #     main.bicep; set to a production endpoint they are refused unless ALLOW_PRODUCTION_ENDPOINTS=true.
-# Everywhere: an empty ALERT_EMAIL means the action group e-mails nobody. In prod the hook stops;
+# Everywhere: LOCK_ARCHIVE_RETENTION / PROTECT_DOCUMENTS_ACCOUNT must be true, false or unset (false in
+# prod is a loud warning); an empty ALERT_EMAIL means the action group e-mails nobody. In prod the hook stops;
 # elsewhere it prints a warning banner and goes on.
 set -eu
 
@@ -67,6 +68,18 @@ if [ "$env_type" != "prod" ]; then
         esac
     fi
 fi
+
+for lock in LOCK_ARCHIVE_RETENTION PROTECT_DOCUMENTS_ACCOUNT; do
+    eval "value=\${$lock:-}"
+    case "$value" in
+        ''|true) ;;
+        false)
+            if [ "$env_type" = "prod" ]; then
+                echo "azd-preprovision: WARNING: $lock=false in prod: the books lose a protection an IT reviewer will ask for (infra/README.md, the archive)." >&2
+            fi ;;
+        *) error "$lock is '$value': use true, false, or unset it for the environment's default" ;;
+    esac
+done
 
 if [ -z "${ALERT_EMAIL:-}" ]; then
     if [ "$env_type" = "prod" ]; then

@@ -1674,7 +1674,7 @@ def test_environment_type_set_explicitly_wins_over_the_name(main: Template, envi
     assert parameters["environmentType"]["value"] == "${ENVIRONMENT_TYPE=}"
     names = {"environmentType": environment_type, "environmentName": "contoso-live"}
     assert _eval(main, "effectiveEnvironmentType", **names) == environment_type
-    for derived in ("isProduction", "lockArchiveRetention", "protectDocumentsAccount"):
+    for derived in ("isProduction", "archiveLockRequired", "documentsAccountLocked"):
         assert _eval(main, derived, **names) is (environment_type == "prod"), derived
 
 
@@ -1689,22 +1689,39 @@ def _allowed(template: Template, param: str) -> list:
 def test_archive_lock_and_delete_lock_default_per_environment(main: Template, environment_type: str, locked: bool) -> None:
     """Item 1: prod locks the retention policy (scripted) and puts a CanNotDelete lock on the documents
     account; dev/test keep both off (an unlocked policy can still be removed there: said in the README)."""
-    assert _eval(main, "lockArchiveRetention", environmentType=environment_type, environmentName="x") is locked
-    assert _eval(main, "protectDocumentsAccount", environmentType=environment_type, environmentName="x") is locked
-    assert main.outputs["ARCHIVE_RETENTION_LOCK_REQUIRED"]["value"] == "lockArchiveRetention"
+    assert _eval(main, "archiveLockRequired", environmentType=environment_type, environmentName="x") is locked
+    assert _eval(main, "documentsAccountLocked", environmentType=environment_type, environmentName="x") is locked
+    assert main.outputs["ARCHIVE_RETENTION_LOCK_REQUIRED"]["value"] == "archiveLockRequired"
+    assert main.outputs["DOCUMENTS_ACCOUNT_DELETE_LOCK"]["value"] == "documentsAccountLocked"
+
+
+@pytest.mark.parametrize(("variable", "param", "derived"), [
+    ("LOCK_ARCHIVE_RETENTION", "lockArchiveRetention", "archiveLockRequired"),
+    ("PROTECT_DOCUMENTS_ACCOUNT", "protectDocumentsAccount", "documentsAccountLocked"),
+])
+def test_each_lock_default_can_be_overridden_through_azd(main: Template, variable: str, param: str, derived: str) -> None:
+    """An unset variable keeps the environment's default; "true"/"false" wins in any environment."""
+    parameters = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))["parameters"]
+    assert parameters[param]["value"] == "${%s=}" % variable
+    assert main.default(param) == "" and set(_allowed(main, param)) == {"", "true", "false"}
+    for environment_type in ("prod", "dev"):
+        assert _eval(main, derived, environmentType=environment_type, environmentName="x", **{param: ""}) is \
+            (environment_type == "prod")
+        assert _eval(main, derived, environmentType=environment_type, environmentName="x", **{param: "true"}) is True
+        assert _eval(main, derived, environmentType=environment_type, environmentName="x", **{param: "false"}) is False
 
 
 def test_resource_lock_on_the_documents_account_in_production_only(main: Template, templates: dict[str, Template]) -> None:
     module = main.modules["protection"]
     assert module["detail"]["path"] == "modules/protection.bicep"
-    assert module["config"]["condition"] == "protectDocumentsAccount"
+    assert module["config"]["condition"] == "documentsAccountLocked"
     assert _dotted(body(module)["params"]["storageAccountName"]) == "storage.outputs.name"
     protection = templates["modules/protection.bicep"]
     (_, lock), = protection.resources_of_type("Microsoft.Authorization/locks").items()
     assert body(lock)["scope"] == "storage" and body(lock)["properties"]["level"] == "CanNotDelete"
     assert protection.resources["storage"]["type"] == STORAGE_ACCOUNT and protection.resources["storage"]["existing"]
-    assert _eval(main, "protectDocumentsAccount", environmentType="", environmentName="prod") is True
-    assert _eval(main, "protectDocumentsAccount", environmentType="", environmentName="dev") is False
+    assert _eval(main, "documentsAccountLocked", environmentType="", environmentName="prod") is True
+    assert _eval(main, "documentsAccountLocked", environmentType="", environmentName="dev") is False
 
 
 def test_locking_the_policy_is_a_scripted_postprovision_step(tmp_path: Path) -> None:
@@ -1951,7 +1968,7 @@ def test_azure_yaml_runs_the_preprovision_checks() -> None:
     for script in (PREPROVISION_SH, PREPROVISION_PS1):
         text = script.read_text(encoding="utf-8")
         for name in ("ENFACT_API_BASE_URL", "ARCHIVE_ALLOWED_HOSTS", "INQOM_TOKEN_URL", "INQOM_API_BASE_URL", "ALERT_EMAIL", "ENVIRONMENT_TYPE",
-                     "ALLOW_PRODUCTION_ENDPOINTS"):
+                     "ALLOW_PRODUCTION_ENDPOINTS", "LOCK_ARCHIVE_RETENTION", "PROTECT_DOCUMENTS_ACCOUNT"):
             assert name in text, f"{script.name} does not check {name}"
 
 
@@ -1979,6 +1996,10 @@ def _preprovision(**env: str) -> subprocess.CompletedProcess[str]:
         ({"AZURE_ENV_NAME": "Production"}, False, "ALERT_EMAIL is empty"),
         ({"AZURE_ENV_NAME": "prod", "ALERT_EMAIL": "ops@x.example"}, True, ""),
         ({"AZURE_ENV_NAME": "x", "ENVIRONMENT_TYPE": "prod", "ALERT_EMAIL": "ops@x.example"}, True, ""),
+        ({"AZURE_ENV_NAME": "prod", "ALERT_EMAIL": "ops@x.example", "LOCK_ARCHIVE_RETENTION": "false"}, True,
+         "LOCK_ARCHIVE_RETENTION=false in prod"),
+        ({"AZURE_ENV_NAME": "prod", "ALERT_EMAIL": "ops@x.example", "PROTECT_DOCUMENTS_ACCOUNT": "yes"}, False,
+         "PROTECT_DOCUMENTS_ACCOUNT is 'yes'"),
     ],
 )
 def test_preprovision_hook_refuses_production_defaults_and_silent_alerts(env: dict[str, str], ok: bool, expected: str) -> None:

@@ -1,5 +1,5 @@
 // Delete protection of the documents account (issue 22), deployed when main.bicep's
-// protectDocumentsAccount is true (default: environmentType prod).
+// PROTECT_DOCUMENTS_ACCOUNT (protectDocumentsAccount) is true, or empty in prod.
 //
 // A CanNotDelete management lock on the account: no one, Owner included, can delete the account or
 // any of its child resources through ARM (containers, queues, the ledger table, the archive's

@@ -7,7 +7,7 @@
 //
 // The archive is the books (Code de commerce art. L123-22: ten years): blob versioning on the
 // account, a container-level time-based retention (WORM) policy on the archive container, created
-// unlocked, then locked by the postprovision hook where lockArchiveRetention is true (default: prod;
+// unlocked, then locked by the postprovision hook where LOCK_ARCHIVE_RETENTION is true (empty: prod only;
 // scripts/lock-archive-retention.sh, infra/README.md). The app only ever creates archive
 // blobs (staged blocks + Put Block List with If-None-Match: *), which such a policy permits.
 
