@@ -19,7 +19,7 @@ from shared.blobmove import move_blob
 from shared.ledger.rows import DELETED, QUARANTINED, REPLAYED, LedgerConflict, LedgerEntry, iso, partition_for
 from shared.observability import redact
 from shared.drop.routing import RoutingError, route
-from shared.drop.structured import SEND_DUPLICATE
+from shared.drop.structured import REPLAY_OF, SEND_DUPLICATE
 from shared.services import Services
 
 from .common import CliError, human_bytes, print_json, table, text
@@ -102,7 +102,7 @@ def replay(services: Services, path: str, new_path: str | None = None, force: bo
         raise CliError(f"inbox already holds a blob {target!r}; it is not overwritten "
                        "(wait for it to be processed, or replay under another name with --to)")
     entry = ledger_row_for(services, path, original)
-    extra = {"replayof": entry.key} if entry is not None else {}
+    extra = {REPLAY_OF: entry.key} if entry is not None else {}
     if entry is not None and entry.get("DuplicateOf"):
         if not force:
             raise CliError(f"{path!r} is held as a duplicate of invoice {entry.get('EInvoiceNumber')} already sent "

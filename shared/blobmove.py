@@ -36,9 +36,9 @@ def metadata_text(text: str) -> str:
     return quote(text, safe=_SAFE)[:_MAX_METADATA_VALUE]
 
 
-def _within_limit(theirs: dict[str, str], ours: dict[str, str]) -> dict[str, str]:
-    """``ours`` and as much of the source's metadata as fits the service's 8 KiB (names and values): the
-    largest values of the source's go first, and ``droppedmetadata`` names them."""
+def within_metadata_limit(theirs: dict[str, str], ours: dict[str, str]) -> dict[str, str]:
+    """``ours`` and as much of ``theirs`` (e.g. the source blob's metadata) as fits the service's 8 KiB (names
+    and values): the largest values of ``theirs`` go first, and ``droppedmetadata`` names them."""
     def size(items: dict[str, str]) -> int:
         return sum(len(k.encode()) + len(v.encode()) for k, v in items.items())
 
@@ -127,7 +127,7 @@ def move_blob(stores: StorageClients, source_container: str, blob_name: str, des
     metadata = {k: v for k, v in props.metadata.items() if k.lower() not in dropped and k.lower() != MOVE_ID}
     ours = {k: metadata_text(v) for k, v in (extra_metadata or {}).items()}
     ours[MOVE_ID] = owner
-    metadata = _within_limit({k: v for k, v in metadata.items() if k not in ours}, ours)
+    metadata = within_metadata_limit({k: v for k, v in metadata.items() if k not in ours}, ours)
     chosen = None
     for candidate in candidate_names(wanted, owner):
         dest = stores.container(dest_container).get_blob_client(candidate)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from urllib.parse import unquote
 
 import pytest
@@ -9,10 +11,11 @@ import pytest
 from inqom_bridge_cli.common import CliError
 from inqom_bridge_cli.quarantine import replay
 from inqom_bridge_cli.status import collect
+from shared.http import TransientError
 from shared.drop.duplicates import claim_invoice, invoice_identity
 from shared.ledger.rows import INVOICE_PARTITION, QUARANTINED, SUPERSEDED, UPLOADED, UPLOADING, Ledger
 from tests.conftest import ENFACT_COMPANY, ENFACT_FOLDER, ENFACT_SELLER_VAT
-from tests.support.documents import drop, only_row
+from tests.support.documents import cli, drop, only_row
 from tests.support.einvoices import PartyTerms, Terms, cii_invoice, factur_x_pdf, pdf_with_attachment, ubl_invoice
 from tests.test_enfact import body_for, push, run_queue_and_inbox, signed_headers
 
@@ -211,6 +214,37 @@ def test_one_folder_written_two_ways_is_one_folder_for_duplicates(services, host
     assert only_row(services, "011287/supplier/F-2026-0042-copy.xml").state == QUARANTINED
 
 
+def test_a_replayed_invoice_is_not_held_as_a_duplicate_of_its_own_earlier_version(services, host, inqom):
+    """A first copy that gave up after Inqom's 5xx (its last outcome unknown) keeps its claim; replaying that
+    very document (the usual recovery after an outage) sends it, instead of holding it as its own duplicate."""
+    name = "11287/supplier/F-2026-0042.xml"
+    drop(services, name, ubl_invoice(Terms()))
+    inqom.inject("500", times=5, path_contains="/Documents", method="POST")
+    for _ in range(4):
+        with pytest.raises(TransientError):
+            host.deliver_blob("upload_document", name)
+    host.deliver_blob("upload_document", name)
+    gave_up = only_row(services, name)
+    assert gave_up.state == QUARANTINED and not gave_up.get("InqomId")
+    replay(services, name)
+    host.deliver_blob("upload_document", name)
+    (sent,) = [e for e in services.ledger.scan("BlobPath eq @p", p=name) if e.key != gave_up.key]
+    assert sent.state == UPLOADED and sent.get("InqomId") and not sent.get("DuplicateOf")
+    assert services.ledger.get(INVOICE_PARTITION, sent.get("BusinessKey")).get("TakenOverFrom") == \
+        f"11287/{gave_up.key}"
+
+
+def test_ids_are_kept_folded_so_find_matches_them_however_they_were_written(services, host, inqom, capsys):
+    seller = PartyTerms("ACME SAS", "345 678 901", "fr 12 345 678 901")
+    deliver(services, host, "11287/supplier/F-2026-0042.xml", ubl_invoice(Terms(seller=seller)))
+    row = only_row(services, "11287/supplier/F-2026-0042.xml")
+    assert (row.get("EInvoiceSellerVat"), row.get("EInvoiceSellerId")) == ("FR12345678901", "345678901")
+    for option, typed in (("--seller-vat", "FR12345678901"), ("--seller-vat", "fr 12 345 678 901"),
+                          ("--seller-id", "345678901")):
+        code, out, err = cli(capsys, "find", option, typed, "--json")
+        assert code == 0 and [m["state"] for m in json.loads(out)["matches"]] == [UPLOADED], (option, typed, err)
+
+
 def test_a_credit_note_is_never_a_duplicate_of_its_invoice(services, host, inqom):
     deliver(services, host, "11287/supplier/F-2026-0042.xml", ubl_invoice(Terms()))
     deliver(services, host, "11287/supplier/AV-0042.xml", ubl_invoice(Terms(type_code="381"), credit_note=True))
@@ -226,6 +260,22 @@ def test_with_business_duplicates_send_the_second_file_is_sent_and_linked(servic
     second = only_row(services, "11287/supplier/scan-0042.pdf")
     assert second.state == UPLOADED and second.get("DuplicateSent") is True
     assert second.get("DuplicateOf") == f"11287/{only_row(services, '11287/supplier/F-2026-0042.xml').key}"
+
+
+@pytest.mark.parametrize("settings_overrides", [{"BUSINESS_DUPLICATES": "send"}])
+def test_a_duplicate_once_sent_is_never_held_later_whatever_the_setting_became(services, host, inqom):
+    """Sent as a duplicate with an unknown outcome (a 5xx), then BUSINESS_DUPLICATES=hold: the retry still looks
+    the document up in Inqom and records it, rather than setting aside a file that may be in Inqom."""
+    deliver(services, host, "11287/supplier/F-2026-0042.xml", ubl_invoice(Terms()))
+    inqom.inject("504", times=1, path_contains="/Documents", method="POST")
+    with pytest.raises(TransientError):
+        deliver(services, host, "11287/supplier/scan-0042.pdf", factur_x_pdf(cii_invoice(Terms())))
+    assert only_row(services, "11287/supplier/scan-0042.pdf").get("DuplicateSent") is True
+    services.settings = dataclasses.replace(services.settings, business_duplicates="hold")
+    host.deliver_blob("upload_document", "11287/supplier/scan-0042.pdf")
+    second = only_row(services, "11287/supplier/scan-0042.pdf")
+    assert second.state == UPLOADED and second.get("InqomId")
+    assert len([d for d in inqom.documents.values() if str(d.get("Name", "")).startswith("scan-0042")]) == 1
 
 
 def test_a_file_that_cannot_be_read_is_sent_all_the_same_with_the_reason(services, host, inqom):
@@ -261,3 +311,23 @@ def test_an_enfact_push_and_a_drop_of_the_same_invoice_send_one_document(service
     assert len(inqom.calls("POST", "/Documents")) == 1
     dropped = only_row(services, f"{ENFACT_FOLDER}/client/F2026-0045.xml")
     assert dropped.state == QUARANTINED and dropped.get("DuplicateOf") == f"{ENFACT_FOLDER}/{pushed.key}"
+
+
+def test_an_enfact_invoice_with_huge_terms_still_fits_the_inbox_metadata_and_keeps_its_key(services, host, inqom,
+                                                                                          enfact):
+    """Invariant 10 (storage limits by construction): the buyer's name and VAT id give way to 8 KiB, never the
+    terms of the business key, so the inbox blob is written (here: then refused by routing, with its reason,
+    for a reference longer than Inqom takes) instead of failing every retry of the queue message."""
+    number = "N°" + "é" * 400
+    invoice = enfact.add_invoice(ENFACT_COMPANY, number=number, customer="Ш" * 400, vat="é" * 400)
+    body = body_for(invoice["id"])
+    push(host, body, signed_headers(body))
+    run_queue_and_inbox(services, host)
+    path = f"{ENFACT_FOLDER}/client/enfact-{invoice['id']}.pdf"
+    metadata = services.stores.container(services.settings.quarantine_container).get_blob_client(
+        path).get_blob_properties().metadata
+    assert sum(len(k.encode()) + len(v.encode()) for k, v in metadata.items()) <= 8 * 1024
+    assert {"invoicenumber", "invoicetotal", "sellervat"} <= set(metadata)
+    row = only_row(services, path)
+    assert row.state == QUARANTINED and "docref is longer than 255 characters" in row.get("QuarantineReason")
+    assert inqom.calls("POST", "/Documents") == []

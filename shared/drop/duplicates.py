@@ -93,11 +93,13 @@ def _cents(text: Any) -> str | None:
         return None
 
 
-def claim_invoice(ledger: Ledger, entry: LedgerEntry, identity: InvoiceIdentity) -> FirstCopy | None:
+def claim_invoice(ledger: Ledger, entry: LedgerEntry, identity: InvoiceIdentity,
+                  replaying: str | None = None) -> FirstCopy | None:
     """Claim ``identity`` for ``entry`` (whose row already names it in ``BusinessKey``).
 
-    None when ``entry`` holds it: claimed now, by an earlier attempt of the same row, or taken over from
-    a holder that never reached Inqom. Otherwise the holder, whatever its progress.
+    None when ``entry`` holds it: claimed now, by an earlier attempt of the same row, taken over from
+    a holder that never reached Inqom, or from the row whose blob ``entry`` replays (``replaying``,
+    its ledger key: an operator put that very document back). Otherwise the holder, whatever its progress.
     """
     mine = {"Holder": f"{entry.partition}/{entry.key}", "HolderPath": entry.get("BlobPath"),
             "Invoice": str(identity)}
@@ -112,7 +114,7 @@ def claim_invoice(ledger: Ledger, entry: LedgerEntry, identity: InvoiceIdentity)
         if claim.get("Holder") == mine["Holder"]:
             return None
         partition, _, key = str(claim.get("Holder") or "").partition("/")
-        holder = ledger.get(partition, key) if key else None
+        holder = ledger.get(partition, key) if key and key != replaying else None
         if holder is not None and holder.get("BusinessKey") == identity.key and not never_reached_inqom(holder):
             return FirstCopy(partition, key, str(holder.get("BlobPath") or claim.get("HolderPath") or ""),
                              _int(holder.get("InqomId")))

@@ -20,6 +20,7 @@ from azure.storage.blob import BlobClient
 from shared.blobmove import metadata_text
 from shared.config import Settings
 from shared.einvoice import EInvoice, EInvoiceError, NotAnEInvoice, read_einvoice_blob
+from shared.names import normalise_id
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,8 @@ ENFACT = "enfact"
 READ_EXTENSIONS = (".pdf", ".xml")
 #: Metadata ``replay --force`` sets on a held duplicate it moves back to the inbox: send it all the same.
 SEND_DUPLICATE = "sendduplicate"
+#: Metadata ``replay`` sets on a blob it puts back: the ledger key of the row it replays.
+REPLAY_OF = "replayof"
 #: Blob metadata a channel may set, and the column each fills when the file is not structured.
 CHANNEL_METADATA = {
     "invoicenumber": "EInvoiceNumber", "invoicetype": "EInvoiceTypeCode", "invoicedate": "EInvoiceIssueDate",
@@ -35,6 +38,8 @@ CHANNEL_METADATA = {
     "sellervat": "EInvoiceSellerVat", "sellerid": "EInvoiceSellerId", "sellername": "EInvoiceSellerName",
     "buyername": "EInvoiceBuyerName", "buyervat": "EInvoiceBuyerVat",
 }
+#: Columns holding a VAT or legal id: kept folded (``FR 12 345…`` → ``FR12345…``), as ``find`` and the key compare them.
+_ID_COLUMNS = frozenset({"EInvoiceSellerVat", "EInvoiceSellerId", "EInvoiceBuyerVat", "EInvoiceBuyerId"})
 _ERROR_LIMIT = 500
 
 
@@ -54,7 +59,7 @@ def read_at_door(blob: BlobClient, name: str, size: int, etag: str, metadata: Ma
     if metadata.get("source") == ENFACT and metadata.get("invoicenumber"):
         channel = {column: unquote(metadata[key]).strip() for key, column in CHANNEL_METADATA.items()
                    if metadata.get(key, "").strip()}
-        return {"EInvoiceFormat": ENFACT, "EInvoiceError": error, **channel}
+        return {"EInvoiceFormat": ENFACT, "EInvoiceError": error, **_folded_ids(channel)}
     return {"EInvoiceFormat": NONE, "EInvoiceError": error}
 
 
@@ -69,8 +74,12 @@ def einvoice_columns(invoice: EInvoice) -> dict[str, Any]:
         "VatTotal": invoice.vat_total, "TotalWithVat": invoice.total_with_vat, "AmountDue": invoice.amount_due,
         "BuyerReference": invoice.buyer_reference, "OrderReference": invoice.order_reference,
     }
-    return {f"EInvoice{name}": (value.isoformat() if hasattr(value, "isoformat") else str(value))
-            for name, value in terms.items() if value is not None}
+    return _folded_ids({f"EInvoice{name}": (value.isoformat() if hasattr(value, "isoformat") else str(value))
+                        for name, value in terms.items() if value is not None})
+
+
+def _folded_ids(columns: dict[str, Any]) -> dict[str, Any]:
+    return {name: normalise_id(value) if name in _ID_COLUMNS else value for name, value in columns.items()}
 
 
 def channel_metadata(terms: Mapping[str, Any]) -> dict[str, str]:

@@ -35,7 +35,7 @@ from shared.inqom.polling import PollPolicy
 from shared.ledger.quarantine import finish_quarantine, quarantine_document
 from shared.drop.duplicates import FirstCopy, claim_invoice, invoice_identity
 from shared.drop.routing import RoutingError, UploadInstruction, route, unaddressable
-from shared.drop.structured import SEND_DUPLICATE, read_at_door
+from shared.drop.structured import REPLAY_OF, SEND_DUPLICATE, read_at_door
 from shared.services import Services
 from shared.storage import BlobRangeReader
 
@@ -191,8 +191,8 @@ def _at_the_door(services: Services, blob: BlobClient, entry: LedgerEntry, folde
     identity = invoice_identity(folder_id, {name: entry.get(name) for name in entry.fields})
     if identity is None:
         return entry, None
-    first = claim_invoice(ledger, entry, identity)
-    if first is None:
+    first = claim_invoice(ledger, entry, identity, replaying=unquote(metadata.get(REPLAY_OF, "")) or None)
+    if first is None or entry.get("DuplicateSent"):  # one sent as a duplicate before: its outcome is followed, never held
         return entry, None
     duplicate = {"DuplicateOf": f"{first.partition}/{first.key}", "DuplicateOfPath": first.path,
                  "DuplicateOfInqomId": first.inqom_id}

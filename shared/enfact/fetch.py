@@ -24,7 +24,7 @@ from typing import Any
 from azure.core.exceptions import ResourceExistsError
 
 from shared.auth import EnfactApiKey
-from shared.blobmove import metadata_text
+from shared.blobmove import metadata_text, within_metadata_limit
 from shared.drop.structured import channel_metadata
 from shared.enfact.client import EnfactClient, invoice_id_of
 from shared.enfact.push import QUEUED, enfact_row_key
@@ -45,6 +45,8 @@ REQUEUE_AFTER = timedelta(hours=1)
 WRITE_LEASE = timedelta(minutes=15)
 WRITE_MARGIN = timedelta(minutes=5)
 _SHOWN_ID = 80  # characters of an odd id quoted in a log line
+#: Inbox metadata of an enFact invoice that its business key does not need.
+_INFORMATIONAL = ("buyername", "buyervat", "invoicedate", "invoicecurrency")
 
 
 class ReconcileError(RuntimeError):
@@ -164,10 +166,13 @@ def _fetch(services: Services, company: str, invoice_id: str, source: str | None
                     "nothing written by this message", invoice_id, company)
         return current.state if current is not None and current.state else WRITING
     number = str(detail.get("number_formatted") or detail.get("number") or detail.get("invoice_number") or "").strip()
-    metadata = {"source": "enfact", "sourceid": invoice_id, "enfactid": invoice_id, "enfactcompany": company,
-                **invoice_metadata(services, company, number, detail)}
+    terms = invoice_metadata(services, company, number, detail)
+    # What the business key needs is kept whole; the rest gives way to the service's 8 KiB if it must.
+    informational = {name: terms.pop(name) for name in _INFORMATIONAL if name in terms}
     if number:
-        metadata["docref"] = metadata_text(number)  # blob metadata is ASCII; routing decodes it
+        informational["docref"] = metadata_text(number)  # blob metadata is ASCII; routing decodes it
+    metadata = within_metadata_limit(informational, {"source": "enfact", "sourceid": invoice_id, "enfactid": invoice_id,
+                                                     "enfactcompany": company, **terms})
     inbox = services.stores.container(services.settings.inbox_container)
     try:
         inbox.upload_blob(blob_name, pdf, metadata=metadata, overwrite=False, max_concurrency=1)
