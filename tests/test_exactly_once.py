@@ -163,7 +163,7 @@ def test_a_duplicate_with_other_bytes_never_touches_the_originals_archive(servic
     drop(services, "7/supplier/a-scan.pdf", pdf("other bytes"))
     host.deliver_blob("upload_document", "7/supplier/a-scan.pdf")
     (second,) = services.ledger.scan("BlobPath eq @p", p="7/supplier/a-scan.pdf")
-    document = inqom._documents[second.get("InqomId")]  # noqa: SLF001 — Inqom's own matching says Duplicate
+    document = inqom._store.by_id[second.get("InqomId")]  # noqa: SLF001 — Inqom's own matching says Duplicate
     document.origin_id = original.get("InqomId")
     inqom.set_status(second.get("InqomId"), "Duplicate")
     for _ in range(3):

@@ -191,8 +191,6 @@ class InqomEmulator(EmulatorServer):
 
         self._identity = InqomIdentity(self)
         self._store = InqomDocuments(self)
-        # The state itself, for white-box tests (the simulation's invariants, test_exactly_once).
-        self._tokens, self._documents, self._links = self._identity.tokens, self._store.by_id, self._store.links
         self._tmpdir: str | None = None
         self._routes = (("POST", re.compile(re.escape(TOKEN_PATH)), self._identity.token),
                         *InqomApi(self, self._store).routes())

@@ -321,8 +321,8 @@ def _secrets(inqom: InqomEmulator) -> dict[str, str]:
     secrets = {"Inqom password": INQOM_CREDENTIALS["password"],
                "Inqom client secret": INQOM_CREDENTIALS["client_secret"],
                "enFact session key": ENFACT_SESSION_KEY, "webhook secret": WEBHOOK_SECRET.split("_", 1)[1]}
-    secrets.update({f"token {t[:6]}": t for t in inqom._tokens})  # noqa: SLF001 (the tokens issued)
-    secrets.update({f"sig of {k[:6]}": link.signature for k, link in inqom._links.items()})  # noqa: SLF001
+    secrets.update({f"token {t[:6]}": t for t in inqom._identity.tokens})  # noqa: SLF001 (the tokens issued)
+    secrets.update({f"sig of {k[:6]}": link.signature for k, link in inqom._store.links.items()})  # noqa: SLF001
     return secrets
 
 
